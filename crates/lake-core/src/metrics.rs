@@ -1,0 +1,23 @@
+//! Names of every metric lake exports, in one place so dashboards and code
+//! cannot drift. Convention: `lake_<area>_<what>_<unit>`.
+
+/// Gauge, always 1, labelled with `version`.
+pub const BUILD_INFO: &str = "lake_build_info";
+
+/// Counter of HTTP requests the catalog served, labelled `method` and `status`.
+pub const CATALOG_HTTP_REQUESTS_TOTAL: &str = "lake_catalog_http_requests_total";
+/// Histogram of catalog request latency, labelled `method`.
+pub const CATALOG_HTTP_REQUEST_DURATION_SECONDS: &str =
+    "lake_catalog_http_request_duration_seconds";
+
+/// Every name above, for tests that check dashboards against the code.
+pub const ALL: &[&str] = &[
+    BUILD_INFO,
+    CATALOG_HTTP_REQUESTS_TOTAL,
+    CATALOG_HTTP_REQUEST_DURATION_SECONDS,
+];
+
+/// Histogram buckets for request and commit latencies, in seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
