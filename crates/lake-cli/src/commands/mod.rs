@@ -1,0 +1,42 @@
+//! One module per subcommand; each only wires configuration to a library call.
+
+mod catalog;
+mod config;
+
+use std::process::ExitCode;
+
+use lake_core::Config;
+use lake_core::config::Sources;
+
+use crate::cli::Command;
+
+pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Catalog(command) => catalog::run(command, config).await,
+        Command::Config(command) => config::run(command, &config, &sources),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM, whichever comes first.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

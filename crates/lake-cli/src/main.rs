@@ -1,0 +1,47 @@
+//! The `lake` binary: parses the command line, loads configuration, starts
+//! telemetry and hands over to the library crate that does the work.
+
+mod cli;
+mod commands;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let loaded = cli
+        .overrides()
+        .and_then(|overrides| lake_core::Config::load(cli.global.config.as_deref(), &overrides));
+    let (config, sources) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logs(&config.telemetry);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        telemetry::init_metrics(&config.telemetry)?;
+        commands::run(cli.command, config, sources).await
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
