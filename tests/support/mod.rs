@@ -1,0 +1,183 @@
+//! Shared helpers of the end-to-end tests: a small table shape partitioned by
+//! hour, a writer producing its data files, and a reader returning its rows.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use arrow_array::{Array as _, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use futures::TryStreamExt;
+use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::spec::{
+    DataFile, DataFileFormat, NestedField, PrimitiveType, Schema, Transform, Type,
+    UnboundPartitionSpec,
+};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+use parquet::file::properties::WriterProperties;
+
+/// One microsecond-precision hour.
+pub const HOUR_MICROS: i64 = 3_600_000_000;
+/// 2026-01-01T00:00:00Z in microseconds.
+pub const BASE_TS: i64 = 1_767_225_600_000_000;
+
+/// A row of the `events` test table.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Event {
+    pub id: i64,
+    pub ts: i64,
+    pub name: String,
+}
+
+impl Event {
+    /// Event `id`, spread over `hours` hours.
+    pub fn numbered(id: i64, hours: i64) -> Self {
+        Self {
+            id,
+            ts: BASE_TS + (id % hours) * HOUR_MICROS + id,
+            name: format!("event-{id}"),
+        }
+    }
+}
+
+pub fn events_schema() -> Schema {
+    Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::required(2, "ts", Type::Primitive(PrimitiveType::Timestamptz)).into(),
+            NestedField::optional(3, "name", Type::Primitive(PrimitiveType::String)).into(),
+        ])
+        .build()
+        .expect("valid schema")
+}
+
+/// Creates `namespace.name` partitioned by `hour(ts)`.
+pub async fn create_events_table(
+    catalog: &dyn Catalog,
+    namespace: &str,
+    name: &str,
+    properties: HashMap<String, String>,
+) -> Result<Table> {
+    let spec = UnboundPartitionSpec::builder()
+        .add_partition_field(2, "ts_hour", Transform::Hour)?
+        .build();
+    let creation = TableCreation::builder()
+        .name(name.to_string())
+        .schema(events_schema())
+        .partition_spec(spec)
+        .properties(properties)
+        .build();
+    Ok(catalog
+        .create_table(&NamespaceIdent::new(namespace.to_string()), creation)
+        .await?)
+}
+
+pub fn table_ident(namespace: &str, name: &str) -> TableIdent {
+    TableIdent::new(NamespaceIdent::new(namespace.to_string()), name.to_string())
+}
+
+pub fn events_batch(table: &Table, events: &[Event]) -> Result<RecordBatch> {
+    let schema = Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?);
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.id))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.ts))
+                    .with_timezone("+00:00"),
+            ),
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.name.as_str()),
+            )),
+        ],
+    )?)
+}
+
+/// Writes `events` as Parquet data files, one or more per hour partition.
+pub async fn write_events(table: &Table, events: &[Event], prefix: &str) -> Result<Vec<DataFile>> {
+    let batch = events_batch(table, events)?;
+    let metadata = table.metadata();
+    let schema = metadata.current_schema().clone();
+    let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
+        schema.clone(),
+        metadata.default_partition_spec().clone(),
+    )?;
+    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+        ParquetWriterBuilder::new(WriterProperties::default(), schema),
+        table.file_io().clone(),
+        DefaultLocationGenerator::new(metadata)?,
+        DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet),
+    );
+    let mut writer = FanoutWriter::new(DataFileWriterBuilder::new(rolling));
+    for (key, part) in splitter.split(&batch)? {
+        writer.write(key, part).await?;
+    }
+    Ok(writer.close().await?)
+}
+
+/// Writes `events` and commits them with iceberg's `fast_append`.
+pub async fn append_events(
+    catalog: &dyn Catalog,
+    table: &Table,
+    events: &[Event],
+    prefix: &str,
+) -> Result<Table> {
+    let files = write_events(table, events, prefix).await?;
+    let tx = Transaction::new(table);
+    let tx = tx.fast_append().add_data_files(files).apply(tx)?;
+    Ok(tx.commit(catalog).await?)
+}
+
+/// Every row of the table's current snapshot, sorted.
+pub async fn read_events(table: &Table) -> Result<Vec<Event>> {
+    let batches: Vec<RecordBatch> = table
+        .scan()
+        .select_all()
+        .build()?
+        .to_arrow()
+        .await?
+        .try_collect()
+        .await?;
+    let mut rows = Vec::new();
+    for batch in batches {
+        let ids = column::<Int64Array>(&batch, "id");
+        let ts = column::<TimestampMicrosecondArray>(&batch, "ts");
+        let names = column::<StringArray>(&batch, "name");
+        for i in 0..batch.num_rows() {
+            rows.push(Event {
+                id: ids.value(i),
+                ts: ts.value(i),
+                name: names.value(i).to_string(),
+            });
+        }
+    }
+    rows.sort();
+    Ok(rows)
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("column {name}"))
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| panic!("column {name} type"))
+}
+
+/// Asserts two sorted row sets are equal, printing only the first difference.
+pub fn assert_same_rows(actual: &[Event], expected: &[Event]) {
+    assert_eq!(actual.len(), expected.len(), "row count");
+    if let Some((a, e)) = actual.iter().zip(expected).find(|(a, e)| a != e) {
+        panic!("first differing row: got {a:?}, expected {e:?}");
+    }
+}
