@@ -10,11 +10,19 @@ pub const CATALOG_HTTP_REQUESTS_TOTAL: &str = "lake_catalog_http_requests_total"
 pub const CATALOG_HTTP_REQUEST_DURATION_SECONDS: &str =
     "lake_catalog_http_request_duration_seconds";
 
+/// Counter of table commits, labelled `operation` (append, replace, overwrite,
+/// delete, transaction) and `outcome` (committed, conflict, unknown, refused).
+pub const TABLE_COMMITS_TOTAL: &str = "lake_table_commits_total";
+/// Histogram of one commit request's latency, labelled `operation`.
+pub const TABLE_COMMIT_DURATION_SECONDS: &str = "lake_table_commit_duration_seconds";
+
 /// Every name above, for tests that check dashboards against the code.
 pub const ALL: &[&str] = &[
     BUILD_INFO,
     CATALOG_HTTP_REQUESTS_TOTAL,
     CATALOG_HTTP_REQUEST_DURATION_SECONDS,
+    TABLE_COMMITS_TOTAL,
+    TABLE_COMMIT_DURATION_SECONDS,
 ];
 
 /// Histogram buckets for request and commit latencies, in seconds.

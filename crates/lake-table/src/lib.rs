@@ -1,0 +1,28 @@
+//! lake's Iceberg write path.
+//!
+//! iceberg-rust's `Transaction` re-derives its commit requirements from a
+//! fresh load on every retry and offers only fast appends. lake needs commits
+//! that say "only if the table is still at snapshot S" (exactly-once ingest),
+//! and replace / overwrite / delete snapshots (compaction, gold rebuilds,
+//! retention). This crate writes those snapshots from iceberg's public spec
+//! types and sends the commit requests itself.
+//!
+//! - [`writer`]: record batches → partitioned Parquet data files.
+//! - [`ops`]: [`Append`], [`Replace`], [`Overwrite`], [`Delete`] and the commit
+//!   loop; [`commit_all`] for several tables in one atomic step.
+//! - [`files`]: live files, files appended between snapshots, summary lookup,
+//!   reachability and storage listing.
+
+pub mod catalog;
+pub mod error;
+pub mod files;
+pub mod ops;
+mod produce;
+#[doc(hidden)]
+pub mod testing;
+pub mod writer;
+
+pub use catalog::LakeCatalog;
+pub use error::{Error, Result};
+pub use ops::{Append, Delete, FileSelector, Op, Overwrite, Replace, commit, commit_all};
+pub use writer::{TableWriter, WriterOptions};
