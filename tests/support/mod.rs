@@ -8,23 +8,13 @@ use std::sync::Arc;
 use anyhow::Result;
 use arrow_array::{Array as _, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use futures::TryStreamExt;
-use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{
-    DataFile, DataFileFormat, NestedField, PrimitiveType, Schema, Transform, Type,
-    UnboundPartitionSpec,
+    DataFile, NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec,
 };
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
-};
-use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::partitioning::PartitioningWriter;
-use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
-use parquet::file::properties::WriterProperties;
 
 /// One microsecond-precision hour.
 pub const HOUR_MICROS: i64 = 3_600_000_000;
@@ -103,25 +93,14 @@ pub fn events_batch(table: &Table, events: &[Event]) -> Result<RecordBatch> {
     )?)
 }
 
-/// Writes `events` as Parquet data files, one or more per hour partition.
+/// Writes `events` as Parquet data files (lake's writer), one or more per hour.
 pub async fn write_events(table: &Table, events: &[Event], prefix: &str) -> Result<Vec<DataFile>> {
-    let batch = events_batch(table, events)?;
-    let metadata = table.metadata();
-    let schema = metadata.current_schema().clone();
-    let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
-        schema.clone(),
-        metadata.default_partition_spec().clone(),
-    )?;
-    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
-        ParquetWriterBuilder::new(WriterProperties::default(), schema),
-        table.file_io().clone(),
-        DefaultLocationGenerator::new(metadata)?,
-        DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet),
-    );
-    let mut writer = FanoutWriter::new(DataFileWriterBuilder::new(rolling));
-    for (key, part) in splitter.split(&batch)? {
-        writer.write(key, part).await?;
-    }
+    let options = lake_table::WriterOptions {
+        file_prefix: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+        ..Default::default()
+    };
+    let mut writer = lake_table::TableWriter::new(table, options).await?;
+    writer.write(&events_batch(table, events)?).await?;
     Ok(writer.close().await?)
 }
 

@@ -27,9 +27,9 @@ fn required_env(name: &str) -> String {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => value,
         _ => panic!(
-            "{name} is not set. This test needs the real services (PostgreSQL, s3s-fs); \
+            "{name} is not set. This test needs the real services (PostgreSQL, s3s-fs, pyiceberg); \
              run the suite with `{RUNNER}`, which installs and starts them (it \
-             sets LAKE_TEST_POSTGRES_URL and LAKE_TEST_S3_*)."
+             sets LAKE_TEST_POSTGRES_URL, LAKE_TEST_S3_* and LAKE_TEST_PYTHON)."
         ),
     }
 }
@@ -92,6 +92,37 @@ impl Services {
             },
         }
     }
+}
+
+/// What pyiceberg saw in one table (see tests/python/read_table.py).
+#[derive(Debug, serde::Deserialize)]
+pub struct PyTable {
+    pub current: Option<i64>,
+    pub snapshots: std::collections::BTreeMap<String, PySnapshot>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PySnapshot {
+    pub operation: Option<String>,
+    pub summary: std::collections::BTreeMap<String, String>,
+    pub rows: u64,
+    pub values: Vec<serde_json::Value>,
+}
+
+impl PyTable {
+    pub fn snapshot(&self, id: i64) -> &PySnapshot {
+        self.snapshots.get(&id.to_string()).unwrap_or_else(|| {
+            panic!(
+                "pyiceberg saw no snapshot {id}: {:?}",
+                self.snapshots.keys()
+            )
+        })
+    }
+}
+
+/// The Python with pyiceberg that `tests/run` installed.
+pub fn python() -> PathBuf {
+    PathBuf::from(required_env("LAKE_TEST_PYTHON"))
 }
 
 /// A loopback port that was free a moment ago.
@@ -270,6 +301,38 @@ impl CatalogProcess {
     /// An iceberg REST client acting with `role`'s key.
     pub async fn rest_catalog(&self, role: Role) -> Result<RestCatalog> {
         Ok(lake_core::catalog::connect(&self.client_config(Some(role))).await?)
+    }
+
+    /// lake's catalog connection (reads and commits) acting with `role`'s key.
+    pub async fn lake_catalog(&self, role: Role) -> Result<lake_table::LakeCatalog> {
+        Ok(lake_table::LakeCatalog::connect(&self.client_config(Some(role))).await?)
+    }
+
+    /// Reads `table` with pyiceberg and returns what every snapshot holds.
+    pub fn read_with_pyiceberg(&self, table: &str, column: &str) -> Result<PyTable> {
+        let mut command = std::process::Command::new(python());
+        command
+            .arg(repo_root().join("tests/python/read_table.py"))
+            .args([table, column])
+            .env("LAKE_PY_URI", &self.uri)
+            .env("LAKE_PY_TOKEN", &self.spec.keys.reader);
+        let s3 = &self.spec.storage.s3;
+        if let (Some(endpoint), Some(key), Some(secret)) =
+            (&s3.endpoint, &s3.access_key_id, &s3.secret_access_key)
+        {
+            command
+                .env("LAKE_PY_S3_ENDPOINT", endpoint)
+                .env("LAKE_PY_S3_ACCESS_KEY", key)
+                .env("LAKE_PY_S3_SECRET_KEY", secret.expose());
+        }
+        let output = command.output().context("run pyiceberg")?;
+        if !output.status.success() {
+            bail!(
+                "pyiceberg could not read {table}:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&output.stdout)?)
     }
 
     /// An iceberg REST client with no credential at all.
