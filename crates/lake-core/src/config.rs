@@ -26,7 +26,7 @@ pub const DEFAULT_CATALOG_ADDR: &str = "127.0.0.1:8181";
 
 /// Top-level sections; environment variables outside them are ignored so that
 /// unrelated `LAKE_…` variables (a test harness's, a shell's) cannot break loading.
-const SECTIONS: [&str; 4] = ["catalog", "storage", "server", "telemetry"];
+const SECTIONS: [&str; 5] = ["catalog", "storage", "server", "telemetry", "kafka"];
 
 /// The effective configuration of one `lake` invocation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,29 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logs and metrics.
     pub telemetry: TelemetryConfig,
+    /// How lake reaches Kafka.
+    pub kafka: KafkaConfig,
+}
+
+/// Kafka connection settings shared by `lake generate` and `lake ingest`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Extra librdkafka properties for every client (`security.protocol`,
+    /// `sasl.mechanism`, `ssl.ca.location`, …). Secrets here are redacted in
+    /// `lake config show` when the key names a password or secret.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".to_string(),
+            properties: BTreeMap::new(),
+        }
+    }
 }
 
 /// A value that must never be printed: tokens, keys, passwords.
@@ -425,6 +448,11 @@ impl Config {
             hide(&mut key.key);
         }
         shown.server.database = redact_url_password(&shown.server.database);
+        for (key, value) in shown.kafka.properties.iter_mut() {
+            if is_secret_property(key) {
+                *value = REDACTED.to_string();
+            }
+        }
         shown
     }
 
@@ -456,6 +484,14 @@ impl AuditSink {
             },
         }
     }
+}
+
+/// librdkafka property names that carry secrets.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key.pem", "token"]
+        .iter()
+        .any(|needle| key.contains(needle))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db`.
@@ -512,6 +548,10 @@ mod tests {
         config.catalog.token = Some(Secret::new("rb_topsecret"));
         config.storage.s3.secret_access_key = Some(Secret::new("s3secret"));
         config.server.database = "postgres://lake:pgsecret@db:5432/lake".into();
+        config
+            .kafka
+            .properties
+            .insert("sasl.password".into(), "kafkasecret".into());
         config.server.api_keys.push(ApiKeyConfig {
             name: "etl".into(),
             role: Role::Writer,
@@ -519,7 +559,13 @@ mod tests {
             key_env: None,
         });
         let shown = config.to_redacted_toml().unwrap();
-        for secret in ["rb_topsecret", "s3secret", "pgsecret", "rb_writersecret"] {
+        for secret in [
+            "rb_topsecret",
+            "s3secret",
+            "pgsecret",
+            "rb_writersecret",
+            "kafkasecret",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
         }
         assert!(shown.contains("postgres://lake:%3Credacted%3E@db:5432/lake"));

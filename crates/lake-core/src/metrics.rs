@@ -16,6 +16,11 @@ pub const TABLE_COMMITS_TOTAL: &str = "lake_table_commits_total";
 /// Histogram of one commit request's latency, labelled `operation`.
 pub const TABLE_COMMIT_DURATION_SECONDS: &str = "lake_table_commit_duration_seconds";
 
+/// Counter of records `lake generate` sent, labelled `dataset`.
+pub const GENERATE_RECORDS_TOTAL: &str = "lake_generate_records_total";
+/// Counter of records Kafka did not acknowledge, labelled `dataset`.
+pub const GENERATE_ERRORS_TOTAL: &str = "lake_generate_errors_total";
+
 /// Every name above, for tests that check dashboards against the code.
 pub const ALL: &[&str] = &[
     BUILD_INFO,
@@ -23,6 +28,8 @@ pub const ALL: &[&str] = &[
     CATALOG_HTTP_REQUEST_DURATION_SECONDS,
     TABLE_COMMITS_TOTAL,
     TABLE_COMMIT_DURATION_SECONDS,
+    GENERATE_RECORDS_TOTAL,
+    GENERATE_ERRORS_TOTAL,
 ];
 
 /// Histogram buckets for request and commit latencies, in seconds.
