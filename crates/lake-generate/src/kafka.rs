@@ -1,0 +1,159 @@
+//! Kafka client settings and checks shared by every lake command that talks
+//! to Kafka.
+
+use std::time::Duration;
+
+use lake_core::config::KafkaConfig;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::error::{Error, Result};
+
+/// A librdkafka configuration: `kafka.brokers`, then `kafka.properties`,
+/// then `-X key=value` pairs, later ones winning.
+pub fn client_config(kafka: &KafkaConfig, extra: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Parses one `-X key=value`.
+pub fn parse_property(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("`{text}` is not key=value")),
+    }
+}
+
+/// What the cluster says about a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: usize,
+    pub created: bool,
+}
+
+fn unreachable(brokers: &str, timeout: Duration, cause: impl std::fmt::Display) -> Error {
+    Error::Unreachable(format!(
+        "no Kafka broker at {brokers} answered within {}s ({cause}); check --brokers / \
+         kafka.brokers and that the cluster is up",
+        timeout.as_secs()
+    ))
+}
+
+/// Confirms the cluster answers, and returns how many partitions `topic`
+/// has (0 when it does not exist).
+pub fn topic_partitions(config: &ClientConfig, topic: &str, timeout: Duration) -> Result<usize> {
+    let brokers = config
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .to_string();
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| Error::Kafka(format!("invalid Kafka settings: {e}")))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| unreachable(&brokers, timeout, e))?;
+    if metadata.brokers().is_empty() {
+        return Err(unreachable(&brokers, timeout, "no brokers in the metadata"));
+    }
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len()))
+}
+
+/// Makes sure `topic` exists, creating it with `partitions` partitions when
+/// it does not.
+pub async fn ensure_topic(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    timeout: Duration,
+) -> Result<TopicInfo> {
+    let existing = topic_partitions(config, topic, timeout)?;
+    if existing > 0 {
+        return Ok(TopicInfo {
+            name: topic.to_string(),
+            partitions: existing,
+            created: false,
+        });
+    }
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| Error::Kafka(format!("invalid Kafka settings: {e}")))?;
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(replication),
+            )],
+            &options,
+        )
+        .await
+        .map_err(|e| Error::Kafka(format!("cannot create topic `{topic}`: {e}")))?;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::Kafka(format!(
+                    "topic `{name}` does not exist and creating it failed ({code}); create it \
+                     with your Kafka tools or enable auto-creation"
+                )));
+            }
+        }
+    }
+    // Metadata catches up with a new topic a moment later.
+    for _ in 0..50 {
+        let now = topic_partitions(config, topic, timeout)?;
+        if now > 0 {
+            return Ok(TopicInfo {
+                name: topic.to_string(),
+                partitions: now,
+                created: true,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Error::Kafka(format!(
+        "topic `{topic}` was created but does not show up in the cluster metadata"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_and_layer() {
+        assert_eq!(
+            parse_property("compression.type=zstd").unwrap(),
+            ("compression.type".to_string(), "zstd".to_string())
+        );
+        assert_eq!(parse_property("sasl.jaas=a=b").unwrap().1, "a=b");
+        assert!(parse_property("novalue").is_err());
+        let mut kafka = KafkaConfig::default();
+        kafka.properties.insert("linger.ms".into(), "5".into());
+        let config = client_config(&kafka, &[("linger.ms".into(), "50".into())]);
+        assert_eq!(config.get("linger.ms"), Some("50"));
+        assert_eq!(config.get("bootstrap.servers"), Some("localhost:9092"));
+    }
+}
