@@ -71,6 +71,124 @@ pub enum Command {
     /// Inspect the effective configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Generate the tweet or speed-test stream into Kafka or a file
+    Generate(Box<GenerateArgs>),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DatasetArg {
+    /// Seed 000: tweets with users, hashtags, mentions, languages, regions
+    Tweets,
+    /// Seed 002: network speed tests by city
+    Speedtest,
+}
+
+impl From<DatasetArg> for lake_core::datasets::Dataset {
+    fn from(value: DatasetArg) -> Self {
+        match value {
+            DatasetArg::Tweets => lake_core::datasets::Dataset::Tweets,
+            DatasetArg::Speedtest => lake_core::datasets::Dataset::Speedtest,
+        }
+    }
+}
+
+/// `lake generate`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  # 1000 tweets/s into Kafka until Ctrl-C, with 1% duplicates and late records:
+  lake generate tweets --brokers localhost:9092 --duplicates 0.01 --late 0.01
+
+  # As fast as possible, exactly 1M records, reproducible:
+  lake generate speedtest --rate 0 --count 1000000 --seed 42 --start 2026-01-01T00:00:00Z
+
+  # To a file (newline-delimited JSON) instead of Kafka; `-` is stdout:
+  lake generate tweets --count 10000 --out tweets.jsonl
+
+Same --seed and --start (and the same fault settings) give byte-identical output.
+Malformed records are broken one of three ways: truncated JSON, a non-numeric string
+in a numeric or list field, or a missing required field (id or event time).")]
+pub struct GenerateArgs {
+    /// Which stream
+    #[arg(value_enum)]
+    pub dataset: DatasetArg,
+
+    /// Kafka bootstrap servers (kafka.brokers) [default: localhost:9092]
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub brokers: Option<String>,
+
+    /// Topic [default: tweets | speedtest_raw]
+    #[arg(long)]
+    pub topic: Option<String>,
+
+    /// Records per second; 0 = as fast as possible
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+
+    /// Stop after this many records
+    #[arg(long, conflicts_with = "duration")]
+    pub count: Option<u64>,
+
+    /// Stop after this long (e.g. 60s, 10m); without --count or --duration, run until Ctrl-C
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+
+    /// Partitions for the topic when it has to be created
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+
+    /// Replication factor for the topic when it has to be created
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
+
+    /// Random seed [default: random, printed in the summary]
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Event time of the first record (RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub start: Option<String>,
+
+    /// Event-time pace in records per second of event time [default: --rate, or 1000]
+    #[arg(long, value_name = "N")]
+    pub events_per_second: Option<f64>,
+
+    /// Users (tweets) or testers (speed tests) in the population
+    #[arg(long, default_value_t = 50_000)]
+    pub users: usize,
+
+    /// Fraction of records re-sent exactly (same id, same bytes)
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub duplicates: f64,
+
+    /// Fraction of records malformed for the bronze schema
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub malformed: f64,
+
+    /// Fraction of records whose event time lies --late-by in the past
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub late: f64,
+
+    /// How far late records lag
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    pub late_by: std::time::Duration,
+
+    /// Fraction of well-formed records with values that break a quality rule
+    /// (score out of range, negative count, impossible time, missing measurement)
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub invalid: f64,
+
+    /// Write newline-delimited JSON to this file (`-` = stdout) instead of Kafka
+    #[arg(long, value_name = "FILE|-")]
+    pub out: Option<String>,
+
+    /// Any librdkafka property, repeatable: -X compression.type=zstd
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = lake_generate::kafka::parse_property)]
+    pub property: Vec<(String, String)>,
+
+    /// Give up when no broker answers within this long
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +298,9 @@ impl Cli {
             .set("catalog.token", g.token.as_ref())?
             .set("telemetry.log_format", g.log_format.map(LogFormat::from))?
             .set("telemetry.metrics_addr", g.metrics_addr)?;
+        if let Command::Generate(generate) = &self.command {
+            o.set("kafka.brokers", generate.brokers.as_ref())?;
+        }
         if let Command::Catalog(CatalogCommand::Serve(serve)) = &self.command {
             o.set("server.listen", serve.listen)?
                 .set("server.database", serve.database.as_ref())?

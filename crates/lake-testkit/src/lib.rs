@@ -446,3 +446,99 @@ pub fn storage_env(storage: &StorageConfig) -> Vec<(String, String)> {
     );
     env
 }
+
+/// librdkafka's mock Kafka cluster: real brokers on loopback ports that
+/// other processes (a `lake` child) can reach. Lives as long as this value.
+pub struct KafkaMock {
+    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+impl KafkaMock {
+    pub fn start(brokers: i32) -> Result<Self> {
+        Ok(Self {
+            cluster: rdkafka::mocking::MockCluster::new(brokers)?,
+        })
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// The mock does not answer CreateTopics; topics are made here.
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        self.cluster.create_topic(topic, partitions, 1)?;
+        Ok(())
+    }
+}
+
+/// One consumed message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads `topic` from the beginning until `expected` messages arrived and
+/// then a quiet second passed (so extra messages would be seen), or fails
+/// after `timeout`.
+pub fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Result<Vec<Consumed>> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("verify-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut messages = Vec::with_capacity(expected);
+    let mut quiet_since: Option<std::time::Instant> = None;
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = None;
+                messages.push(Consumed {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().unwrap_or_default().to_vec(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                });
+            }
+            Some(Err(e)) => bail!("consuming {topic}: {e}"),
+            None if messages.len() >= expected => {
+                let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= Duration::from_secs(1) {
+                    return Ok(messages);
+                }
+            }
+            None => {}
+        }
+    }
+    bail!(
+        "consumed {} of {expected} messages from {topic} within {timeout:?}",
+        messages.len()
+    )
+}
+
+/// Runs the `lake` binary to completion with `args`, in an empty directory.
+pub fn run_lake(args: &[&str], env: &[(&str, &str)]) -> Result<std::process::Output> {
+    let dir = tempfile::tempdir()?;
+    let mut command = std::process::Command::new(lake_bin());
+    command
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("LAKE_CONFIG")
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Ok(command.output()?)
+}

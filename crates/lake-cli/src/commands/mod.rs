@@ -2,6 +2,7 @@
 
 mod catalog;
 mod config;
+mod generate;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
     match command {
         Command::Catalog(command) => catalog::run(command, config).await,
         Command::Config(command) => config::run(command, &config, &sources),
+        Command::Generate(args) => generate::run(*args, config).await,
     }
 }
 
