@@ -21,6 +21,19 @@ pub const GENERATE_RECORDS_TOTAL: &str = "lake_generate_records_total";
 /// Counter of records Kafka did not acknowledge, labelled `dataset`.
 pub const GENERATE_ERRORS_TOTAL: &str = "lake_generate_errors_total";
 
+/// Counter of records `lake ingest` read, labelled `table`.
+pub const INGEST_RECORDS_TOTAL: &str = "lake_ingest_records_total";
+/// Counter of payload bytes `lake ingest` read, labelled `table`.
+pub const INGEST_BYTES_TOTAL: &str = "lake_ingest_bytes_total";
+/// Counter of records sent to the dead-letter table, labelled `table`.
+pub const INGEST_REJECTS_TOTAL: &str = "lake_ingest_rejects_total";
+/// Histogram of an epoch's commit (close files, write, commit), labelled `table`.
+pub const INGEST_COMMIT_DURATION_SECONDS: &str = "lake_ingest_commit_duration_seconds";
+/// Gauge of records behind the partition's end, labelled `topic` and `partition`.
+pub const INGEST_LAG_RECORDS: &str = "lake_ingest_lag_records";
+/// Counter of epochs discarded (another writer got there first, or a rebalance), labelled `table`.
+pub const INGEST_REWINDS_TOTAL: &str = "lake_ingest_rewinds_total";
+
 /// Every name above, for tests that check dashboards against the code.
 pub const ALL: &[&str] = &[
     BUILD_INFO,
@@ -30,6 +43,12 @@ pub const ALL: &[&str] = &[
     TABLE_COMMIT_DURATION_SECONDS,
     GENERATE_RECORDS_TOTAL,
     GENERATE_ERRORS_TOTAL,
+    INGEST_RECORDS_TOTAL,
+    INGEST_BYTES_TOTAL,
+    INGEST_REJECTS_TOTAL,
+    INGEST_COMMIT_DURATION_SECONDS,
+    INGEST_LAG_RECORDS,
+    INGEST_REWINDS_TOTAL,
 ];
 
 /// Histogram buckets for request and commit latencies, in seconds.

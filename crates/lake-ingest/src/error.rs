@@ -1,0 +1,32 @@
+//! The error type of `lake-ingest`.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Kafka could not be reached or refused a request.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// A table write or commit failed in a way retrying will not fix.
+    #[error(transparent)]
+    Table(#[from] lake_table::Error),
+    #[error(transparent)]
+    Iceberg(#[from] iceberg::Error),
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error(transparent)]
+    Generate(#[from] lake_generate::Error),
+    /// Settings or table contents that cannot work.
+    #[error("{0}")]
+    Invalid(String),
+    /// Shutdown did not finish within its deadline.
+    #[error("{0}")]
+    Shutdown(String),
+}
+
+impl From<rdkafka::error::KafkaError> for Error {
+    fn from(error: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka(error.to_string())
+    }
+}

@@ -1,0 +1,660 @@
+//! The consumer side of `lake ingest`: one thread polls Kafka, checks
+//! records and hands chunks to each table's sink; it decides when an epoch
+//! ends and commits, and it owns the group membership (rebalances).
+//!
+//! Offsets come from the tables, never from Kafka: on every assignment the
+//! consumer asks each sink for its table's offsets and starts there. Kafka's
+//! committed offsets are written after each table commit, for lag displays.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lake_core::metrics as names;
+use lake_table::LakeCatalog;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bronze::{Offsets, Route, ensure_bronze, ensure_rejects};
+use crate::decode::{Chunk, Coordinates};
+use crate::error::{Error, Result};
+use crate::sink::{Command, CommitOutcome, Sink, SinkTotals};
+
+/// How `lake ingest` runs.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub routes: Vec<Route>,
+    pub group_id: String,
+    /// Commit an epoch after this long…
+    pub commit_interval: Duration,
+    /// …or this many payload bytes…
+    pub commit_bytes: Option<u64>,
+    /// …or this many records, whichever comes first.
+    pub commit_records: Option<u64>,
+    /// Records above this size go to the dead-letter table.
+    pub max_record_bytes: usize,
+    /// Stop once the end offsets seen at start are reached and committed.
+    pub until_caught_up: bool,
+    /// Stop after this many records.
+    pub max_records: Option<u64>,
+    pub evolve_schema: bool,
+    /// Records handed to a sink at a time.
+    pub chunk_records: usize,
+    /// How long a Kafka metadata or watermark request may take.
+    pub kafka_timeout: Duration,
+    pub progress: bool,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            group_id: "lake-ingest".to_string(),
+            commit_interval: Duration::from_secs(10),
+            commit_bytes: None,
+            commit_records: None,
+            max_record_bytes: 1024 * 1024,
+            until_caught_up: false,
+            max_records: None,
+            evolve_schema: false,
+            chunk_records: 4096,
+            kafka_timeout: Duration::from_secs(10),
+            progress: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct IngestSummary {
+    /// Records read from Kafka (a rewound epoch's records count again).
+    pub consumed: u64,
+    pub bytes: u64,
+    /// Rows committed to bronze tables.
+    pub rows: u64,
+    /// Records committed to dead-letter tables.
+    pub rejected: u64,
+    pub commits: u64,
+    /// Epochs discarded because another writer owned a partition first, or
+    /// because of a rebalance.
+    pub rewinds: u64,
+    pub elapsed: Duration,
+    /// Peak resident memory of this process, when the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+    pub caught_up: bool,
+    pub interrupted: bool,
+}
+
+struct TopicState {
+    route: Route,
+    sink: mpsc::Sender<Command>,
+    assigned: BTreeSet<i32>,
+    /// Where each assigned partition's epoch began, as the table recorded.
+    start: Offsets,
+    /// The next offset after each partition's last record in this epoch.
+    end: Offsets,
+    chunk: Chunk,
+    epoch_records: u64,
+    epoch_bytes: u64,
+    /// End offsets seen at start, for `--until-caught-up`.
+    high: BTreeMap<i32, i64>,
+    /// The table's offsets for every partition, as last seen.
+    table: Offsets,
+}
+
+impl TopicState {
+    fn position(&self, partition: i32) -> Option<i64> {
+        self.end
+            .get(&partition)
+            .or_else(|| self.start.get(&partition))
+            .copied()
+    }
+
+    fn has_epoch(&self) -> bool {
+        !self.end.is_empty() || !self.chunk.is_empty()
+    }
+
+    fn reset_epoch(&mut self) {
+        self.end.clear();
+        self.chunk.clear();
+        self.epoch_records = 0;
+        self.epoch_bytes = 0;
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    topics: HashMap<String, TopicState>,
+    error: Option<Error>,
+    rewinds: u64,
+}
+
+struct IngestContext {
+    shared: Arc<Mutex<Shared>>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock already ends the run; the state is
+    // still the best there is for shutting down.
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ClientContext for IngestContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`) carry each
+    /// partition's lag behind its end; they feed the lag gauge.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, p) in stats.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        names::INGEST_LAG_RECORDS,
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut shared = lock(&self.shared);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = assign(&mut shared, tpl) {
+                    tracing::error!(error = %e, "cannot read the tables' offsets for the new assignment");
+                    shared.error = Some(e);
+                    let _ = consumer.unassign();
+                    return;
+                }
+                let assigned: Vec<String> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}[{}]@{:?}", e.topic(), e.partition(), e.offset()))
+                    .collect();
+                tracing::info!(partitions = ?assigned, "assigned; starting from the tables' offsets");
+                if let Err(e) = consumer.assign(tpl) {
+                    shared.error = Some(e.into());
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(
+                    partitions = tpl.count(),
+                    "partitions revoked; dropping the uncommitted epoch"
+                );
+                abort_epochs(&mut shared);
+                for state in shared.topics.values_mut() {
+                    state.assigned.clear();
+                    state.start.clear();
+                }
+                let _ = consumer.unassign();
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error");
+                abort_epochs(&mut shared);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// Sets every newly assigned partition's start to its table's offset.
+fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> Result<()> {
+    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for element in tpl.elements() {
+        by_topic
+            .entry(element.topic().to_string())
+            .or_default()
+            .push(element.partition());
+    }
+    for (topic, partitions) in by_topic {
+        let Some(state) = shared.topics.get_mut(&topic) else {
+            continue;
+        };
+        let offsets = request(&state.sink, |reply| Command::Offsets { reply })??;
+        state.table.clone_from(&offsets);
+        for partition in partitions {
+            let offset = match offsets.get(&partition) {
+                Some(&o) => {
+                    state.start.insert(partition, o);
+                    Offset::Offset(o)
+                }
+                None => {
+                    state.start.remove(&partition);
+                    Offset::Beginning
+                }
+            };
+            tpl.set_partition_offset(&topic, partition, offset)?;
+            state.assigned.insert(partition);
+        }
+    }
+    Ok(())
+}
+
+fn abort_epochs(shared: &mut Shared) {
+    let mut aborted = 0;
+    for state in shared.topics.values_mut() {
+        if state.has_epoch() {
+            aborted += 1;
+            let _ = request(&state.sink, |reply| Command::Abort { reply });
+        }
+        state.reset_epoch();
+    }
+    shared.rewinds += aborted;
+}
+
+/// Sends a command to a sink and waits for its answer (from the consumer
+/// thread, which is not a Tokio worker).
+fn request<T>(
+    sink: &mpsc::Sender<Command>,
+    command: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T> {
+    let (reply, answer) = oneshot::channel();
+    sink.blocking_send(command(reply))
+        .map_err(|_| Error::Invalid("a table writer stopped unexpectedly".into()))?;
+    answer
+        .blocking_recv()
+        .map_err(|_| Error::Invalid("a table writer stopped unexpectedly".into()))
+}
+
+/// Runs ingestion until stopped, caught up, or out of records.
+pub async fn ingest(
+    catalog: LakeCatalog,
+    mut kafka: ClientConfig,
+    options: IngestOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<IngestSummary> {
+    if options.routes.is_empty() {
+        return Err(Error::Invalid("nothing to ingest: no topics".into()));
+    }
+    prepare_consumer_config(&mut kafka, &options)?;
+
+    let mut shared = Shared::default();
+    let mut sinks = Vec::new();
+    for route in &options.routes {
+        let bronze = ensure_bronze(&catalog, route).await?;
+        ensure_rejects(&catalog, route).await?;
+        let sink = Sink::open(
+            catalog.clone(),
+            route.clone(),
+            bronze,
+            options.evolve_schema,
+        )
+        .await?;
+        let (sender, receiver) = mpsc::channel(4);
+        sinks.push(tokio::spawn(sink.serve(receiver)));
+        shared.topics.insert(
+            route.topic.clone(),
+            TopicState {
+                route: route.clone(),
+                sink: sender,
+                assigned: BTreeSet::new(),
+                start: Offsets::new(),
+                end: Offsets::new(),
+                chunk: Chunk::with_capacity(options.chunk_records, options.chunk_records * 600),
+                epoch_records: 0,
+                epoch_bytes: 0,
+                high: BTreeMap::new(),
+                table: Offsets::new(),
+            },
+        );
+    }
+
+    let shared = Arc::new(Mutex::new(shared));
+    let thread_shared = shared.clone();
+    let thread_options = options.clone();
+    let consumer_thread = std::thread::Builder::new()
+        .name("lake-ingest-consumer".into())
+        .spawn(move || consume(kafka, thread_shared, &thread_options, &stop))
+        .map_err(|e| Error::Invalid(format!("cannot start the consumer thread: {e}")))?;
+    let consumed = tokio::task::spawn_blocking(move || consumer_thread.join())
+        .await
+        .map_err(|e| Error::Invalid(format!("consumer thread: {e}")))?
+        .map_err(|_| Error::Invalid("the consumer thread panicked".into()))?;
+    // Hanging up the sinks' channels lets them finish.
+    let first_error = lock(&shared).error.take();
+    drop(shared);
+    let mut totals = SinkTotals::default();
+    let mut sink_error = None;
+    for sink in sinks {
+        match sink.await {
+            Ok(Ok(t)) => {
+                totals.rows += t.rows;
+                totals.rejected += t.rejected;
+                totals.commits += t.commits;
+                totals.rewinds += t.rewinds;
+            }
+            Ok(Err(e)) => sink_error = sink_error.or(Some(e)),
+            Err(e) => {
+                sink_error = sink_error.or(Some(Error::Invalid(format!("table writer: {e}"))))
+            }
+        }
+    }
+    let mut summary = consumed?;
+    if let Some(e) = first_error.or(sink_error) {
+        return Err(e);
+    }
+    summary.rows = totals.rows;
+    summary.rejected = totals.rejected;
+    summary.commits = totals.commits;
+    summary.rewinds += totals.rewinds;
+    summary.peak_rss_bytes = peak_rss_bytes();
+    Ok(summary)
+}
+
+fn prepare_consumer_config(kafka: &mut ClientConfig, options: &IngestOptions) -> Result<()> {
+    if let Some(strategy) = kafka.get("partition.assignment.strategy")
+        && strategy.contains("cooperative")
+    {
+        return Err(Error::Invalid(format!(
+            "partition.assignment.strategy `{strategy}`: lake ingest needs an eager strategy \
+             (range or roundrobin), because each assignment restarts from the tables' offsets"
+        )));
+    }
+    kafka
+        .set("group.id", &options.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (key, value) in [
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "roundrobin"),
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "1000"),
+        // Bounds what librdkafka prefetches, whatever the partition count.
+        ("queued.max.messages.kbytes", "32768"),
+        ("statistics.interval.ms", "5000"),
+    ] {
+        if kafka.get(key).is_none() {
+            kafka.set(key, value);
+        }
+    }
+    Ok(())
+}
+
+fn consume(
+    kafka: ClientConfig,
+    shared: Arc<Mutex<Shared>>,
+    options: &IngestOptions,
+    stop: &AtomicBool,
+) -> Result<IngestSummary> {
+    let context = IngestContext {
+        shared: shared.clone(),
+    };
+    let consumer: BaseConsumer<IngestContext> = kafka
+        .create_with_context(context)
+        .map_err(|e| Error::Kafka(format!("invalid Kafka settings: {e}")))?;
+    let topics: Vec<String> = options.routes.iter().map(|r| r.topic.clone()).collect();
+    let brokers = kafka
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .to_string();
+    for topic in &topics {
+        let partitions =
+            lake_generate::kafka::topic_partitions(&kafka, topic, options.kafka_timeout)?;
+        if partitions == 0 {
+            return Err(Error::Kafka(format!(
+                "topic `{topic}` does not exist at {brokers}; create it (lake generate does) or check --topic"
+            )));
+        }
+        if options.until_caught_up {
+            let mut high = BTreeMap::new();
+            for partition in 0..partitions as i32 {
+                let (_, hw) = consumer.fetch_watermarks(topic, partition, options.kafka_timeout)?;
+                high.insert(partition, hw);
+            }
+            if let Some(state) = lock(&shared).topics.get_mut(topic) {
+                state.high = high;
+            }
+        }
+    }
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs)?;
+
+    let started = Instant::now();
+    let mut summary = IngestSummary::default();
+    let mut last_commit = Instant::now();
+    let mut last_report = Instant::now();
+    let mut last_reload = Instant::now();
+    let progress = options.progress.then(crate::progress::Progress::new);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            summary.interrupted = true;
+            break;
+        }
+        if let Some(e) = lock(&shared).error.take() {
+            return Err(e);
+        }
+        let polled = consumer.poll(Duration::from_millis(100));
+        {
+            let mut guard = lock(&shared);
+            match polled {
+                Some(Ok(message)) => {
+                    let Some(state) = guard.topics.get_mut(message.topic()) else {
+                        continue;
+                    };
+                    let partition = message.partition();
+                    if !state.assigned.contains(&partition) {
+                        continue;
+                    }
+                    // Until caught up: exactly what was there at start.
+                    if options.until_caught_up
+                        && state
+                            .high
+                            .get(&partition)
+                            .is_some_and(|&high| message.offset() >= high)
+                    {
+                        continue;
+                    }
+                    let payload = message.payload();
+                    let size = payload.map_or(0, <[u8]>::len) as u64;
+                    state.chunk.push(
+                        payload,
+                        Coordinates {
+                            partition,
+                            offset: message.offset(),
+                            timestamp_ms: message.timestamp().to_millis(),
+                        },
+                        options.max_record_bytes,
+                    );
+                    state.end.insert(partition, message.offset() + 1);
+                    state.epoch_records += 1;
+                    state.epoch_bytes += size;
+                    summary.consumed += 1;
+                    summary.bytes += size;
+                    metrics::counter!(names::INGEST_RECORDS_TOTAL, "table" => state.route.table.to_string()).increment(1);
+                    metrics::counter!(names::INGEST_BYTES_TOTAL, "table" => state.route.table.to_string()).increment(size);
+                    if state.chunk.len() >= options.chunk_records {
+                        send_chunk(state)?;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "Kafka reported an error; retrying"),
+                None => {}
+            }
+            let (records, bytes) = guard
+                .topics
+                .values()
+                .fold((0, 0), |(r, b), s| (r + s.epoch_records, b + s.epoch_bytes));
+            let due = last_commit.elapsed() >= options.commit_interval
+                || options.commit_records.is_some_and(|n| records >= n)
+                || options.commit_bytes.is_some_and(|n| bytes >= n);
+            if records > 0 && due {
+                commit_epochs(&consumer, &mut guard)?;
+                last_commit = Instant::now();
+            } else if records == 0 && due {
+                last_commit = Instant::now();
+            }
+            if options.until_caught_up {
+                // Our partitions are done: commit now rather than at the interval.
+                if read_to_start_end(&guard) && guard.topics.values().any(TopicState::has_epoch) {
+                    commit_epochs(&consumer, &mut guard)?;
+                    last_commit = Instant::now();
+                }
+                if table_covers_start_end(&guard) {
+                    summary.caught_up = true;
+                    break;
+                }
+                // Partitions another member owns: watch the table for them.
+                if last_reload.elapsed() >= Duration::from_secs(2) {
+                    for state in guard.topics.values_mut() {
+                        state.table = request(&state.sink, |reply| Command::Offsets { reply })??;
+                    }
+                    last_reload = Instant::now();
+                }
+            }
+            if options
+                .max_records
+                .is_some_and(|max| summary.consumed >= max)
+            {
+                break;
+            }
+        }
+        if last_report.elapsed() >= Duration::from_millis(500) {
+            if let Some(progress) = &progress {
+                progress.update(&summary, started.elapsed(), last_commit.elapsed());
+            }
+            last_report = Instant::now();
+        }
+    }
+    commit_epochs(&consumer, &mut lock(&shared))?;
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    summary.elapsed = started.elapsed();
+    summary.rewinds = lock(&shared).rewinds;
+    // Leave the group now, with nothing uncommitted, so partitions move on.
+    consumer.unsubscribe();
+    Ok(summary)
+}
+
+fn send_chunk(state: &mut TopicState) -> Result<()> {
+    if state.chunk.is_empty() {
+        return Ok(());
+    }
+    let chunk = std::mem::take(&mut state.chunk);
+    state
+        .sink
+        .blocking_send(Command::Chunk(chunk))
+        .map_err(|_| Error::Invalid(format!("the writer of {} stopped", state.route.table)))
+}
+
+/// Ends the epoch of every topic that has one: commit, or rewind.
+fn commit_epochs(consumer: &BaseConsumer<IngestContext>, shared: &mut Shared) -> Result<()> {
+    let mut rewinds = 0;
+    for state in shared.topics.values_mut() {
+        if !state.has_epoch() {
+            continue;
+        }
+        send_chunk(state)?;
+        let end = std::mem::take(&mut state.end);
+        let start: Offsets = end
+            .keys()
+            .filter_map(|p| state.start.get(p).map(|o| (*p, *o)))
+            .collect();
+        let outcome = request(&state.sink, |reply| Command::Commit {
+            start,
+            end: end.clone(),
+            reply,
+        })?;
+        match outcome {
+            CommitOutcome::Committed {
+                offsets,
+                rows,
+                rejected,
+            } => {
+                state.table = offsets;
+                let mut tpl = TopicPartitionList::new();
+                for (&partition, &offset) in &end {
+                    state.start.insert(partition, offset);
+                    let _ = tpl.add_partition_offset(
+                        &state.route.topic,
+                        partition,
+                        Offset::Offset(offset),
+                    );
+                }
+                // For lag displays only; the table is the source of truth.
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::debug!(error = %e, "committing Kafka offsets for lag");
+                }
+                tracing::debug!(table = %state.route.table, rows, rejected, "epoch committed");
+            }
+            CommitOutcome::Rewind { to } => {
+                rewinds += 1;
+                for (&partition, &offset) in &to {
+                    state.start.insert(partition, offset);
+                    if state.assigned.contains(&partition)
+                        && let Err(e) = consumer.seek(
+                            &state.route.topic,
+                            partition,
+                            Offset::Offset(offset),
+                            Duration::from_secs(10),
+                        )
+                    {
+                        tracing::warn!(partition, error = %e, "seek after rewind failed");
+                    }
+                }
+                for partition in end.keys().filter(|p| !to.contains_key(p)) {
+                    state.start.remove(partition);
+                    if state.assigned.contains(partition) {
+                        let _ = consumer.seek(
+                            &state.route.topic,
+                            *partition,
+                            Offset::Beginning,
+                            Duration::from_secs(10),
+                        );
+                    }
+                }
+                metrics::counter!(names::INGEST_REWINDS_TOTAL, "table" => state.route.table.to_string()).increment(1);
+            }
+            CommitOutcome::Failed(e) => return Err(e),
+        }
+        state.reset_epoch();
+    }
+    shared.rewinds += rewinds;
+    Ok(())
+}
+
+/// Every partition this process owns has been read up to the end offset
+/// seen at start.
+fn read_to_start_end(shared: &Shared) -> bool {
+    shared.topics.values().all(|state| {
+        state.assigned.iter().all(|p| {
+            let high = state.high.get(p).copied().unwrap_or(0);
+            high == 0 || state.position(*p).is_some_and(|pos| pos >= high)
+        })
+    })
+}
+
+/// The tables record every partition (whoever owns it) at or past the end
+/// offset seen at start: what was in the topics is committed.
+fn table_covers_start_end(shared: &Shared) -> bool {
+    shared.topics.values().all(|state| {
+        state
+            .high
+            .iter()
+            .all(|(p, &high)| high == 0 || state.table.get(p).is_some_and(|&o| o >= high))
+    })
+}
+
+/// Peak resident set size (`VmHWM`), on Linux.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,18 @@
+//! `lake ingest`: Kafka → Iceberg bronze tables, exactly once, with a
+//! dead-letter table beside each.
+//!
+//! - [`bronze`]: table definitions, creation, the offsets a snapshot records.
+//! - [`decode`]: payloads → bronze rows and dead letters (arrow-json).
+//! - [`ingest()`]: the consumer, epochs, commits, rebalances.
+
+pub mod bronze;
+pub mod decode;
+pub mod error;
+mod evolve;
+mod ingest;
+mod progress;
+mod sink;
+
+pub use bronze::Route;
+pub use error::{Error, Result};
+pub use ingest::{IngestOptions, IngestSummary, ingest};

@@ -1,0 +1,365 @@
+//! One bronze table's writing side: decodes chunks, streams rows into open
+//! Parquet files, and commits an epoch's files with its Kafka offsets.
+//!
+//! An epoch's commit asserts the snapshot it was built on. When another
+//! commit got there first, the table's offsets decide: if every partition of
+//! the epoch is still where the epoch started, the commit rebases; if any has
+//! moved (another process owns it now, or this one is a zombie), the epoch's
+//! files are deleted and its partitions rewound to the table's offsets.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_schema::SchemaRef;
+use iceberg::spec::DataFile;
+use iceberg::table::Table;
+use lake_core::metrics as names;
+use lake_table::{Append, LakeCatalog, Op, TableWriter, WriterOptions};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bronze::{Offsets, Route, ensure_rejects, format_offsets, table_offsets};
+use crate::decode::{Chunk, NewFields, RecordDecoder, Rejected, rejects_batch};
+use crate::error::{Error, Result};
+
+/// Rows per Parquet row group while ingesting: bounds what an open file
+/// holds in memory.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// What the consumer asks of a sink.
+pub(crate) enum Command {
+    /// Decode and write these records.
+    Chunk(Chunk),
+    /// Commit the epoch: `start` is where each of its partitions began (as
+    /// the table recorded), `end` the next offset after its last record.
+    Commit {
+        start: Offsets,
+        end: Offsets,
+        reply: oneshot::Sender<CommitOutcome>,
+    },
+    /// Drop the epoch: delete its files.
+    Abort { reply: oneshot::Sender<()> },
+    /// The table's current offsets for this topic.
+    Offsets {
+        reply: oneshot::Sender<Result<Offsets>>,
+    },
+}
+
+/// How a commit ended.
+#[derive(Debug)]
+pub(crate) enum CommitOutcome {
+    /// Committed; the table's offsets for the topic are now these.
+    Committed {
+        offsets: Offsets,
+        rows: u64,
+        rejected: u64,
+    },
+    /// Another writer moved a partition of the epoch: nothing committed, the
+    /// epoch's files deleted; resume each partition at these offsets.
+    Rewind {
+        to: Offsets,
+    },
+    Failed(Error),
+}
+
+/// Counts a sink reports when it stops.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SinkTotals {
+    pub rows: u64,
+    pub rejected: u64,
+    pub commits: u64,
+    pub rewinds: u64,
+}
+
+struct Epoch {
+    writer: TableWriter,
+    /// Files of writers closed early (after a schema change).
+    files: Vec<DataFile>,
+    rejected: Vec<Rejected>,
+    rows: u64,
+}
+
+pub(crate) struct Sink {
+    route: Route,
+    catalog: LakeCatalog,
+    bronze: Table,
+    rejects: Option<Table>,
+    decoder: RecordDecoder,
+    evolve: bool,
+    epoch: Option<Epoch>,
+    totals: SinkTotals,
+}
+
+impl Sink {
+    pub async fn open(
+        catalog: LakeCatalog,
+        route: Route,
+        bronze: Table,
+        evolve: bool,
+    ) -> Result<Self> {
+        let decoder = decoder_for(&route, &bronze, evolve)?;
+        Ok(Self {
+            route,
+            catalog,
+            bronze,
+            rejects: None,
+            decoder,
+            evolve,
+            epoch: None,
+            totals: SinkTotals::default(),
+        })
+    }
+
+    /// Serves commands until the consumer hangs up.
+    pub async fn serve(mut self, mut commands: mpsc::Receiver<Command>) -> Result<SinkTotals> {
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Chunk(chunk) => self.write(chunk).await?,
+                Command::Commit { start, end, reply } => {
+                    let outcome = self.commit(start, end).await;
+                    if let CommitOutcome::Failed(e) = outcome {
+                        let message = e.to_string();
+                        let _ = reply.send(CommitOutcome::Failed(e));
+                        return Err(Error::Invalid(format!(
+                            "commit to {} failed: {message}",
+                            self.route.table
+                        )));
+                    }
+                    let _ = reply.send(outcome);
+                }
+                Command::Abort { reply } => {
+                    self.abort().await;
+                    let _ = reply.send(());
+                }
+                Command::Offsets { reply } => {
+                    let offsets = self.reload_offsets().await;
+                    let _ = reply.send(offsets);
+                }
+            }
+        }
+        self.abort().await;
+        Ok(self.totals)
+    }
+
+    async fn reload_offsets(&mut self) -> Result<Offsets> {
+        self.bronze = self.catalog.load(&self.route.table).await?;
+        table_offsets(&self.bronze, &self.route)
+    }
+
+    async fn epoch(&mut self) -> Result<&mut Epoch> {
+        if self.epoch.is_none() {
+            self.epoch = Some(Epoch {
+                writer: new_writer(&self.bronze).await?,
+                files: Vec::new(),
+                rejected: Vec::new(),
+                rows: 0,
+            });
+        }
+        self.epoch
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("epoch missing".into()))
+    }
+
+    async fn write(&mut self, chunk: Chunk) -> Result<()> {
+        let ingested_at = now_micros();
+        let decoded = loop {
+            match self.decoder.decode(&chunk, ingested_at) {
+                Ok(decoded) => break decoded,
+                Err(Ok(NewFields(fields))) => self.evolve_schema(fields).await?,
+                Err(Err(e)) => return Err(e),
+            }
+        };
+        let table = self.route.table.to_string();
+        metrics::counter!(names::INGEST_REJECTS_TOTAL, "table" => table)
+            .increment(decoded.rejected.len() as u64);
+        let epoch = self.epoch().await?;
+        for batch in &decoded.bronze {
+            epoch.writer.write(batch).await?;
+        }
+        epoch.rows += decoded.rows() as u64;
+        epoch.rejected.extend(decoded.rejected);
+        Ok(())
+    }
+
+    /// Adds `fields` as optional top-level columns, then writes on with the
+    /// new schema (files written so far keep the old one, which readers
+    /// project).
+    async fn evolve_schema(&mut self, fields: Vec<arrow_schema::Field>) -> Result<()> {
+        let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        tracing::info!(table = %self.route.table, fields = ?names, "adding columns for new fields");
+        self.bronze = crate::evolve::add_columns(&self.catalog, &self.bronze, &fields).await?;
+        self.decoder = decoder_for(&self.route, &self.bronze, self.evolve)?;
+        if let Some(epoch) = self.epoch.as_mut() {
+            let fresh = new_writer(&self.bronze).await?;
+            let old = std::mem::replace(&mut epoch.writer, fresh);
+            epoch.files.extend(old.close().await?);
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, start: Offsets, end: Offsets) -> CommitOutcome {
+        match self.try_commit(start, end).await {
+            Ok(outcome) => outcome,
+            Err(e) => CommitOutcome::Failed(e),
+        }
+    }
+
+    async fn try_commit(&mut self, start: Offsets, end: Offsets) -> Result<CommitOutcome> {
+        let started = Instant::now();
+        let (files, rejected, rows) = match self.epoch.take() {
+            Some(epoch) => {
+                let mut files = epoch.files;
+                files.extend(epoch.writer.close().await?);
+                (files, epoch.rejected, epoch.rows)
+            }
+            None => (Vec::new(), Vec::new(), 0),
+        };
+        let rejects_files = if rejected.is_empty() {
+            Vec::new()
+        } else {
+            self.write_rejects(&rejected).await?
+        };
+
+        loop {
+            let mut offsets = table_offsets(&self.bronze, &self.route)?;
+            let stale: Vec<i32> = end
+                .keys()
+                .filter(|p| offsets.get(p) != start.get(p))
+                .copied()
+                .collect();
+            if !stale.is_empty() {
+                tracing::warn!(
+                    table = %self.route.table,
+                    partitions = ?stale,
+                    "another writer committed these partitions first; discarding this epoch"
+                );
+                delete_files(&self.bronze, &files).await;
+                if let Some(rejects) = &self.rejects {
+                    delete_files(rejects, &rejects_files).await;
+                }
+                self.totals.rewinds += 1;
+                let to = end
+                    .keys()
+                    .filter_map(|p| offsets.get(p).or(start.get(p)).map(|o| (*p, *o)))
+                    .collect();
+                return Ok(CommitOutcome::Rewind { to });
+            }
+            offsets.extend(end.iter().map(|(p, o)| (*p, *o)));
+            let append = Append::new()
+                .add_files(files.clone())
+                .set(self.route.offsets_key(), format_offsets(&offsets))
+                .expect_parent(self.bronze.metadata().current_snapshot_id());
+            let result = match &self.rejects {
+                Some(rejects) if !rejects_files.is_empty() => lake_table::commit_all(
+                    &self.catalog,
+                    vec![
+                        (self.bronze.clone(), Op::from(append)),
+                        (
+                            rejects.clone(),
+                            Append::new().add_files(rejects_files.clone()).into(),
+                        ),
+                    ],
+                )
+                .await
+                .map(|tables| tables.into_iter().next()),
+                _ => append.commit(&self.catalog, &self.bronze).await.map(Some),
+            };
+            match result {
+                Ok(table) => {
+                    if let Some(table) = table {
+                        self.bronze = table;
+                    }
+                    self.totals.commits += 1;
+                    self.totals.rows += rows;
+                    self.totals.rejected += rejected.len() as u64;
+                    metrics::histogram!(names::INGEST_COMMIT_DURATION_SECONDS, "table" => self.route.table.to_string())
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::debug!(table = %self.route.table, rows, rejected = rejected.len(), "epoch committed");
+                    return Ok(CommitOutcome::Committed {
+                        offsets,
+                        rows,
+                        rejected: rejected.len() as u64,
+                    });
+                }
+                Err(
+                    e
+                    @ (lake_table::Error::Conflict { .. } | lake_table::Error::FileNotLive { .. }),
+                ) => {
+                    // Reload and decide again: rebase, or rewind.
+                    tracing::debug!(table = %self.route.table, error = %e, "commit conflict");
+                    self.bronze = match e.current_table() {
+                        Some(current) => current.clone(),
+                        None => self.catalog.load(&self.route.table).await?,
+                    };
+                }
+                // Not deleting the files: when the outcome is unknown the
+                // commit may have landed. Leftovers are orphans.
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn write_rejects(&mut self, rejected: &[Rejected]) -> Result<Vec<DataFile>> {
+        if self.rejects.is_none() {
+            self.rejects = Some(ensure_rejects(&self.catalog, &self.route).await?);
+        }
+        let rejects = self
+            .rejects
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("rejects table missing".into()))?;
+        let schema: SchemaRef = Arc::new(iceberg::arrow::schema_to_arrow_schema(
+            rejects.metadata().current_schema(),
+        )?);
+        let batch = rejects_batch(&schema, &self.route.topic, rejected, now_micros())?;
+        let mut writer = new_writer(rejects).await?;
+        writer.write(&batch).await?;
+        Ok(writer.close().await?)
+    }
+
+    async fn abort(&mut self) {
+        if let Some(epoch) = self.epoch.take() {
+            let mut files = epoch.files;
+            match epoch.writer.close().await {
+                Ok(closed) => files.extend(closed),
+                Err(e) => tracing::debug!(error = %e, "closing an aborted epoch's writer"),
+            }
+            delete_files(&self.bronze, &files).await;
+        }
+    }
+}
+
+fn decoder_for(route: &Route, bronze: &Table, evolve: bool) -> Result<RecordDecoder> {
+    let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(
+        bronze.metadata().current_schema(),
+    )?);
+    Ok(RecordDecoder::new(
+        route.dataset,
+        &route.topic,
+        schema,
+        evolve,
+    ))
+}
+
+async fn new_writer(table: &Table) -> Result<TableWriter> {
+    let options = WriterOptions {
+        row_group_rows: ROW_GROUP_ROWS,
+        ..WriterOptions::default()
+    };
+    Ok(TableWriter::new(table, options).await?)
+}
+
+/// Deletes files an abandoned epoch wrote. Best effort: what remains is an
+/// orphan for `lake maintain remove-orphan-files`.
+async fn delete_files(table: &Table, files: &[DataFile]) {
+    for file in files {
+        if let Err(e) = table.file_io().delete(file.file_path()).await {
+            tracing::debug!(path = file.file_path(), error = %e, "could not delete an abandoned file");
+        }
+    }
+}
+
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
