@@ -46,7 +46,7 @@ fn two_hundred_thousand_tweets_reach_kafka_and_all_come_back() -> Result<()> {
     let mut args = common.to_vec();
     let bootstrap = kafka.bootstrap();
     args.extend(["--brokers", &bootstrap]);
-    let out = run_lake(&args, &[])?;
+    let out = run_lake(&args)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("generated 200000 tweets"), "{stderr}");
@@ -77,7 +77,7 @@ fn two_hundred_thousand_tweets_reach_kafka_and_all_come_back() -> Result<()> {
     let mut args = common.to_vec();
     let path = file.display().to_string();
     args.extend(["--out", &path]);
-    assert!(run_lake(&args, &[])?.status.success());
+    assert!(run_lake(&args)?.status.success());
     let mut from_file = file_lines(&file)?;
     let mut from_kafka: Vec<Vec<u8>> = consumed.into_iter().map(|m| m.payload).collect();
     from_file.sort();
@@ -94,31 +94,28 @@ fn the_same_seed_writes_byte_identical_files() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let write = |name: &str, seed: &str, dataset: &str| -> Result<Vec<u8>> {
         let path = dir.path().join(name).display().to_string();
-        let out = run_lake(
-            &[
-                "generate",
-                dataset,
-                "--count",
-                "20000",
-                "--rate",
-                "0",
-                "--seed",
-                seed,
-                "--start",
-                START,
-                "--duplicates",
-                "0.01",
-                "--malformed",
-                "0.01",
-                "--late",
-                "0.01",
-                "--invalid",
-                "0.01",
-                "--out",
-                &path,
-            ],
-            &[],
-        )?;
+        let out = run_lake(&[
+            "generate",
+            dataset,
+            "--count",
+            "20000",
+            "--rate",
+            "0",
+            "--seed",
+            seed,
+            "--start",
+            START,
+            "--duplicates",
+            "0.01",
+            "--malformed",
+            "0.01",
+            "--late",
+            "0.01",
+            "--invalid",
+            "0.01",
+            "--out",
+            &path,
+        ])?;
         assert!(
             out.status.success(),
             "{}",
@@ -142,19 +139,16 @@ fn an_unreachable_broker_fails_fast_with_a_clear_message() -> Result<()> {
     let port = lake_testkit::free_port().to_string();
     let brokers = format!("127.0.0.1:{port}");
     let started = Instant::now();
-    let out = run_lake(
-        &[
-            "generate",
-            "tweets",
-            "--count",
-            "10",
-            "--brokers",
-            &brokers,
-            "--connect-timeout",
-            "2s",
-        ],
-        &[],
-    )?;
+    let out = run_lake(&[
+        "generate",
+        "tweets",
+        "--count",
+        "10",
+        "--brokers",
+        &brokers,
+        "--connect-timeout",
+        "2s",
+    ])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

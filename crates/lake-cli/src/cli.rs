@@ -73,6 +73,89 @@ pub enum Command {
     Config(ConfigCommand),
     /// Generate the tweet or speed-test stream into Kafka or a file
     Generate(Box<GenerateArgs>),
+    /// Ingest Kafka topics into bronze Iceberg tables, exactly once
+    Ingest(Box<IngestArgs>),
+}
+
+/// `lake ingest`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Each dataset's topic lands in its bronze table (tweets -> bronze.tweets_raw,
+speedtest_raw -> bronze.speedtest_raw), created if missing and partitioned by hour of
+event time, with the raw record and its Kafka coordinates. Records that cannot be stored
+(invalid JSON or UTF-8, wrong types, missing id or event time, too large, empty) go to
+bronze.<table>_rejects with the reason, in the same atomic commit as the data.
+
+Exactly once: every commit records the next Kafka offset of each partition in the table's
+snapshot, and consumption always starts from the table, so a crash, a restart or a
+consumer-group rebalance neither loses nor duplicates a record. Run several processes with
+the same --group-id to share the partitions.
+
+Examples:
+  lake ingest                                  # both datasets, until Ctrl-C
+  lake ingest tweets --until-caught-up         # what is in the topic now, then exit (Airflow)
+  lake ingest speedtest --topic speedtest=speed.raw --table speedtest=bronze.speed
+  lake ingest -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN -X sasl.username=…")]
+pub struct IngestArgs {
+    /// Datasets to ingest [default: tweets speedtest]
+    #[arg(value_enum)]
+    pub datasets: Vec<DatasetArg>,
+
+    /// Kafka bootstrap servers (kafka.brokers) [default: localhost:9092]
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub brokers: Option<String>,
+
+    /// Read a dataset from another topic, repeatable: --topic tweets=my_tweets
+    #[arg(long, value_name = "DATASET=TOPIC", value_parser = lake_generate::kafka::parse_property)]
+    pub topic: Vec<(String, String)>,
+
+    /// Write a dataset to another table, repeatable: --table tweets=bronze.tw
+    #[arg(long, value_name = "DATASET=NS.TABLE", value_parser = lake_generate::kafka::parse_property)]
+    pub table: Vec<(String, String)>,
+
+    /// Consumer group; processes sharing it share the partitions
+    #[arg(long, default_value = "lake-ingest")]
+    pub group_id: String,
+
+    /// Commit at least this often
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub commit_interval: std::time::Duration,
+
+    /// Commit once this much payload has arrived (e.g. 256MiB)
+    #[arg(long, value_name = "SIZE")]
+    pub commit_bytes: Option<bytesize::ByteSize>,
+
+    /// Commit once this many records have arrived
+    #[arg(long, value_name = "N")]
+    pub commit_records: Option<u64>,
+
+    /// Larger records go to the dead-letter table
+    #[arg(long, default_value = "1MiB", value_name = "SIZE")]
+    pub max_record_bytes: bytesize::ByteSize,
+
+    /// Stop once the end offsets seen at start are reached and committed
+    #[arg(long)]
+    pub until_caught_up: bool,
+
+    /// Stop after this many records
+    #[arg(long, value_name = "N")]
+    pub max_records: Option<u64>,
+
+    /// Add new top-level JSON fields to the table as optional columns
+    #[arg(long)]
+    pub evolve_schema: bool,
+
+    /// On Ctrl-C or SIGTERM, the final commit must finish within this long
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+
+    /// Any librdkafka property, repeatable: -X isolation.level=read_uncommitted
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = lake_generate::kafka::parse_property)]
+    pub property: Vec<(String, String)>,
+
+    /// Give up when no broker answers within this long
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -300,6 +383,9 @@ impl Cli {
             .set("telemetry.metrics_addr", g.metrics_addr)?;
         if let Command::Generate(generate) = &self.command {
             o.set("kafka.brokers", generate.brokers.as_ref())?;
+        }
+        if let Command::Ingest(ingest) = &self.command {
+            o.set("kafka.brokers", ingest.brokers.as_ref())?;
         }
         if let Command::Catalog(CatalogCommand::Serve(serve)) = &self.command {
             o.set("server.listen", serve.listen)?

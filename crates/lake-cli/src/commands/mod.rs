@@ -3,6 +3,7 @@
 mod catalog;
 mod config;
 mod generate;
+mod ingest;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,7 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
         Command::Catalog(command) => catalog::run(command, config).await,
         Command::Config(command) => config::run(command, &config, &sources),
         Command::Generate(args) => generate::run(*args, config).await,
+        Command::Ingest(args) => ingest::run(*args, config).await,
     }
 }
 

@@ -1,0 +1,126 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use lake_core::Config;
+use lake_core::datasets::Dataset;
+use lake_ingest::{IngestOptions, IngestSummary, Route};
+
+use crate::cli::IngestArgs;
+
+pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<ExitCode> {
+    let routes = routes(&args)?;
+    let kafka = lake_generate::kafka::client_config(&config.kafka, &args.property);
+    let options = IngestOptions {
+        routes: routes.clone(),
+        group_id: args.group_id.clone(),
+        commit_interval: args.commit_interval,
+        commit_bytes: args.commit_bytes.map(|b| b.as_u64()),
+        commit_records: args.commit_records,
+        max_record_bytes: usize::try_from(args.max_record_bytes.as_u64()).unwrap_or(usize::MAX),
+        until_caught_up: args.until_caught_up,
+        max_records: args.max_records,
+        evolve_schema: args.evolve_schema,
+        kafka_timeout: args.connect_timeout,
+        progress: std::io::stderr().is_terminal(),
+        ..IngestOptions::default()
+    };
+    let catalog = lake_table::LakeCatalog::connect(&config)
+        .await
+        .context("connecting to the catalog")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let signal_stop = stop.clone();
+    let shutdown_timeout = args.shutdown_timeout;
+    // The first signal asks for a clean stop; the run then has the shutdown
+    // timeout to commit what it holds.
+    let deadline = async move {
+        super::shutdown_signal().await;
+        tracing::info!("stopping: committing what has been read");
+        signal_stop.store(true, Ordering::Relaxed);
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    let summary = tokio::select! {
+        result = lake_ingest::ingest(catalog, kafka, options, stop) => result?,
+        () = deadline => bail!(
+            "the final commit did not finish within {}; nothing is lost (the next run \
+             starts from the last commit), but this run's last epoch was not committed",
+            humantime::format_duration(shutdown_timeout)
+        ),
+    };
+    print_summary(&routes, &summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn routes(args: &IngestArgs) -> anyhow::Result<Vec<Route>> {
+    let datasets: Vec<Dataset> = if args.datasets.is_empty() {
+        Dataset::ALL.to_vec()
+    } else {
+        args.datasets.iter().map(|d| Dataset::from(*d)).collect()
+    };
+    let mut routes: Vec<Route> = datasets.into_iter().map(Route::default_for).collect();
+    for (dataset, topic) in &args.topic {
+        let dataset = Dataset::parse(dataset)?;
+        let route = routes
+            .iter_mut()
+            .find(|r| r.dataset == dataset)
+            .with_context(|| {
+                format!(
+                    "--topic names {}, which is not being ingested",
+                    dataset.name()
+                )
+            })?;
+        route.topic.clone_from(topic);
+    }
+    for (dataset, table) in &args.table {
+        let dataset = Dataset::parse(dataset)?;
+        let route = routes
+            .iter_mut()
+            .find(|r| r.dataset == dataset)
+            .with_context(|| {
+                format!(
+                    "--table names {}, which is not being ingested",
+                    dataset.name()
+                )
+            })?;
+        route.table = lake_ingest::bronze::parse_table(table)?;
+    }
+    let mut topics: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).collect();
+    topics.sort();
+    topics.dedup();
+    if topics.len() != routes.len() {
+        bail!("two datasets read the same topic; give each its own with --topic");
+    }
+    Ok(routes)
+}
+
+fn print_summary(routes: &[Route], summary: &IngestSummary) {
+    let seconds = summary.elapsed.as_secs_f64().max(1e-3);
+    let tables: Vec<String> = routes.iter().map(|r| r.table.to_string()).collect();
+    let how = if summary.caught_up {
+        " (caught up)"
+    } else if summary.interrupted {
+        " (stopped)"
+    } else {
+        ""
+    };
+    let memory = summary.peak_rss_bytes.map_or(String::new(), |b| {
+        format!("; peak memory {:.0} MB", b as f64 / 1e6)
+    });
+    eprintln!(
+        "ingested {} records ({:.1} MB) in {:.2}s{how} ({:.0} records/s, {:.1} MB/s) into {}\n  \
+         {} rows committed, {} rejected; {} commits, {} rewinds{memory}",
+        summary.consumed,
+        summary.bytes as f64 / 1e6,
+        seconds,
+        summary.consumed as f64 / seconds,
+        summary.bytes as f64 / 1e6 / seconds,
+        tables.join(", "),
+        summary.rows,
+        summary.rejected,
+        summary.commits,
+        summary.rewinds,
+    );
+}
