@@ -158,6 +158,12 @@ pub struct IngestArgs {
     pub connect_timeout: std::time::Duration,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeyArg {
+    User,
+    None,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum DatasetArg {
     /// Seed 000: tweets with users, hashtags, mentions, languages, regions
@@ -260,6 +266,11 @@ pub struct GenerateArgs {
     /// (score out of range, negative count, impossible time, missing measurement)
     #[arg(long, default_value_t = 0.0, value_name = "RATE")]
     pub invalid: f64,
+
+    /// Message key: `user` keeps each user's records in order on one partition;
+    /// `none` spreads records evenly over the partitions
+    #[arg(long, value_enum, default_value = "user")]
+    pub key: KeyArg,
 
     /// Write newline-delimited JSON to this file (`-` = stdout) instead of Kafka
     #[arg(long, value_name = "FILE|-")]

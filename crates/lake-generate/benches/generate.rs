@@ -92,7 +92,11 @@ fn main() {
                     Duration::from_secs(10),
                 ))
                 .expect("topic visible");
-            let target = Target::Kafka { config, topic };
+            let target = Target::Kafka {
+                config,
+                topic,
+                keyed: true,
+            };
             let mut generator = generator(seed);
             let started = Instant::now();
             let summary = run(&mut generator, &target, &limits, &stop).expect("kafka run");

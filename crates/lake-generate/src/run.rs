@@ -31,6 +31,9 @@ pub enum Target {
     Kafka {
         config: ClientConfig,
         topic: String,
+        /// Key records by user id (one user's records stay in order on one
+        /// partition); without keys the partitioner spreads them evenly.
+        keyed: bool,
     },
     /// Newline-delimited JSON; `None` is stdout.
     File(Option<PathBuf>),
@@ -101,6 +104,7 @@ enum Sink {
     Kafka {
         producer: BaseProducer<DeliveryCounter>,
         topic: String,
+        keyed: bool,
         deliveries: Arc<Deliveries>,
     },
     File(Box<dyn Write + Send>),
@@ -109,7 +113,11 @@ enum Sink {
 impl Sink {
     fn open(target: &Target) -> Result<Self> {
         match target {
-            Target::Kafka { config, topic } => {
+            Target::Kafka {
+                config,
+                topic,
+                keyed,
+            } => {
                 let mut config = config.clone();
                 // Exactly-once on the producing side too: retries never duplicate.
                 for (key, value) in [
@@ -125,6 +133,11 @@ impl Sink {
                         config.set(key, value);
                     }
                 }
+                // Unkeyed records: spread each one, rather than a linger
+                // window's worth at a time, over the partitions.
+                if !*keyed && config.get("sticky.partitioning.linger.ms").is_none() {
+                    config.set("sticky.partitioning.linger.ms", "0");
+                }
                 let deliveries = Arc::new(Deliveries::default());
                 let producer = config
                     .create_with_context(DeliveryCounter(deliveries.clone()))
@@ -132,6 +145,7 @@ impl Sink {
                 Ok(Sink::Kafka {
                     producer,
                     topic: topic.clone(),
+                    keyed: *keyed,
                     deliveries,
                 })
             }
@@ -153,9 +167,13 @@ impl Sink {
     fn send(&mut self, key: &[u8], payload: &[u8]) -> Result<()> {
         match self {
             Sink::Kafka {
-                producer, topic, ..
+                producer,
+                topic,
+                keyed,
+                ..
             } => {
-                let mut record = BaseRecord::to(topic.as_str()).key(key).payload(payload);
+                let record = BaseRecord::to(topic.as_str()).payload(payload);
+                let mut record = if *keyed { record.key(key) } else { record };
                 loop {
                     match producer.send(record) {
                         Ok(()) => return Ok(()),

@@ -59,6 +59,7 @@ pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode>
                 Target::Kafka {
                     config: client,
                     topic: topic.clone(),
+                    keyed: args.key == crate::cli::KeyArg::User,
                 },
                 format!(
                     "Kafka topic `{topic}` ({} partitions{created})",
