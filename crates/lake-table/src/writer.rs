@@ -22,7 +22,8 @@ use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 
@@ -42,6 +43,10 @@ pub struct WriterOptions {
     /// File names start with this; make it unique per writer (the default is a
     /// random UUID) so concurrent writers never collide.
     pub file_prefix: String,
+    /// Top-level columns whose values are (nearly) all distinct: written
+    /// without a dictionary and without min/max statistics, which would cost
+    /// time and help no reader.
+    pub distinct_columns: Vec<String>,
 }
 
 impl Default for WriterOptions {
@@ -51,6 +56,7 @@ impl Default for WriterOptions {
             zstd_level: 3,
             row_group_rows: 1024 * 1024,
             file_prefix: uuid::Uuid::new_v4().to_string(),
+            distinct_columns: Vec::new(),
         }
     }
 }
@@ -84,10 +90,16 @@ impl TableWriter {
         let schema = Arc::new(schema_to_arrow_schema(&iceberg_schema)?);
         let level = ZstdLevel::try_new(options.zstd_level)
             .map_err(|e| Error::Invalid(format!("zstd level {}: {e}", options.zstd_level)))?;
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(options.row_group_rows))
-            .build();
+            .set_max_row_group_row_count(Some(options.row_group_rows));
+        for column in &options.distinct_columns {
+            let path = ColumnPath::from(column.as_str());
+            properties = properties
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_statistics_enabled(path, EnabledStatistics::None);
+        }
+        let properties = properties.build();
         let target = options
             .target_file_size
             .or_else(|| {
