@@ -107,6 +107,15 @@ pub fn bronze_schema(dataset: Dataset) -> Schema {
         .unwrap_or_else(|e| panic!("bronze schema for {}: {e}", dataset.name()))
 }
 
+/// Bronze columns whose values are (nearly) all distinct.
+pub fn distinct_columns(dataset: Dataset) -> Vec<&'static str> {
+    let mut columns = vec![RAW];
+    if dataset == Dataset::Tweets {
+        columns.extend(["tweet_id", "text"]);
+    }
+    columns
+}
+
 /// The column bronze is partitioned by (hourly).
 pub fn event_time_column(dataset: Dataset) -> &'static str {
     match dataset.event_time() {
@@ -188,10 +197,16 @@ pub async fn ensure_table(
     }
 }
 
+/// The bronze schema and its hourly partitioning by event time.
+pub fn bronze_definition(dataset: Dataset) -> Result<(Schema, UnboundPartitionSpec)> {
+    let schema = bronze_schema(dataset);
+    let spec = partition_spec(&schema, event_time_column(dataset), Transform::Hour)?;
+    Ok((schema, spec))
+}
+
 /// Loads or creates the bronze table of `route`.
 pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table> {
-    let schema = bronze_schema(route.dataset);
-    let spec = partition_spec(&schema, event_time_column(route.dataset), Transform::Hour)?;
+    let (schema, spec) = bronze_definition(route.dataset)?;
     let properties = HashMap::from([
         ("lake.dataset".to_string(), route.dataset.name().to_string()),
         ("lake.layer".to_string(), "bronze".to_string()),

@@ -126,6 +126,11 @@ pub const MAX_NESTING: usize = 64;
 
 /// Whether brackets outside strings nest deeper than `limit`.
 fn nesting_exceeds(bytes: &[u8], limit: usize) -> bool {
+    // Cheap bound first: too few brackets to nest that deep at all.
+    let opening = bytes.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if opening <= limit {
+        return false;
+    }
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;

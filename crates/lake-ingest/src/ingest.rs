@@ -25,6 +25,13 @@ use crate::decode::{Chunk, Coordinates};
 use crate::error::{Error, Result};
 use crate::sink::{Command, CommitOutcome, Sink, SinkTotals};
 
+/// Chunks that may wait between the consumer and a table's writer. Deep
+/// enough to ride out either side being descheduled on a small machine.
+const CHANNEL_CHUNKS: usize = 16;
+
+/// Records between checks of the commit and stop conditions.
+const CHECK_EVERY: u32 = 256;
+
 /// How `lake ingest` runs.
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
@@ -84,6 +91,10 @@ pub struct IngestSummary {
     /// because of a rebalance.
     pub rewinds: u64,
     pub elapsed: Duration,
+    /// From start to the first record: joining the group, seeking, fetching.
+    /// A broker delays a new group's first assignment
+    /// (`group.initial.rebalance.delay.ms`, 3 s by default).
+    pub first_record_after: Option<Duration>,
     /// Peak resident memory of this process, when the OS reports it.
     pub peak_rss_bytes: Option<u64>,
     pub caught_up: bool,
@@ -105,6 +116,10 @@ struct TopicState {
     high: BTreeMap<i32, i64>,
     /// The table's offsets for every partition, as last seen.
     table: Offsets,
+    /// The `table` metric label, built once.
+    label: String,
+    unreported_records: u64,
+    unreported_bytes: u64,
 }
 
 impl TopicState {
@@ -113,6 +128,18 @@ impl TopicState {
             .get(&partition)
             .or_else(|| self.start.get(&partition))
             .copied()
+    }
+
+    /// Adds what was read since the last report to the metrics.
+    fn report(&mut self) {
+        if self.unreported_records > 0 {
+            metrics::counter!(names::INGEST_RECORDS_TOTAL, "table" => self.label.clone())
+                .increment(self.unreported_records);
+            metrics::counter!(names::INGEST_BYTES_TOTAL, "table" => self.label.clone())
+                .increment(self.unreported_bytes);
+            self.unreported_records = 0;
+            self.unreported_bytes = 0;
+        }
     }
 
     fn has_epoch(&self) -> bool {
@@ -295,8 +322,8 @@ pub async fn ingest(
             options.evolve_schema,
         )
         .await?;
-        let (sender, receiver) = mpsc::channel(4);
-        sinks.push(tokio::spawn(sink.serve(receiver)));
+        let (sender, handle) = crate::sink::spawn(sink, CHANNEL_CHUNKS);
+        sinks.push(handle);
         shared.topics.insert(
             route.topic.clone(),
             TopicState {
@@ -310,6 +337,9 @@ pub async fn ingest(
                 epoch_bytes: 0,
                 high: BTreeMap::new(),
                 table: Offsets::new(),
+                label: route.table.to_string(),
+                unreported_records: 0,
+                unreported_bytes: 0,
             },
         );
     }
@@ -333,6 +363,9 @@ pub async fn ingest(
     for sink in sinks {
         match sink.await {
             Ok(Ok(t)) => {
+                totals.decoding += t.decoding;
+                totals.writing += t.writing;
+                totals.committing += t.committing;
                 totals.rows += t.rows;
                 totals.rejected += t.rejected;
                 totals.commits += t.commits;
@@ -344,6 +377,12 @@ pub async fn ingest(
             }
         }
     }
+    tracing::debug!(
+        decoding = ?totals.decoding,
+        writing = ?totals.writing,
+        committing = ?totals.committing,
+        "time in the table writers"
+    );
     let mut summary = consumed?;
     if let Some(e) = first_error.or(sink_error) {
         return Err(e);
@@ -375,8 +414,10 @@ fn prepare_consumer_config(kafka: &mut ClientConfig, options: &IngestOptions) ->
         ("partition.assignment.strategy", "roundrobin"),
         ("session.timeout.ms", "10000"),
         ("heartbeat.interval.ms", "1000"),
-        // Bounds what librdkafka prefetches, whatever the partition count.
-        ("queued.max.messages.kbytes", "32768"),
+        // Bounds what librdkafka prefetches, whatever the partition count:
+        // 64 MiB keeps the writer fed between fetches and the process under
+        // half a gigabyte.
+        ("queued.max.messages.kbytes", "65536"),
         ("statistics.interval.ms", "5000"),
     ] {
         if kafka.get(key).is_none() {
@@ -431,6 +472,9 @@ fn consume(
     let mut last_report = Instant::now();
     let mut last_reload = Instant::now();
     let progress = options.progress.then(crate::progress::Progress::new);
+    let mut since_check = 0u32;
+    let mut in_poll = Duration::ZERO;
+    let mut waiting_on_commits = Duration::ZERO;
     loop {
         if stop.load(Ordering::Relaxed) {
             summary.interrupted = true;
@@ -439,52 +483,69 @@ fn consume(
         if let Some(e) = lock(&shared).error.take() {
             return Err(e);
         }
+        let poll_started = Instant::now();
         let polled = consumer.poll(Duration::from_millis(100));
+        in_poll += poll_started.elapsed();
         {
             let mut guard = lock(&shared);
+            // Checking triggers costs a walk over every partition; do it
+            // every few hundred records, and whenever the consumer idles.
+            since_check += 1;
+            let check = polled.is_none() || since_check >= CHECK_EVERY;
             match polled {
                 Some(Ok(message)) => {
-                    let Some(state) = guard.topics.get_mut(message.topic()) else {
-                        continue;
-                    };
-                    let partition = message.partition();
-                    if !state.assigned.contains(&partition) {
-                        continue;
-                    }
-                    // Until caught up: exactly what was there at start.
-                    if options.until_caught_up
-                        && state
-                            .high
-                            .get(&partition)
-                            .is_some_and(|&high| message.offset() >= high)
+                    if let Some(state) = guard.topics.get_mut(message.topic())
+                        && state.assigned.contains(&message.partition())
                     {
-                        continue;
-                    }
-                    let payload = message.payload();
-                    let size = payload.map_or(0, <[u8]>::len) as u64;
-                    state.chunk.push(
-                        payload,
-                        Coordinates {
-                            partition,
-                            offset: message.offset(),
-                            timestamp_ms: message.timestamp().to_millis(),
-                        },
-                        options.max_record_bytes,
-                    );
-                    state.end.insert(partition, message.offset() + 1);
-                    state.epoch_records += 1;
-                    state.epoch_bytes += size;
-                    summary.consumed += 1;
-                    summary.bytes += size;
-                    metrics::counter!(names::INGEST_RECORDS_TOTAL, "table" => state.route.table.to_string()).increment(1);
-                    metrics::counter!(names::INGEST_BYTES_TOTAL, "table" => state.route.table.to_string()).increment(size);
-                    if state.chunk.len() >= options.chunk_records {
-                        send_chunk(state)?;
+                        let partition = message.partition();
+                        let past_start_end = options.until_caught_up
+                            && state
+                                .high
+                                .get(&partition)
+                                .is_some_and(|&high| message.offset() >= high);
+                        if past_start_end {
+                            // Exactly what was there at start: stop fetching it.
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(&state.route.topic, partition);
+                            let _ = consumer.pause(&tpl);
+                        } else {
+                            summary
+                                .first_record_after
+                                .get_or_insert_with(|| started.elapsed());
+                            let payload = message.payload();
+                            let size = payload.map_or(0, <[u8]>::len) as u64;
+                            state.chunk.push(
+                                payload,
+                                Coordinates {
+                                    partition,
+                                    offset: message.offset(),
+                                    timestamp_ms: message.timestamp().to_millis(),
+                                },
+                                options.max_record_bytes,
+                            );
+                            state.end.insert(partition, message.offset() + 1);
+                            state.epoch_records += 1;
+                            state.epoch_bytes += size;
+                            summary.consumed += 1;
+                            summary.bytes += size;
+                            state.unreported_records += 1;
+                            state.unreported_bytes += size;
+                            if state.chunk.len() >= options.chunk_records {
+                                send_chunk(state)?;
+                            }
+                        }
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => tracing::warn!(error = %e, "Kafka reported an error; retrying"),
                 None => {}
+            }
+            if !check {
+                continue;
+            }
+            since_check = 0;
+            for state in guard.topics.values_mut() {
+                state.report();
             }
             let (records, bytes) = guard
                 .topics
@@ -494,7 +555,9 @@ fn consume(
                 || options.commit_records.is_some_and(|n| records >= n)
                 || options.commit_bytes.is_some_and(|n| bytes >= n);
             if records > 0 && due {
+                let started = Instant::now();
                 commit_epochs(&consumer, &mut guard)?;
+                waiting_on_commits += started.elapsed();
                 last_commit = Instant::now();
             } else if records == 0 && due {
                 last_commit = Instant::now();
@@ -531,12 +594,24 @@ fn consume(
             last_report = Instant::now();
         }
     }
-    commit_epochs(&consumer, &mut lock(&shared))?;
+    {
+        let mut guard = lock(&shared);
+        for state in guard.topics.values_mut() {
+            state.report();
+        }
+        commit_epochs(&consumer, &mut guard)?;
+    }
     if let Some(progress) = progress {
         progress.finish();
     }
     summary.elapsed = started.elapsed();
     summary.rewinds = lock(&shared).rewinds;
+    tracing::debug!(
+        in_poll = ?in_poll,
+        waiting_on_commits = ?waiting_on_commits,
+        elapsed = ?summary.elapsed,
+        "time in the consumer"
+    );
     // Leave the group now, with nothing uncommitted, so partitions move on.
     consumer.unsubscribe();
     Ok(summary)

@@ -16,3 +16,4 @@ mod sink;
 pub use bronze::Route;
 pub use error::{Error, Result};
 pub use ingest::{IngestOptions, IngestSummary, ingest};
+pub use sink::bronze_writer_options;

@@ -18,12 +18,12 @@ use lake_table::{Append, LakeCatalog, Op, TableWriter, WriterOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bronze::{Offsets, Route, ensure_rejects, format_offsets, table_offsets};
-use crate::decode::{Chunk, NewFields, RecordDecoder, Rejected, rejects_batch};
+use crate::decode::{Chunk, Decoded, NewFields, RecordDecoder, Rejected, rejects_batch};
 use crate::error::{Error, Result};
 
 /// Rows per Parquet row group while ingesting: bounds what an open file
 /// holds in memory.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// What the consumer asks of a sink.
 pub(crate) enum Command {
@@ -61,6 +61,85 @@ pub(crate) enum CommitOutcome {
     Failed(Error),
 }
 
+/// What reaches the writing stage, in the consumer's order.
+enum Stage {
+    Decoded(Decoded),
+    Command(Command),
+    /// The decoding stage found fields the table lacks; add them and answer
+    /// with a decoder for the new schema.
+    Evolve {
+        fields: Vec<arrow_schema::Field>,
+        reply: oneshot::Sender<Result<RecordDecoder>>,
+    },
+}
+
+/// Starts a table's two stages (decoding, then writing and committing,
+/// running side by side) and returns where the consumer sends commands and
+/// the handle to await for the totals.
+pub(crate) fn spawn(
+    sink: Sink,
+    queue: usize,
+) -> (
+    mpsc::Sender<Command>,
+    tokio::task::JoinHandle<Result<SinkTotals>>,
+) {
+    let (commands, received) = mpsc::channel(queue);
+    let (stages, staged) = mpsc::channel(4);
+    let decoder = sink.decoder.clone();
+    let decoding = tokio::spawn(decode_stage(decoder, received, stages));
+    let writing = tokio::spawn(sink.serve(staged));
+    let handle = tokio::spawn(async move {
+        let decode_result = decoding.await;
+        let mut totals = writing
+            .await
+            .map_err(|e| Error::Invalid(format!("table writer: {e}")))??;
+        totals.decoding = decode_result.map_err(|e| Error::Invalid(format!("decoder: {e}")))??;
+        Ok(totals)
+    });
+    (commands, handle)
+}
+
+/// Decodes chunks and passes everything on, in order; returns the time
+/// spent decoding.
+async fn decode_stage(
+    mut decoder: RecordDecoder,
+    mut commands: mpsc::Receiver<Command>,
+    stages: mpsc::Sender<Stage>,
+) -> Result<std::time::Duration> {
+    let mut busy = std::time::Duration::ZERO;
+    let stopped = || Error::Invalid("the table writer stopped".into());
+    while let Some(command) = commands.recv().await {
+        let stage = match command {
+            Command::Chunk(chunk) => {
+                let ingested_at = now_micros();
+                let started = Instant::now();
+                let decoded = loop {
+                    match decoder.decode(&chunk, ingested_at) {
+                        Ok(decoded) => break decoded,
+                        Err(Ok(NewFields(fields))) => {
+                            let (reply, answer) = oneshot::channel();
+                            stages
+                                .send(Stage::Evolve { fields, reply })
+                                .await
+                                .map_err(|_| stopped())?;
+                            decoder = answer.await.map_err(|_| stopped())??;
+                        }
+                        Err(Err(e)) => return Err(e),
+                    }
+                };
+                busy += started.elapsed();
+                Stage::Decoded(decoded)
+            }
+            other => Stage::Command(other),
+        };
+        if stages.send(stage).await.is_err() {
+            // The writer ended (its error is reported there).
+            break;
+        }
+    }
+    Ok(busy)
+}
+
 /// Counts a sink reports when it stops.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SinkTotals {
@@ -68,6 +147,10 @@ pub struct SinkTotals {
     pub rejected: u64,
     pub commits: u64,
     pub rewinds: u64,
+    /// Time spent decoding, writing, and committing (the rest is waiting).
+    pub decoding: std::time::Duration,
+    pub writing: std::time::Duration,
+    pub committing: std::time::Duration,
 }
 
 struct Epoch {
@@ -85,6 +168,8 @@ pub(crate) struct Sink {
     rejects: Option<Table>,
     decoder: RecordDecoder,
     evolve: bool,
+    /// Columns written without dictionary or statistics.
+    distinct: Vec<&'static str>,
     epoch: Option<Epoch>,
     totals: SinkTotals,
 }
@@ -97,7 +182,9 @@ impl Sink {
         evolve: bool,
     ) -> Result<Self> {
         let decoder = decoder_for(&route, &bronze, evolve)?;
+        let distinct = crate::bronze::distinct_columns(route.dataset);
         Ok(Self {
+            distinct,
             route,
             catalog,
             bronze,
@@ -109,13 +196,28 @@ impl Sink {
         })
     }
 
-    /// Serves commands until the consumer hangs up.
-    pub async fn serve(mut self, mut commands: mpsc::Receiver<Command>) -> Result<SinkTotals> {
-        while let Some(command) = commands.recv().await {
-            match command {
-                Command::Chunk(chunk) => self.write(chunk).await?,
-                Command::Commit { start, end, reply } => {
+    /// Writes and commits until the decoding stage hangs up.
+    async fn serve(mut self, mut stages: mpsc::Receiver<Stage>) -> Result<SinkTotals> {
+        while let Some(stage) = stages.recv().await {
+            match stage {
+                Stage::Decoded(decoded) => self.write(decoded).await?,
+                Stage::Evolve { fields, reply } => {
+                    let result = self.evolve_schema(fields).await;
+                    let answer = match result {
+                        Ok(()) => Ok(self.decoder.clone()),
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Stage::Command(Command::Chunk(_)) => {
+                    return Err(Error::Invalid(
+                        "a chunk reached the writer undecoded".into(),
+                    ));
+                }
+                Stage::Command(Command::Commit { start, end, reply }) => {
+                    let started = Instant::now();
                     let outcome = self.commit(start, end).await;
+                    self.totals.committing += started.elapsed();
                     if let CommitOutcome::Failed(e) = outcome {
                         let message = e.to_string();
                         let _ = reply.send(CommitOutcome::Failed(e));
@@ -126,11 +228,11 @@ impl Sink {
                     }
                     let _ = reply.send(outcome);
                 }
-                Command::Abort { reply } => {
+                Stage::Command(Command::Abort { reply }) => {
                     self.abort().await;
                     let _ = reply.send(());
                 }
-                Command::Offsets { reply } => {
+                Stage::Command(Command::Offsets { reply }) => {
                     let offsets = self.reload_offsets().await;
                     let _ = reply.send(offsets);
                 }
@@ -148,7 +250,7 @@ impl Sink {
     async fn epoch(&mut self) -> Result<&mut Epoch> {
         if self.epoch.is_none() {
             self.epoch = Some(Epoch {
-                writer: new_writer(&self.bronze).await?,
+                writer: new_writer(&self.bronze, &self.distinct).await?,
                 files: Vec::new(),
                 rejected: Vec::new(),
                 rows: 0,
@@ -159,24 +261,19 @@ impl Sink {
             .ok_or_else(|| Error::Invalid("epoch missing".into()))
     }
 
-    async fn write(&mut self, chunk: Chunk) -> Result<()> {
-        let ingested_at = now_micros();
-        let decoded = loop {
-            match self.decoder.decode(&chunk, ingested_at) {
-                Ok(decoded) => break decoded,
-                Err(Ok(NewFields(fields))) => self.evolve_schema(fields).await?,
-                Err(Err(e)) => return Err(e),
-            }
-        };
-        let table = self.route.table.to_string();
-        metrics::counter!(names::INGEST_REJECTS_TOTAL, "table" => table)
-            .increment(decoded.rejected.len() as u64);
+    async fn write(&mut self, decoded: Decoded) -> Result<()> {
+        let started = Instant::now();
+        if !decoded.rejected.is_empty() {
+            metrics::counter!(names::INGEST_REJECTS_TOTAL, "table" => self.route.table.to_string())
+                .increment(decoded.rejected.len() as u64);
+        }
         let epoch = self.epoch().await?;
         for batch in &decoded.bronze {
             epoch.writer.write(batch).await?;
         }
         epoch.rows += decoded.rows() as u64;
         epoch.rejected.extend(decoded.rejected);
+        self.totals.writing += started.elapsed();
         Ok(())
     }
 
@@ -189,7 +286,7 @@ impl Sink {
         self.bronze = crate::evolve::add_columns(&self.catalog, &self.bronze, &fields).await?;
         self.decoder = decoder_for(&self.route, &self.bronze, self.evolve)?;
         if let Some(epoch) = self.epoch.as_mut() {
-            let fresh = new_writer(&self.bronze).await?;
+            let fresh = new_writer(&self.bronze, &self.distinct).await?;
             let old = std::mem::replace(&mut epoch.writer, fresh);
             epoch.files.extend(old.close().await?);
         }
@@ -310,7 +407,7 @@ impl Sink {
             rejects.metadata().current_schema(),
         )?);
         let batch = rejects_batch(&schema, &self.route.topic, rejected, now_micros())?;
-        let mut writer = new_writer(rejects).await?;
+        let mut writer = new_writer(rejects, &[crate::bronze::RAW, crate::bronze::ERROR]).await?;
         writer.write(&batch).await?;
         Ok(writer.close().await?)
     }
@@ -339,12 +436,19 @@ fn decoder_for(route: &Route, bronze: &Table, evolve: bool) -> Result<RecordDeco
     ))
 }
 
-async fn new_writer(table: &Table) -> Result<TableWriter> {
-    let options = WriterOptions {
+/// Writer settings for bronze: fast zstd (compaction may recompress), and no
+/// dictionary or statistics for the columns whose values are all distinct.
+pub fn bronze_writer_options(distinct: &[&str]) -> WriterOptions {
+    WriterOptions {
         row_group_rows: ROW_GROUP_ROWS,
+        zstd_level: 1,
+        distinct_columns: distinct.iter().map(|c| c.to_string()).collect(),
         ..WriterOptions::default()
-    };
-    Ok(TableWriter::new(table, options).await?)
+    }
+}
+
+async fn new_writer(table: &Table, distinct: &[&str]) -> Result<TableWriter> {
+    Ok(TableWriter::new(table, bronze_writer_options(distinct)).await?)
 }
 
 /// Deletes files an abandoned epoch wrote. Best effort: what remains is an

@@ -109,9 +109,12 @@ fn print_summary(routes: &[Route], summary: &IngestSummary) {
     let memory = summary.peak_rss_bytes.map_or(String::new(), |b| {
         format!("; peak memory {:.0} MB", b as f64 / 1e6)
     });
+    let waited = summary.first_record_after.map_or(String::new(), |d| {
+        format!("; first record after {:.2}s", d.as_secs_f64())
+    });
     eprintln!(
         "ingested {} records ({:.1} MB) in {:.2}s{how} ({:.0} records/s, {:.1} MB/s) into {}\n  \
-         {} rows committed, {} rejected; {} commits, {} rewinds{memory}",
+         {} rows committed, {} rejected; {} commits, {} rewinds{waited}{memory}",
         summary.consumed,
         summary.bytes as f64 / 1e6,
         seconds,
