@@ -1,0 +1,295 @@
+//! `lake ingest` end to end against its ceiling.
+//!
+//! cargo bench -p lake-cli --bench ingest            (2 M tweets; LAKE_BENCH_TWEETS to change)
+//!
+//! A topic on librdkafka's mock cluster (in this process, 128 partitions, zstd) is filled
+//! with generated tweets. The release `lake ingest --until-caught-up` binary then reads it
+//! into an embedded catalog with a local warehouse, commits included; its wall time and
+//! peak memory are its own. The ceiling is the same bytes checked, decoded and written to
+//! Parquet in-process, with no Kafka and no catalog, through the same code.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use lake_catalog::CatalogServer;
+use lake_core::config::{ApiKeyConfig, KafkaConfig, Role, ServerConfig, StorageConfig};
+use lake_core::datasets::Dataset;
+use lake_generate::{Generator, GeneratorConfig, RunLimits, Target, kafka, run};
+use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
+use lake_table::TableWriter;
+
+const START: i64 = 1_767_225_600_000_000;
+const PARTITIONS: i32 = 128;
+const RUNS: usize = 3;
+
+fn generator(tweets: u64) -> Generator {
+    let mut config = GeneratorConfig::new(Dataset::Tweets, 42, START);
+    config.events_per_second = tweets as f64 / 3600.0;
+    Generator::new(config)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let tweets: u64 = std::env::var("LAKE_BENCH_TWEETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The catalog, embedded, with a local warehouse.
+    let key = lake_catalog::generate_key();
+    let server = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database: dir.path().join("catalog").display().to_string(),
+        warehouse: dir.path().join("warehouse").display().to_string(),
+        insecure_http: true,
+        api_keys: vec![ApiKeyConfig {
+            name: "bench".into(),
+            role: Role::Writer,
+            key: Some(lake_core::Secret::new(&key)),
+            key_env: None,
+        }],
+        ..ServerConfig::default()
+    };
+    let catalog = runtime
+        .block_on(CatalogServer::bind(&server, &StorageConfig::default()))
+        .expect("catalog");
+    let uri = catalog.uri();
+    runtime.spawn(catalog.serve(std::future::pending()));
+
+    // The topic, filled.
+    let cluster = rdkafka::mocking::MockCluster::new(3).expect("mock cluster");
+    cluster
+        .create_topic("tweets", PARTITIONS, 1)
+        .expect("topic");
+    let settings = KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        ..KafkaConfig::default()
+    };
+    let config = kafka::client_config(&settings, &[("compression.type".into(), "zstd".into())]);
+    runtime
+        .block_on(kafka::ensure_topic(
+            &config,
+            "tweets",
+            PARTITIONS,
+            1,
+            Duration::from_secs(10),
+        ))
+        .expect("topic visible");
+    let started = Instant::now();
+    let produced = run(
+        &mut generator(tweets),
+        &Target::Kafka {
+            config,
+            topic: "tweets".into(),
+            keyed: false,
+        },
+        &RunLimits {
+            count: Some(tweets),
+            ..RunLimits::default()
+        },
+        &AtomicBool::new(false),
+    )
+    .expect("produce");
+    assert_eq!(produced.delivered, tweets);
+    let bytes = produced.bytes;
+    {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("consumer");
+        let mut held = Vec::new();
+        for partition in 0..PARTITIONS {
+            let (low, high) = consumer
+                .fetch_watermarks("tweets", partition, Duration::from_secs(10))
+                .expect("watermarks");
+            held.push(high - low);
+        }
+        eprintln!(
+            "partitions hold {} records (fullest {}, emptiest {})",
+            held.iter().sum::<i64>(),
+            held.iter().max().unwrap_or(&0),
+            held.iter().min().unwrap_or(&0)
+        );
+    }
+    eprintln!(
+        "filled the topic: {tweets} tweets, {:.0} MB in {:.1}s",
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    // How fast a bare consumer reads the topic, for reference.
+    {
+        use rdkafka::Message;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "bench-read")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&["tweets"]).expect("subscribe");
+        let mut read = 0u64;
+        let mut first: Option<Instant> = None;
+        while read < tweets {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
+                first.get_or_insert_with(Instant::now);
+                read += message.payload().map_or(0, |p| p.len().min(1)) as u64;
+            }
+        }
+        let seconds = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        eprintln!(
+            "a bare consumer reads it in {seconds:.2}s ({:.0} k records/s)",
+            tweets as f64 / 1e3 / seconds
+        );
+    }
+
+    // End to end: the release binary, a fresh table and group per run.
+    let mut e2e = Vec::new();
+    let mut steady = Vec::new();
+    let mut memory = Vec::new();
+    for run_number in 0..RUNS {
+        let table = format!("tweets=bronze.tweets_run{run_number}");
+        let group = format!("bench-{run_number}");
+        let started = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lake"))
+            .args([
+                "ingest",
+                "tweets",
+                "--until-caught-up",
+                "--brokers",
+                &cluster.bootstrap_servers(),
+            ])
+            .args(["--table", &table, "--group-id", &group])
+            .args(
+                std::env::var("LAKE_BENCH_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
+            .env("LAKE_CATALOG__URI", &uri)
+            .env("LAKE_CATALOG__TOKEN", &key)
+            .env(
+                "RUST_LOG",
+                std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .current_dir(dir.path())
+            .output()
+            .expect("lake ingest");
+        let elapsed = started.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{tweets} rows committed, 0 rejected")),
+            "{stderr}"
+        );
+        let peak_mb: f64 = stderr
+            .split("peak memory ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|mb| mb.parse().ok())
+            .unwrap_or(f64::NAN);
+        let waited: f64 = stderr
+            .split("first record after ")
+            .nth(1)
+            .and_then(|rest| rest.split('s').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        eprintln!(
+            "end to end, run {run_number}: {elapsed:.2}s, of which {waited:.2}s before the first record; peak memory {peak_mb:.0} MB"
+        );
+        steady.push(elapsed - waited);
+        e2e.push(elapsed);
+        memory.push(peak_mb);
+    }
+
+    // The ceiling: the same payloads through the same decode and write path.
+    let mut payloads = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
+    let mut ends = Vec::with_capacity(tweets as usize);
+    let mut regenerate = generator(tweets);
+    for _ in 0..tweets {
+        payloads.extend_from_slice(regenerate.next_record().payload);
+        ends.push(payloads.len());
+    }
+    let (schema, spec) = lake_ingest::bronze::bronze_definition(Dataset::Tweets).expect("schema");
+    let mut ceiling = Vec::new();
+    for run_number in 0..RUNS {
+        let table = runtime
+            .block_on(lake_table::testing::local_table(
+                &dir.path().join(format!("ceiling{run_number}")),
+                "tweets_raw",
+                schema.clone(),
+                spec.clone(),
+            ))
+            .expect("local table");
+        let arrow = Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+                .expect("arrow"),
+        );
+        let decoder = RecordDecoder::new(Dataset::Tweets, "tweets", arrow, false);
+        let started = Instant::now();
+        let rows = runtime.block_on(async {
+            let distinct = lake_ingest::bronze::distinct_columns(Dataset::Tweets);
+            let mut writer =
+                TableWriter::new(&table, lake_ingest::bronze_writer_options(&distinct))
+                    .await
+                    .expect("writer");
+            let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
+            let mut start = 0;
+            let mut rows = 0;
+            for (i, &end) in ends.iter().enumerate() {
+                let at = Coordinates {
+                    partition: (i % PARTITIONS as usize) as i32,
+                    offset: i as i64,
+                    timestamp_ms: Some(0),
+                };
+                chunk.push(Some(&payloads[start..end]), at, 1 << 20);
+                start = end;
+                if chunk.len() == 4096 || i + 1 == ends.len() {
+                    let decoded = decoder.decode(&chunk, 0).expect("decode");
+                    for batch in &decoded.bronze {
+                        writer.write(batch).await.expect("write");
+                    }
+                    rows += decoded.rows();
+                    chunk.clear();
+                }
+            }
+            writer.close().await.expect("close");
+            rows
+        });
+        assert_eq!(rows as u64, tweets);
+        let elapsed = started.elapsed().as_secs_f64();
+        eprintln!("ceiling, run {run_number}: {elapsed:.2}s");
+        ceiling.push(elapsed);
+    }
+
+    let e2e = median(e2e);
+    let steady = median(steady);
+    let ceiling = median(ceiling);
+    let mb = bytes as f64 / 1e6;
+    println!(
+        "ingest/end-to-end: {tweets} tweets ({mb:.0} MB), median of {RUNS}: {e2e:.2}s = {:.0} k tweets/s, {:.1} MB/s; peak RSS {:.0} MB",
+        tweets as f64 / 1e3 / e2e,
+        mb / e2e,
+        median(memory)
+    );
+    println!(
+        "ingest/after-first-record: median of {RUNS}: {steady:.2}s = {:.0} k tweets/s, {:.1} MB/s",
+        tweets as f64 / 1e3 / steady,
+        mb / steady,
+    );
+    println!(
+        "ingest/ceiling: median of {RUNS}: {ceiling:.2}s = {:.0} k tweets/s, {:.1} MB/s; end to end reaches {:.0} % of it ({:.0} % after the first record)",
+        tweets as f64 / 1e3 / ceiling,
+        mb / ceiling,
+        100.0 * ceiling / e2e,
+        100.0 * ceiling / steady
+    );
+}
