@@ -10,3 +10,12 @@ pub mod storage;
 
 pub use config::{Config, Overrides, Secret};
 pub use error::{Error, Result};
+
+/// Microseconds since the Unix epoch (Iceberg's timestamp unit); 0 if the
+/// clock is before 1970.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}

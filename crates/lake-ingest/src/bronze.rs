@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::table::Table;
-use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{NamespaceIdent, TableIdent};
 use lake_core::datasets::{Dataset, EventTime};
 use lake_table::LakeCatalog;
 
@@ -137,70 +137,10 @@ pub fn rejects_schema() -> Schema {
         .unwrap_or_else(|e| panic!("rejects schema: {e}"))
 }
 
-fn partition_spec(
-    schema: &Schema,
-    column: &str,
-    transform: Transform,
-) -> Result<UnboundPartitionSpec> {
-    let field = schema
-        .field_by_name(column)
-        .ok_or_else(|| Error::Invalid(format!("no column {column} to partition by")))?;
-    Ok(UnboundPartitionSpec::builder()
-        .add_partition_field(
-            field.id,
-            format!("{column}_{}", transform_name(transform)),
-            transform,
-        )?
-        .build())
-}
-
-fn transform_name(transform: Transform) -> &'static str {
-    match transform {
-        Transform::Hour => "hour",
-        Transform::Day => "day",
-        _ => "part",
-    }
-}
-
-/// Loads `ident`, creating it (and its namespace) when missing. Two
-/// processes racing to create it both end up with the same table.
-pub async fn ensure_table(
-    catalog: &LakeCatalog,
-    ident: &TableIdent,
-    schema: Schema,
-    spec: UnboundPartitionSpec,
-    properties: HashMap<String, String>,
-) -> Result<Table> {
-    match catalog.rest().load_table(ident).await {
-        Ok(table) => return Ok(table),
-        Err(e) if e.kind() == ErrorKind::TableNotFound => {}
-        Err(e) => return Err(e.into()),
-    }
-    catalog.ensure_namespace(ident.namespace()).await?;
-    let creation = TableCreation::builder()
-        .name(ident.name().to_string())
-        .schema(schema)
-        .partition_spec(spec)
-        .properties(properties)
-        .build();
-    match catalog
-        .rest()
-        .create_table(ident.namespace(), creation)
-        .await
-    {
-        Ok(table) => {
-            tracing::info!(table = %ident, "created table");
-            Ok(table)
-        }
-        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => Ok(catalog.load(ident).await?),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// The bronze schema and its hourly partitioning by event time.
 pub fn bronze_definition(dataset: Dataset) -> Result<(Schema, UnboundPartitionSpec)> {
     let schema = bronze_schema(dataset);
-    let spec = partition_spec(&schema, event_time_column(dataset), Transform::Hour)?;
+    let spec = lake_table::partition_by(&schema, event_time_column(dataset), Transform::Hour)?;
     Ok((schema, spec))
 }
 
@@ -212,18 +152,22 @@ pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table
         ("lake.layer".to_string(), "bronze".to_string()),
         ("lake.source.topic".to_string(), route.topic.clone()),
     ]);
-    ensure_table(catalog, &route.table, schema, spec, properties).await
+    Ok(catalog
+        .ensure_table(&route.table, schema, spec, properties)
+        .await?)
 }
 
 /// Loads or creates the dead-letter table of `route`.
 pub async fn ensure_rejects(catalog: &LakeCatalog, route: &Route) -> Result<Table> {
     let schema = rejects_schema();
-    let spec = partition_spec(&schema, INGESTED_AT, Transform::Day)?;
+    let spec = lake_table::partition_by(&schema, INGESTED_AT, Transform::Day)?;
     let properties = HashMap::from([
         ("lake.layer".to_string(), "bronze".to_string()),
         ("lake.rejects.of".to_string(), route.table.to_string()),
     ]);
-    ensure_table(catalog, &route.rejects_table(), schema, spec, properties).await
+    Ok(catalog
+        .ensure_table(&route.rejects_table(), schema, spec, properties)
+        .await?)
 }
 
 /// Next offset to read per partition, as recorded in the table.

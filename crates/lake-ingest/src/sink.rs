@@ -461,9 +461,4 @@ async fn delete_files(table: &Table, files: &[DataFile]) {
     }
 }
 
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
-}
+pub(crate) use lake_core::now_micros;

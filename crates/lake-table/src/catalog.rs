@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
+use iceberg::spec::{Schema, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
-use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent};
+use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_rest::{
     CommitTableRequest, CommitTableResponse, RestCatalog, RestCatalogBuilder,
 };
@@ -92,6 +95,37 @@ impl LakeCatalog {
 
     pub async fn load(&self, ident: &TableIdent) -> Result<Table> {
         Ok(self.rest.load_table(ident).await?)
+    }
+
+    /// Loads `ident`, creating it (and its namespace) when missing. Two
+    /// processes racing to create it both end up with the same table.
+    pub async fn ensure_table(
+        &self,
+        ident: &TableIdent,
+        schema: Schema,
+        spec: UnboundPartitionSpec,
+        properties: HashMap<String, String>,
+    ) -> Result<Table> {
+        match self.rest.load_table(ident).await {
+            Ok(table) => return Ok(table),
+            Err(e) if e.kind() == ErrorKind::TableNotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.ensure_namespace(ident.namespace()).await?;
+        let creation = TableCreation::builder()
+            .name(ident.name().to_string())
+            .schema(schema)
+            .partition_spec(spec)
+            .properties(properties)
+            .build();
+        match self.rest.create_table(ident.namespace(), creation).await {
+            Ok(table) => {
+                tracing::info!(table = %ident, "created table");
+                Ok(table)
+            }
+            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => self.load(ident).await,
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates the namespace unless it exists.
@@ -209,6 +243,28 @@ fn encode(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+/// A partition spec with one field: `transform` of `column`, named
+/// `<column>_<transform>`.
+pub fn partition_by(
+    schema: &Schema,
+    column: &str,
+    transform: Transform,
+) -> Result<UnboundPartitionSpec> {
+    let field = schema
+        .field_by_name(column)
+        .ok_or_else(|| Error::Invalid(format!("no column {column} to partition by")))?;
+    let name = match transform {
+        Transform::Hour => "hour",
+        Transform::Day => "day",
+        Transform::Month => "month",
+        Transform::Year => "year",
+        _ => "part",
+    };
+    Ok(UnboundPartitionSpec::builder()
+        .add_partition_field(field.id, format!("{column}_{name}"), transform)?
+        .build())
 }
 
 #[cfg(test)]

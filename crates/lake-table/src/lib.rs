@@ -22,7 +22,7 @@ mod produce;
 pub mod testing;
 pub mod writer;
 
-pub use catalog::LakeCatalog;
+pub use catalog::{LakeCatalog, partition_by};
 pub use error::{Error, Result};
 pub use ops::{Append, Delete, FileSelector, Op, Overwrite, Replace, commit, commit_all};
 pub use writer::{TableWriter, WriterOptions};
