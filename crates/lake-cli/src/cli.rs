@@ -75,6 +75,80 @@ pub enum Command {
     Generate(Box<GenerateArgs>),
     /// Ingest Kafka topics into bronze Iceberg tables, exactly once
     Ingest(Box<IngestArgs>),
+    /// Build silver and gold tables incrementally from bronze
+    Transform(TransformArgs),
+}
+
+/// `lake transform`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+silver: bronze rows appended since the last run are deduplicated against the whole silver
+table (the copy read first from Kafka wins), flattened and typed; rows that break a quality
+rule go to silver.<name>_quarantine with the rule's name. Clean and quarantined rows are
+committed together with the bronze snapshot consumed, so a rerun with nothing new commits
+nothing and a crash never doubles a row.
+
+gold: the hours and days that received silver rows since the last run (late rows included)
+are aggregated again from silver and replace exactly those gold partitions, in one overwrite
+commit per table.
+
+Tables: silver.tweets_clean, silver.speedtest_clean (+ _quarantine);
+gold.popular_hashtags_by_hour, gold.active_users_by_day, gold.tweet_volume_by_region,
+gold.tweet_metrics_by_language, gold.speedtest_agg.
+
+Examples:
+  lake transform all                             # silver, then gold, both datasets
+  lake transform silver --dataset tweets --fail-on-quarantine-ratio 0.05
+  lake transform models --out ./models           # the shipped SQL, to edit
+  lake transform gold --models ./models          # run with edited models")]
+pub struct TransformArgs {
+    /// What to build
+    #[arg(value_enum)]
+    pub layer: LayerArg,
+
+    /// Which dataset's tables
+    #[arg(long, value_enum, default_value = "all")]
+    pub dataset: TransformDatasetArg,
+
+    /// A directory of model SQL (silver/*.sql, gold/*.sql) overriding the shipped files
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<std::path::PathBuf>,
+
+    /// Fail, committing nothing, when more than this share of a silver run's rows break a rule
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub fail_on_quarantine_ratio: Option<f64>,
+
+    /// With `models`: write the shipped model files into this directory
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{text}` is not a ratio between 0 and 1 (0.05 = 5 %)"
+        )),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LayerArg {
+    /// Bronze → silver (+ quarantine)
+    Silver,
+    /// Silver → gold
+    Gold,
+    /// Silver, then gold
+    All,
+    /// Print (or with --out, write) the shipped model SQL
+    Models,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransformDatasetArg {
+    Tweets,
+    Speedtest,
+    All,
 }
 
 /// `lake ingest`.

@@ -4,6 +4,7 @@ mod catalog;
 mod config;
 mod generate;
 mod ingest;
+mod transform;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
         Command::Config(command) => config::run(command, &config, &sources),
         Command::Generate(args) => generate::run(*args, config).await,
         Command::Ingest(args) => ingest::run(*args, config).await,
+        Command::Transform(args) => transform::run(args, config).await,
     }
 }
 

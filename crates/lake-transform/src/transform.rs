@@ -1,0 +1,674 @@
+//! Running the models incrementally.
+//!
+//! Silver: the bronze files appended since the snapshot the silver table
+//! last consumed are read, deduplicated against everything already in silver
+//! (and its quarantine), and split by the quality rules; clean and
+//! quarantined rows are appended to their tables in one atomic commit that
+//! records the bronze snapshot consumed.
+//!
+//! Gold: the silver files appended since the snapshot a gold table last
+//! consumed name the hours or days that changed; the silver rows of exactly
+//! those are aggregated again and replace those gold partitions in one
+//! overwrite commit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use iceberg::spec::{Literal, PrimitiveLiteral, Schema, Transform};
+use iceberg::table::Table;
+use iceberg::{Catalog, TableIdent};
+use lake_core::datasets::Dataset;
+use lake_table::files::{self, LiveFile};
+use lake_table::{Append, FileSelector, LakeCatalog, Overwrite, TableWriter, WriterOptions};
+
+use crate::error::{Error, Result};
+use crate::models::{GoldModel, Grain, Models, SilverModel};
+use crate::scan::file_set_table;
+
+/// The column a silver model names the broken rule in.
+const RULE: &str = "_rule";
+/// Quarantine columns added after the silver ones.
+const QUARANTINE_RULE: &str = "rule";
+const QUARANTINED_AT: &str = "quarantined_at";
+/// Bronze columns no model reads.
+const SKIPPED_BRONZE: &[&str] = &[lake_ingest::bronze::RAW];
+
+#[derive(Clone, Debug)]
+pub struct TransformOptions {
+    pub models: Models,
+    /// Fail, committing nothing, when more than this share of a silver run's
+    /// input breaks a rule.
+    pub fail_on_quarantine_ratio: Option<f64>,
+    /// DataFusion's target partitions (threads of work).
+    pub partitions: usize,
+}
+
+impl Default for TransformOptions {
+    fn default() -> Self {
+        TransformOptions {
+            models: Models::default(),
+            fail_on_quarantine_ratio: None,
+            partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// What one model run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelReport {
+    pub target: String,
+    /// Rows read from the source.
+    pub rows_in: u64,
+    /// Rows written to the target.
+    pub rows_out: u64,
+    /// Rows quarantined, per rule (silver).
+    pub quarantined: BTreeMap<String, u64>,
+    /// Input rows dropped as duplicates (silver).
+    pub duplicates: u64,
+    /// Gold partitions replaced.
+    pub partitions_rebuilt: usize,
+    /// The snapshot committed, if anything was.
+    pub snapshot: Option<i64>,
+    /// Why nothing was done, when the reason is worth telling.
+    pub note: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl ModelReport {
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.values().sum()
+    }
+}
+
+fn ident(name: &str) -> Result<TableIdent> {
+    TableIdent::from_strs(name.split('.'))
+        .map_err(|e| Error::Invalid(format!("table name {name}: {e}")))
+}
+
+fn source_key(source: &TableIdent) -> String {
+    format!("lake.source.{source}")
+}
+
+async fn load_optional(catalog: &LakeCatalog, ident: &TableIdent) -> Result<Option<Table>> {
+    match catalog.rest().load_table(ident).await {
+        Ok(table) => Ok(Some(table)),
+        Err(e) if e.kind() == iceberg::ErrorKind::TableNotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The source snapshot `target` last consumed from `source`.
+fn consumed(target: Option<&Table>, source: &TableIdent) -> Result<Option<i64>> {
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    match files::summary_lookup(target, &source_key(source)) {
+        None => Ok(None),
+        Some((_, value)) => value.parse().map(Some).map_err(|_| {
+            Error::Invalid(format!(
+                "{}: `{}` is `{value}`, not a snapshot id",
+                target.identifier(),
+                source_key(source)
+            ))
+        }),
+    }
+}
+
+fn session(options: &TransformOptions) -> SessionContext {
+    let config = SessionConfig::new().with_target_partitions(options.partitions.max(1));
+    SessionContext::new_with_config(config)
+}
+
+async fn plan(
+    ctx: &SessionContext,
+    model: &str,
+    sql: &str,
+) -> Result<datafusion::dataframe::DataFrame> {
+    ctx.sql(sql).await.map_err(|source| Error::Model {
+        model: model.to_string(),
+        source,
+    })
+}
+
+/// The Iceberg schema of a model's output: every column optional (a model's
+/// nullability is an inference, not a promise), ids assigned in order.
+fn table_schema(fields: &[Arc<Field>]) -> Result<Schema> {
+    let fields: Vec<Field> = fields
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Ok(iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(
+        &ArrowSchema::new(fields),
+    )?)
+}
+
+/// Casts `batch` to `schema` column by column where the types differ (the
+/// model may produce e.g. a list with another element name).
+fn fit(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.num_columns() != schema.fields().len() {
+        return Err(Error::Invalid(format!(
+            "the model gives {} columns, the table has {}: {:?}",
+            batch.num_columns(),
+            schema.fields().len(),
+            schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+        )));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow_cast::cast(column, field.data_type()).map_err(|e| {
+                    Error::Invalid(format!(
+                        "column `{}`: the model gives {}, the table has {}: {e}",
+                        field.name(),
+                        column.data_type(),
+                        field.data_type()
+                    ))
+                })
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A batch of `columns` named after `fields`, typed as the arrays are: a
+/// plan's declared types can differ from its batches' in nested field names.
+fn batch_of(fields: &[Arc<Field>], columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    let schema = ArrowSchema::new(
+        fields
+            .iter()
+            .zip(&columns)
+            .map(|(field, column)| Field::new(field.name(), column.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    );
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
+
+async fn delete_written(table: &Table, files: &[iceberg::spec::DataFile]) {
+    for file in files {
+        if let Err(e) = table.file_io().delete(file.file_path()).await {
+            tracing::warn!(path = file.file_path(), error = %e, "could not delete an uncommitted file");
+        }
+    }
+}
+
+/// Runs a silver model once.
+pub async fn run_silver(
+    catalog: &LakeCatalog,
+    model: &SilverModel,
+    options: &TransformOptions,
+) -> Result<ModelReport> {
+    let started = Instant::now();
+    let mut report = ModelReport {
+        target: model.target.to_string(),
+        ..ModelReport::default()
+    };
+    let bronze_ident = TableIdent::from_strs(["bronze", model.dataset.bronze_table()])?;
+    let Some(bronze) = load_optional(catalog, &bronze_ident).await? else {
+        report.note = Some(format!(
+            "{bronze_ident} does not exist yet: run `lake ingest {}` first",
+            model.dataset.name()
+        ));
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    };
+    let target_ident = ident(model.target)?;
+    let quarantine_ident = ident(model.quarantine)?;
+    let target = load_optional(catalog, &target_ident).await?;
+    let quarantine = load_optional(catalog, &quarantine_ident).await?;
+    let Some(current) = bronze.metadata().current_snapshot_id() else {
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    };
+    let from = consumed(target.as_ref(), &bronze_ident)?;
+    if from == Some(current) {
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
+    let new_files = files::appended_between(&bronze, from, current).await?;
+    report.rows_in = new_files.iter().map(|f| f.data_file.record_count()).sum();
+
+    let ctx = session(options);
+    let bronze_columns: Vec<String> = bronze
+        .metadata()
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| f.name.clone())
+        .filter(|name| !SKIPPED_BRONZE.contains(&name.as_str()))
+        .collect();
+    let bronze_columns: Vec<&str> = bronze_columns.iter().map(String::as_str).collect();
+    ctx.register_table(
+        "bronze",
+        file_set_table(&bronze, &new_files, &bronze_columns, options.partitions)?,
+    )?;
+    register_existing(&ctx, model, target.as_ref(), quarantine.as_ref(), options).await?;
+
+    let sql = options.models.sql(model.file)?;
+    let frame = plan(&ctx, model.file, &sql).await?;
+    let output = frame.schema().as_arrow().clone();
+    let rule_index = output.index_of(RULE).map_err(|_| {
+        Error::Models(format!(
+            "{}: the query must end with a `{RULE}` column",
+            model.file
+        ))
+    })?;
+    let clean_fields: Vec<Arc<Field>> = output
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != rule_index)
+        .map(|(_, f)| f.clone())
+        .collect();
+    let mut quarantine_fields = clean_fields.clone();
+    quarantine_fields.push(Arc::new(Field::new(QUARANTINE_RULE, DataType::Utf8, true)));
+    quarantine_fields.push(Arc::new(Field::new(
+        QUARANTINED_AT,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        true,
+    )));
+
+    let properties = |layer: &str| {
+        HashMap::from([
+            ("lake.dataset".to_string(), model.dataset.name().to_string()),
+            ("lake.layer".to_string(), layer.to_string()),
+            ("lake.source".to_string(), bronze_ident.to_string()),
+        ])
+    };
+    let target = match target {
+        Some(table) => table,
+        None => {
+            let schema = table_schema(&clean_fields)?;
+            let spec = lake_table::partition_by(&schema, model.time_column, Transform::Day)?;
+            catalog
+                .ensure_table(&target_ident, schema, spec, properties("silver"))
+                .await?
+        }
+    };
+    let quarantine = match quarantine {
+        Some(table) => table,
+        None => {
+            let schema = table_schema(&quarantine_fields)?;
+            let spec = lake_table::partition_by(&schema, QUARANTINED_AT, Transform::Day)?;
+            catalog
+                .ensure_table(&quarantine_ident, schema, spec, properties("silver"))
+                .await?
+        }
+    };
+
+    let mut clean_writer = TableWriter::new(&target, WriterOptions::default()).await?;
+    let mut quarantine_writer = TableWriter::new(&quarantine, WriterOptions::default()).await?;
+    let clean_schema = clean_writer.schema().clone();
+    let quarantine_schema = quarantine_writer.schema().clone();
+    let quarantined_at = lake_core::now_micros();
+    let mut stream = frame
+        .execute_stream()
+        .await
+        .map_err(|source| Error::Model {
+            model: model.file.to_string(),
+            source,
+        })?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|source| Error::Model {
+            model: model.file.to_string(),
+            source,
+        })?;
+        let rules = batch
+            .column(rule_index)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Models(format!("{}: `{RULE}` must be a string", model.file)))?
+            .clone();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.remove(rule_index);
+        let clean_mask = datafusion::arrow::compute::is_null(&rules)?;
+        let broken_mask = datafusion::arrow::compute::not(&clean_mask)?;
+        for rule in rules.iter().flatten() {
+            *report.quarantined.entry(rule.to_string()).or_default() += 1;
+        }
+        let without_rule = batch_of(&clean_fields, columns.clone())?;
+        let clean = datafusion::arrow::compute::filter_record_batch(&without_rule, &clean_mask)?;
+        report.rows_out += clean.num_rows() as u64;
+        clean_writer.write(&fit(&clean, &clean_schema)?).await?;
+        if broken_mask.true_count() > 0 {
+            columns.push(Arc::new(rules.clone()));
+            columns.push(Arc::new(
+                TimestampMicrosecondArray::from(vec![quarantined_at; batch.num_rows()])
+                    .with_timezone("+00:00"),
+            ));
+            let all = batch_of(&quarantine_fields, columns)?;
+            let broken = datafusion::arrow::compute::filter_record_batch(&all, &broken_mask)?;
+            quarantine_writer
+                .write(&fit(&broken, &quarantine_schema)?)
+                .await?;
+        }
+    }
+    let clean_files = clean_writer.close().await?;
+    let quarantine_files = quarantine_writer.close().await?;
+    report.duplicates = report
+        .rows_in
+        .saturating_sub(report.rows_out + report.quarantined_total());
+
+    if let Some(ratio) = options.fail_on_quarantine_ratio
+        && report.rows_in > 0
+    {
+        let share = report.quarantined_total() as f64 / report.rows_in as f64;
+        if share > ratio {
+            delete_written(&target, &clean_files).await;
+            delete_written(&quarantine, &quarantine_files).await;
+            return Err(Error::QuarantineRatio(format!(
+                "{}: {} of {} rows ({:.2} %) broke a rule, over --fail-on-quarantine-ratio {ratio}; \
+                 nothing was committed ({})",
+                model.target,
+                report.quarantined_total(),
+                report.rows_in,
+                share * 100.0,
+                rule_counts(&report.quarantined)
+            )));
+        }
+    }
+
+    let mut append = Append::new()
+        .add_files(clean_files)
+        .set(source_key(&bronze_ident), current.to_string())
+        .set("lake.transform.rows-in", report.rows_in.to_string())
+        .set("lake.transform.duplicates", report.duplicates.to_string())
+        .expect_parent(target.metadata().current_snapshot_id());
+    for (rule, count) in &report.quarantined {
+        append = append.set(format!("lake.quarantine.{rule}"), count.to_string());
+    }
+    let mut changes = vec![(target, append.into())];
+    if !quarantine_files.is_empty() {
+        let parent = quarantine.metadata().current_snapshot_id();
+        let append = Append::new()
+            .add_files(quarantine_files)
+            .set(source_key(&bronze_ident), current.to_string())
+            .expect_parent(parent);
+        changes.push((quarantine, append.into()));
+    }
+    let committed = lake_table::commit_all(catalog, changes).await?;
+    report.snapshot = committed
+        .first()
+        .and_then(|t| t.metadata().current_snapshot_id());
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Registers `existing`: the key columns of every row already in the silver
+/// table and its quarantine.
+async fn register_existing(
+    ctx: &SessionContext,
+    model: &SilverModel,
+    target: Option<&Table>,
+    quarantine: Option<&Table>,
+    options: &TransformOptions,
+) -> Result<()> {
+    let keys: Vec<&str> = model.keys.iter().map(|(name, _)| *name).collect();
+    let mut sources = Vec::new();
+    for (alias, table) in [
+        ("existing_clean", target),
+        ("existing_quarantine", quarantine),
+    ] {
+        if let Some(table) = table {
+            let live = files::live_files(table, None).await?;
+            ctx.register_table(
+                alias,
+                file_set_table(table, &live, &keys, options.partitions)?,
+            )?;
+            sources.push(alias);
+        }
+    }
+    if sources.is_empty() {
+        let schema = Arc::new(ArrowSchema::new(
+            model
+                .keys
+                .iter()
+                .map(|(name, kind)| Field::new(*name, kind.data_type(), true))
+                .collect::<Vec<_>>(),
+        ));
+        ctx.register_table(
+            "existing",
+            Arc::new(MemTable::try_new(schema, vec![vec![]])?),
+        )?;
+        return Ok(());
+    }
+    let columns = keys
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let union = sources
+        .iter()
+        .map(|s| format!("SELECT {columns} FROM {s}"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let view = ctx.sql(&union).await?;
+    ctx.register_table("existing", view.into_view())?;
+    Ok(())
+}
+
+fn rule_counts(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "no rule broken".into();
+    }
+    counts
+        .iter()
+        .map(|(rule, n)| format!("{rule}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The SQL expression numbering `column`'s hour or day since the epoch.
+fn grain_key(column: &str, grain: Grain) -> String {
+    format!(
+        "CAST(floor(date_part('epoch', \"{column}\") / {}) AS BIGINT)",
+        grain.seconds()
+    )
+}
+
+/// The first partition value of a data file, as its transform's integer.
+fn partition_number(file: &iceberg::spec::DataFile) -> Option<i64> {
+    match file.partition().fields().first()? {
+        Some(Literal::Primitive(PrimitiveLiteral::Int(v))) => Some(i64::from(*v)),
+        Some(Literal::Primitive(PrimitiveLiteral::Long(v))) => Some(*v),
+        _ => None,
+    }
+}
+
+/// Runs a gold model once.
+pub async fn run_gold(
+    catalog: &LakeCatalog,
+    model: &GoldModel,
+    options: &TransformOptions,
+) -> Result<ModelReport> {
+    let started = Instant::now();
+    let mut report = ModelReport {
+        target: model.target.to_string(),
+        ..ModelReport::default()
+    };
+    let silver_model = crate::models::silver_model(model.dataset);
+    let silver_ident = ident(silver_model.target)?;
+    let Some(silver) = load_optional(catalog, &silver_ident).await? else {
+        report.note = Some(format!(
+            "{silver_ident} does not exist yet: it is built from {} once that has rows",
+            lake_ingest::bronze::Route::default_for(model.dataset).table
+        ));
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    };
+    let target_ident = ident(model.target)?;
+    let target = load_optional(catalog, &target_ident).await?;
+    let Some(current) = silver.metadata().current_snapshot_id() else {
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    };
+    let from = consumed(target.as_ref(), &silver_ident)?;
+    if from == Some(current) {
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
+    let new_files = files::appended_between(&silver, from, current).await?;
+    let ctx = session(options);
+    let time = silver_model.time_column;
+    ctx.register_table(
+        "changed",
+        file_set_table(&silver, &new_files, &[time], options.partitions)?,
+    )?;
+    let keys = changed_keys(&ctx, time, model.grain).await?;
+
+    // Only the silver files of the days holding a changed key.
+    let days: BTreeSet<i64> = keys
+        .iter()
+        .map(|k| match model.grain {
+            Grain::Hour => k.div_euclid(24),
+            Grain::Day => *k,
+        })
+        .collect();
+    let live = files::live_files(&silver, Some(current)).await?;
+    let inputs: Vec<LiveFile> = live
+        .into_iter()
+        .filter(|f| partition_number(&f.data_file).is_none_or(|day| days.contains(&day)))
+        .collect();
+    report.rows_in = inputs.iter().map(|f| f.data_file.record_count()).sum();
+    ctx.register_table(
+        "silver_files",
+        file_set_table(&silver, &inputs, &[], options.partitions)?,
+    )?;
+    let key_list = if keys.is_empty() {
+        "NULL".to_string()
+    } else {
+        keys.iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let view = ctx
+        .sql(&format!(
+            "SELECT * FROM silver_files WHERE {} IN ({key_list})",
+            grain_key(time, model.grain)
+        ))
+        .await?;
+    ctx.register_table("silver", view.into_view())?;
+
+    let sql = options.models.sql(model.file)?;
+    let frame = plan(&ctx, model.file, &sql).await?;
+    let output = frame.schema().as_arrow().clone();
+    let target = match target {
+        Some(table) => table,
+        None => {
+            let schema = table_schema(output.fields())?;
+            let transform = match model.grain {
+                Grain::Hour => Transform::Hour,
+                Grain::Day => Transform::Day,
+            };
+            let spec = lake_table::partition_by(&schema, model.time_column, transform)?;
+            let properties = HashMap::from([
+                ("lake.dataset".to_string(), model.dataset.name().to_string()),
+                ("lake.layer".to_string(), "gold".to_string()),
+                ("lake.source".to_string(), silver_ident.to_string()),
+            ]);
+            catalog
+                .ensure_table(&target_ident, schema, spec, properties)
+                .await?
+        }
+    };
+    let mut writer = TableWriter::new(&target, WriterOptions::default()).await?;
+    let schema = writer.schema().clone();
+    let mut stream = frame
+        .execute_stream()
+        .await
+        .map_err(|source| Error::Model {
+            model: model.file.to_string(),
+            source,
+        })?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|source| Error::Model {
+            model: model.file.to_string(),
+            source,
+        })?;
+        writer.write(&fit(&batch, &schema)?).await?;
+    }
+    report.rows_out = writer.rows();
+    let written = writer.close().await?;
+    report.partitions_rebuilt = keys.len();
+    let parent = target.metadata().current_snapshot_id();
+    let replaced: BTreeSet<i64> = keys.iter().copied().collect();
+    let overwrite = Overwrite::new(FileSelector::matching(move |file| {
+        partition_number(file).is_some_and(|p| replaced.contains(&p))
+    }))
+    .add_files(written)
+    .set(source_key(&silver_ident), current.to_string())
+    .set(
+        "lake.transform.partitions",
+        report.partitions_rebuilt.to_string(),
+    )
+    .expect_parent(parent);
+    let committed = lake_table::commit(catalog, &target, overwrite).await?;
+    report.snapshot = committed.metadata().current_snapshot_id();
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// The distinct hour or day numbers of `column` in `changed`.
+async fn changed_keys(ctx: &SessionContext, column: &str, grain: Grain) -> Result<Vec<i64>> {
+    let batches = ctx
+        .sql(&format!(
+            "SELECT DISTINCT {} AS k FROM changed WHERE \"{column}\" IS NOT NULL ORDER BY k",
+            grain_key(column, grain)
+        ))
+        .await?
+        .collect()
+        .await?;
+    let mut keys = Vec::new();
+    for batch in batches {
+        let values = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| Error::Invalid("changed keys are not integers".into()))?;
+        keys.extend(values.iter().flatten());
+    }
+    Ok(keys)
+}
+
+/// Which models `lake transform` runs.
+pub fn silver_models(datasets: &[Dataset]) -> Vec<SilverModel> {
+    crate::models::SILVER
+        .into_iter()
+        .filter(|m| datasets.contains(&m.dataset))
+        .collect()
+}
+
+pub fn gold_models(datasets: &[Dataset]) -> Vec<GoldModel> {
+    crate::models::GOLD
+        .into_iter()
+        .filter(|m| datasets.contains(&m.dataset))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grain_keys_number_hours_and_days() {
+        assert_eq!(
+            grain_key("created_at", Grain::Hour),
+            "CAST(floor(date_part('epoch', \"created_at\") / 3600) AS BIGINT)"
+        );
+        assert_eq!(Grain::Day.seconds(), 86_400);
+    }
+}

@@ -1,0 +1,825 @@
+//! `lake transform` as a process over tables `lake ingest` filled from
+//! librdkafka's mock cluster, against the catalog on PostgreSQL + s3s-fs:
+//! silver and gold equal a plain computation from the bronze payloads, are
+//! the same however the input was split into runs, and rebuild only what
+//! changed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context, Result, ensure};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use futures::TryStreamExt;
+use iceberg::table::Table;
+use iceberg::{Catalog, TableIdent};
+use lake_core::config::Role;
+use lake_testkit::{CatalogProcess, CatalogSpec, KafkaMock, Services, run_lake, run_lake_env};
+use serde_json::Value;
+
+const PARTITIONS: i32 = 6;
+
+/// One table's rows, each column formatted: timestamps as epoch
+/// microseconds, dates as epoch days, floats in full.
+type Rows = Vec<BTreeMap<String, String>>;
+
+struct Lake {
+    catalog: CatalogProcess,
+    kafka: std::rc::Rc<KafkaMock>,
+}
+
+impl Lake {
+    async fn start(kafka: std::rc::Rc<KafkaMock>) -> Result<Self> {
+        let services = Services::from_env();
+        let catalog = CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?;
+        Ok(Lake { catalog, kafka })
+    }
+
+    fn lake(&self, args: &[&str]) -> Result<String> {
+        let out = run_lake_env(args, self.catalog.lake_env(Role::Writer))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        ensure!(out.status.success(), "lake {args:?} failed:\n{stderr}");
+        Ok(stderr)
+    }
+
+    fn ingest(&self, group: &str) -> Result<String> {
+        let bootstrap = self.kafka.bootstrap();
+        self.lake(&[
+            "ingest",
+            "tweets",
+            "speedtest",
+            "--until-caught-up",
+            "--brokers",
+            &bootstrap,
+            "--group-id",
+            group,
+        ])
+    }
+
+    fn transform(&self) -> Result<String> {
+        self.lake(&["transform", "all"])
+    }
+
+    async fn table(&self, name: &str) -> Result<Table> {
+        let catalog = self.catalog.rest_catalog(Role::Reader).await?;
+        let ident = TableIdent::from_strs(name.split('.'))?;
+        Ok(catalog.load_table(&ident).await?)
+    }
+
+    async fn rows(&self, name: &str) -> Result<Rows> {
+        let table = self.table(name).await?;
+        let batches: Vec<RecordBatch> = table
+            .scan()
+            .select_all()
+            .build()?
+            .to_arrow()
+            .await?
+            .try_collect()
+            .await?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            let columns: Vec<(String, Vec<String>)> = batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(field, column)| Ok((field.name().clone(), format_column(column)?)))
+                .collect::<Result<_>>()?;
+            for i in 0..batch.num_rows() {
+                rows.push(
+                    columns
+                        .iter()
+                        .map(|(name, values)| (name.clone(), values[i].clone()))
+                        .collect(),
+                );
+            }
+        }
+        Ok(rows)
+    }
+}
+
+fn format_column(column: &dyn Array) -> Result<Vec<String>> {
+    let column = match column.data_type() {
+        DataType::Timestamp(..) => arrow_cast::cast(column, &DataType::Int64)?,
+        DataType::Date32 => arrow_cast::cast(column, &DataType::Int32)?,
+        _ => arrow_array::make_array(column.to_data()),
+    };
+    if let Some(floats) = column.as_any().downcast_ref::<arrow_array::Float64Array>() {
+        return Ok(floats
+            .iter()
+            .map(|v| v.map_or("null".into(), |v| format!("{v:e}")))
+            .collect());
+    }
+    let options = arrow_cast::display::FormatOptions::default().with_null("null");
+    let formatter = arrow_cast::display::ArrayFormatter::try_new(column.as_ref(), &options)?;
+    Ok((0..column.len())
+        .map(|i| formatter.value(i).to_string())
+        .collect())
+}
+
+fn produce(kafka: &KafkaMock, dataset: &str, topic: &str, args: &[&str]) -> Result<()> {
+    let bootstrap = kafka.bootstrap();
+    let mut all = vec![
+        "generate",
+        dataset,
+        "--topic",
+        topic,
+        "--brokers",
+        &bootstrap,
+        "--rate",
+        "0",
+        "-X",
+        "compression.type=zstd",
+    ];
+    all.extend(args);
+    let out = run_lake(&all)?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn kafka() -> Result<std::rc::Rc<KafkaMock>> {
+    let kafka = KafkaMock::start(1)?;
+    kafka.create_topic("tweets", PARTITIONS)?;
+    kafka.create_topic("speedtest_raw", PARTITIONS)?;
+    Ok(std::rc::Rc::new(kafka))
+}
+
+const FAULTS: &[&str] = &[
+    "--duplicates",
+    "0.03",
+    "--malformed",
+    "0.01",
+    "--late",
+    "0.03",
+    "--late-by",
+    "2h",
+    "--invalid",
+    "0.02",
+];
+
+/// A bronze record as the test reads it back: the payload and where it was
+/// in Kafka.
+struct Bronze {
+    json: Value,
+    at: (i64, i64),
+}
+
+async fn bronze(lake: &Lake, table: &str) -> Result<Vec<Bronze>> {
+    lake.rows(table)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(Bronze {
+                json: serde_json::from_str(&row["_raw"])?,
+                at: (
+                    row["_kafka_partition"].parse()?,
+                    row["_kafka_offset"].parse()?,
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Keeps, for each key, the record read first from Kafka.
+fn first_copies<K: Ord>(records: Vec<Bronze>, key: impl Fn(&Value) -> K) -> Vec<Bronze> {
+    let mut best: BTreeMap<K, Bronze> = BTreeMap::new();
+    for record in records {
+        let k = key(&record.json);
+        match best.get(&k) {
+            Some(kept) if kept.at <= record.at => {}
+            _ => {
+                best.insert(k, record);
+            }
+        }
+    }
+    best.into_values().collect()
+}
+
+fn micros(text: &str) -> i64 {
+    text.parse::<jiff::Timestamp>().unwrap().as_microsecond()
+}
+
+fn int(v: &Value, field: &str) -> Option<i64> {
+    v.pointer(field).and_then(Value::as_i64)
+}
+
+/// The rule a tweet breaks, in the model's order.
+fn tweet_rule(t: &Value, now: i64) -> Option<&'static str> {
+    let created = micros(t["created_at"].as_str().unwrap());
+    let sentiment = t["sentiment_score"].as_f64();
+    if created < micros("2006-01-01T00:00:00Z") || created > now {
+        return Some("created_at_out_of_range");
+    }
+    if sentiment.is_some_and(|s| !(-1.0..=1.0).contains(&s)) {
+        return Some("sentiment_out_of_range");
+    }
+    let counts = [
+        "/user/followers_count",
+        "/retweet_count",
+        "/like_count",
+        "/engagement_score",
+    ];
+    if counts.iter().any(|f| int(t, f).is_some_and(|n| n < 0)) {
+        return Some("negative_count");
+    }
+    None
+}
+
+fn speedtest_rule(s: &Value) -> Option<&'static str> {
+    let (up, down, latency) = (
+        s["upload_speed"].as_f64(),
+        s["download_speed"].as_f64(),
+        s["latency"].as_f64(),
+    );
+    let location = s["location"].as_str().map(str::trim);
+    let (Some(up), Some(down), Some(latency), Some(location)) = (up, down, latency, location)
+    else {
+        return Some("null_field");
+    };
+    if location.is_empty() {
+        return Some("null_field");
+    }
+    let speed = 0.0..=10_000.0;
+    if !speed.contains(&up) || !speed.contains(&down) {
+        return Some("speed_out_of_range");
+    }
+    if !(0.0..=10_000.0).contains(&latency) {
+        return Some("latency_out_of_range");
+    }
+    None
+}
+
+fn title_case(text: &str) -> String {
+    text.trim()
+        .split(' ')
+        .map(|word| {
+            let mut chars = word.chars();
+            match chars.next() {
+                Some(first) => first
+                    .to_uppercase()
+                    .chain(chars.flat_map(char::to_lowercase))
+                    .collect(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn count_by(rows: &Rows, key: &[&str], value: &str) -> BTreeMap<Vec<String>, String> {
+    rows.iter()
+        .map(|r| {
+            (
+                key.iter().map(|k| r[*k].clone()).collect(),
+                r[value].clone(),
+            )
+        })
+        .collect()
+}
+
+const HOUR: i64 = 3_600_000_000;
+const DAY: i64 = 24 * HOUR;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silver_and_gold_equal_a_plain_computation() -> Result<()> {
+    let kafka = kafka()?;
+    let lake = Lake::start(kafka.clone()).await?;
+    let mut tweet_args = vec![
+        "--count",
+        "12000",
+        "--seed",
+        "7",
+        "--start",
+        "2026-01-01T00:00:00Z",
+        "--events-per-second",
+        "2",
+        "--users",
+        "400",
+    ];
+    tweet_args.extend(FAULTS);
+    produce(&kafka, "tweets", "tweets", &tweet_args)?;
+    let mut speed_args = vec![
+        "--count",
+        "6000",
+        "--seed",
+        "8",
+        "--start",
+        "2026-01-01T00:00:00Z",
+        "--events-per-second",
+        "1",
+        "--users",
+        "300",
+    ];
+    speed_args.extend(FAULTS);
+    produce(&kafka, "speedtest", "speedtest_raw", &speed_args)?;
+    lake.ingest("bronze")?;
+    // Too many broken rows: the run fails loudly and commits nothing.
+    let out = run_lake_env(
+        &["transform", "silver", "--fail-on-quarantine-ratio", "0.001"],
+        lake.catalog.lake_env(Role::Writer),
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("over --fail-on-quarantine-ratio 0.001"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was committed"), "{stderr}");
+    let silver = lake.table("silver.tweets_clean").await?;
+    assert_eq!(silver.metadata().current_snapshot_id(), None);
+
+    let before = lake_core::now_micros();
+    let log = lake.transform()?;
+
+    // Silver tweets: the first copy of each id, split by the rules.
+    let tweets = bronze(&lake, "bronze.tweets_raw").await?;
+    let bronze_rows = tweets.len();
+    let unique = first_copies(tweets, |t| t["tweet_id"].as_str().unwrap().to_string());
+    let duplicates = bronze_rows - unique.len();
+    assert!(
+        duplicates > 100,
+        "the generator sent {duplicates} duplicates"
+    );
+    let mut expected_rules: BTreeMap<String, u64> = BTreeMap::new();
+    let mut clean = Vec::new();
+    for t in &unique {
+        match tweet_rule(&t.json, before) {
+            Some(rule) => *expected_rules.entry(rule.into()).or_default() += 1,
+            None => clean.push(&t.json),
+        }
+    }
+    assert!(expected_rules.len() >= 2, "{expected_rules:?}");
+    let silver = lake.rows("silver.tweets_clean").await?;
+    let silver_ids: BTreeSet<&str> = silver.iter().map(|r| r["tweet_id"].as_str()).collect();
+    let expected_ids: BTreeSet<&str> = clean
+        .iter()
+        .map(|t| t["tweet_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(silver.len(), clean.len());
+    assert_eq!(silver_ids, expected_ids);
+    let quarantine = lake.rows("silver.tweets_quarantine").await?;
+    let mut rules: BTreeMap<String, u64> = BTreeMap::new();
+    for row in &quarantine {
+        *rules.entry(row["rule"].clone()).or_default() += 1;
+    }
+    assert_eq!(rules, expected_rules);
+    assert!(
+        log.contains(&format!("{duplicates} duplicates dropped")),
+        "{log}"
+    );
+
+    // Flattening and derived columns, on every row.
+    let by_id: HashMap<&str, &Value> = clean
+        .iter()
+        .map(|t| (t["tweet_id"].as_str().unwrap(), *t))
+        .collect();
+    for row in &silver {
+        let t = by_id[row["tweet_id"].as_str()];
+        assert_eq!(row["user_id"], t["user"]["user_id"].as_str().unwrap());
+        assert_eq!(
+            row["created_at"],
+            micros(t["created_at"].as_str().unwrap()).to_string()
+        );
+        let text = t["text"].as_str().unwrap_or_default();
+        assert_eq!(row["text_length"], text.chars().count().to_string());
+        let mentions = t["mentions"].as_array().map_or(0, Vec::len);
+        assert_eq!(row["mention_count"], mentions.to_string());
+        let category = match t["sentiment_score"].as_f64() {
+            Some(s) if s < -0.05 => "negative",
+            Some(s) if s > 0.05 => "positive",
+            Some(_) => "neutral",
+            None => "null",
+        };
+        assert_eq!(row["sentiment_category"], category);
+    }
+
+    // Gold tweets, computed plainly from the clean tweets.
+    let mut hashtags: BTreeMap<(i64, String), (u64, BTreeSet<String>, i64)> = BTreeMap::new();
+    let mut regions: BTreeMap<(i64, String), (u64, BTreeSet<String>)> = BTreeMap::new();
+    let mut users: BTreeMap<(i64, String), (u64, i64)> = BTreeMap::new();
+    let mut languages: BTreeMap<(i64, String), [u64; 4]> = BTreeMap::new();
+    for t in &clean {
+        let created = micros(t["created_at"].as_str().unwrap());
+        let (hour, day) = (created.div_euclid(HOUR) * HOUR, created.div_euclid(DAY));
+        let user = t["user"]["user_id"].as_str().unwrap().to_string();
+        let engagement = int(t, "/engagement_score").unwrap_or(0);
+        let tags: BTreeSet<String> = t["hashtags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_lowercase)
+            .collect();
+        for tag in tags {
+            let entry = hashtags.entry((hour, tag)).or_default();
+            entry.0 += 1;
+            entry.1.insert(user.clone());
+            entry.2 += engagement;
+        }
+        let region = t["region"].as_str().unwrap_or("null").to_string();
+        let entry = regions.entry((hour, region)).or_default();
+        entry.0 += 1;
+        entry.1.insert(user.clone());
+        let entry = users.entry((day, user)).or_default();
+        entry.0 += 1;
+        entry.1 += engagement;
+        let lang = t["lang"].as_str().unwrap_or("null").to_string();
+        let entry = languages.entry((day, lang)).or_default();
+        entry[0] += 1;
+        match t["sentiment_score"].as_f64() {
+            Some(s) if s > 0.05 => entry[1] += 1,
+            Some(s) if s < -0.05 => entry[3] += 1,
+            Some(_) => entry[2] += 1,
+            None => {}
+        }
+    }
+    let gold = lake.rows("gold.popular_hashtags_by_hour").await?;
+    assert_eq!(gold.len(), hashtags.len());
+    for ((hour, tag), (count, tag_users, engagement)) in &hashtags {
+        let rank = 1 + hashtags
+            .iter()
+            .filter(|((h, _), (c, _, _))| h == hour && c > count)
+            .count();
+        let row = gold
+            .iter()
+            .find(|r| r["hour"] == hour.to_string() && &r["hashtag"] == tag)
+            .with_context(|| format!("no gold row for {tag} at {hour}"))?;
+        assert_eq!(row["tweet_count"], count.to_string(), "{tag}");
+        assert_eq!(row["unique_users"], tag_users.len().to_string(), "{tag}");
+        assert_eq!(row["total_engagement"], engagement.to_string(), "{tag}");
+        assert_eq!(row["rank"], rank.to_string(), "{tag}");
+    }
+    let gold = lake.rows("gold.tweet_volume_by_region").await?;
+    let expected: BTreeMap<Vec<String>, String> = regions
+        .iter()
+        .map(|((h, r), (c, _))| (vec![h.to_string(), r.clone()], c.to_string()))
+        .collect();
+    assert_eq!(
+        count_by(&gold, &["hour", "region"], "tweet_count"),
+        expected
+    );
+    let expected: BTreeMap<Vec<String>, String> = regions
+        .iter()
+        .map(|((h, r), (_, u))| (vec![h.to_string(), r.clone()], u.len().to_string()))
+        .collect();
+    assert_eq!(
+        count_by(&gold, &["hour", "region"], "unique_users"),
+        expected
+    );
+    let gold = lake.rows("gold.active_users_by_day").await?;
+    let expected: BTreeMap<Vec<String>, String> = users
+        .iter()
+        .map(|((d, u), (c, _))| (vec![d.to_string(), u.clone()], c.to_string()))
+        .collect();
+    assert_eq!(
+        count_by(&gold, &["day", "user_id"], "tweet_count"),
+        expected
+    );
+    let expected: BTreeMap<Vec<String>, String> = users
+        .iter()
+        .map(|((d, u), (_, e))| (vec![d.to_string(), u.clone()], e.to_string()))
+        .collect();
+    assert_eq!(
+        count_by(&gold, &["day", "user_id"], "total_engagement"),
+        expected
+    );
+    let gold = lake.rows("gold.tweet_metrics_by_language").await?;
+    for (column, index) in [
+        ("tweet_count", 0),
+        ("positive_count", 1),
+        ("neutral_count", 2),
+        ("negative_count", 3),
+    ] {
+        let expected: BTreeMap<Vec<String>, String> = languages
+            .iter()
+            .map(|((d, l), counts)| (vec![d.to_string(), l.clone()], counts[index].to_string()))
+            .collect();
+        assert_eq!(
+            count_by(&gold, &["day", "lang"], column),
+            expected,
+            "{column}"
+        );
+    }
+
+    // Speed tests: silver and the hourly aggregate.
+    let tests = bronze(&lake, "bronze.speedtest_raw").await?;
+    let unique = first_copies(tests, |s| {
+        (
+            s["user_id"].as_str().unwrap().to_string(),
+            s["timestamp"].as_i64().unwrap(),
+        )
+    });
+    let mut expected_rules: BTreeMap<String, u64> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<String>, Vec<f64>> = BTreeMap::new();
+    let mut clean_tests = 0;
+    for s in &unique {
+        match speedtest_rule(&s.json) {
+            Some(rule) => *expected_rules.entry(rule.into()).or_default() += 1,
+            None => {
+                clean_tests += 1;
+                let ms = s.json["timestamp"].as_i64().unwrap();
+                let key = vec![
+                    ms.div_euclid(86_400_000).to_string(),
+                    (ms.div_euclid(3_600_000) % 24).to_string(),
+                    title_case(s.json["location"].as_str().unwrap()),
+                ];
+                groups
+                    .entry(key)
+                    .or_default()
+                    .push(s.json["download_speed"].as_f64().unwrap());
+            }
+        }
+    }
+    assert_eq!(
+        lake.rows("silver.speedtest_clean").await?.len(),
+        clean_tests
+    );
+    let mut rules: BTreeMap<String, u64> = BTreeMap::new();
+    for row in lake.rows("silver.speedtest_quarantine").await? {
+        *rules.entry(row["rule"].clone()).or_default() += 1;
+    }
+    assert_eq!(rules, expected_rules);
+    let gold = lake.rows("gold.speedtest_agg").await?;
+    let expected: BTreeMap<Vec<String>, String> = groups
+        .iter()
+        .map(|(k, v)| (k.clone(), v.len().to_string()))
+        .collect();
+    assert_eq!(
+        count_by(&gold, &["date", "hour", "location"], "test_count"),
+        expected
+    );
+    for row in &gold {
+        let key = vec![
+            row["date"].clone(),
+            row["hour"].clone(),
+            row["location"].clone(),
+        ];
+        let values = &groups[&key];
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let got: f64 = row["avg_download_speed"].parse()?;
+        assert!(
+            (got - mean).abs() < 1e-6 * mean.max(1.0),
+            "{key:?}: {got} vs {mean}"
+        );
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        // percentile_cont interpolates between the two nearest ranks.
+        let rank = 0.5 * (sorted.len() - 1) as f64;
+        let (low, high) = (sorted[rank.floor() as usize], sorted[rank.ceil() as usize]);
+        let median = low + (high - low) * (rank - rank.floor());
+        let got: f64 = row["p50_download_speed"].parse()?;
+        assert!(
+            (got - median).abs() < 1e-6 * median.max(1.0),
+            "{key:?}: {got} vs {median}"
+        );
+    }
+    Ok(())
+}
+
+/// Every silver and gold table.
+const TABLES: [&str; 9] = [
+    "silver.tweets_clean",
+    "silver.tweets_quarantine",
+    "silver.speedtest_clean",
+    "silver.speedtest_quarantine",
+    "gold.popular_hashtags_by_hour",
+    "gold.active_users_by_day",
+    "gold.tweet_volume_by_region",
+    "gold.tweet_metrics_by_language",
+    "gold.speedtest_agg",
+];
+
+/// A table's rows without the columns that record when they were written:
+/// the exact columns (sorted on), and the floating-point ones, which are
+/// equal only up to summation order.
+type Content = Vec<(Vec<(String, String)>, Vec<f64>)>;
+
+async fn content(lake: &Lake, table: &str) -> Result<Content> {
+    let schema = lake.table(table).await?.metadata().current_schema().clone();
+    let floats: BTreeSet<String> = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|f| {
+            matches!(
+                *f.field_type,
+                iceberg::spec::Type::Primitive(iceberg::spec::PrimitiveType::Double)
+            )
+        })
+        .map(|f| f.name.clone())
+        .collect();
+    let mut rows: Content = Vec::new();
+    for row in lake.rows(table).await? {
+        let mut exact = Vec::new();
+        let mut approximate = Vec::new();
+        for (k, v) in row {
+            if k == "_ingested_at" || k == "quarantined_at" {
+                continue;
+            }
+            if floats.contains(&k) {
+                approximate.push(v.parse().unwrap_or(f64::NAN));
+            } else {
+                exact.push((k, v));
+            }
+        }
+        rows.push((exact, approximate));
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(rows)
+}
+
+fn same_content(a: &Content, b: &Content) -> Option<String> {
+    if a.len() != b.len() {
+        return Some(format!("{} rows against {}", a.len(), b.len()));
+    }
+    for (x, y) in a.iter().zip(b) {
+        let close = x.1.len() == y.1.len()
+            && x.1.iter().zip(&y.1).all(|(p, q)| {
+                (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0)
+            });
+        if x.0 != y.0 || !close {
+            return Some(format!("{x:?} against {y:?}"));
+        }
+    }
+    None
+}
+
+async fn snapshots(lake: &Lake) -> Result<Vec<Option<i64>>> {
+    let mut ids = Vec::new();
+    for table in TABLES {
+        ids.push(lake.table(table).await?.metadata().current_snapshot_id());
+    }
+    Ok(ids)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_rounds_equal_one_run_and_a_rerun_changes_nothing() -> Result<()> {
+    let kafka = kafka()?;
+    let rounds = Lake::start(kafka.clone()).await?;
+    let once = Lake::start(kafka.clone()).await?;
+    for round in 0..5u32 {
+        let seed = (100 + round).to_string();
+        let start = format!("2026-01-01T{:02}:00:00Z", 2 * round);
+        let mut args = vec![
+            "--count",
+            "3000",
+            "--seed",
+            &seed,
+            "--start",
+            &start,
+            "--events-per-second",
+            "1",
+            "--users",
+            "300",
+        ];
+        args.extend(FAULTS);
+        produce(&kafka, "tweets", "tweets", &args)?;
+        produce(&kafka, "speedtest", "speedtest_raw", &args)?;
+        if round == 3 {
+            // Round 1's first records again: duplicates across runs.
+            let again = [
+                "--count",
+                "500",
+                "--seed",
+                "101",
+                "--start",
+                "2026-01-01T02:00:00Z",
+                "--events-per-second",
+                "1",
+                "--users",
+                "300",
+            ];
+            produce(&kafka, "tweets", "tweets", &again)?;
+            produce(&kafka, "speedtest", "speedtest_raw", &again)?;
+        }
+        rounds.ingest("rounds")?;
+        rounds.transform()?;
+    }
+    once.ingest("once")?;
+    once.transform()?;
+    for table in TABLES {
+        let (a, b) = (content(&rounds, table).await?, content(&once, table).await?);
+        assert!(!a.is_empty(), "{table} is empty");
+        let differs = same_content(&a, &b);
+        assert!(
+            differs.is_none(),
+            "{table} differs between five runs and one: {differs:?}"
+        );
+    }
+
+    // A rerun with nothing new commits nothing and says so.
+    let before = snapshots(&rounds).await?;
+    let log = rounds.transform()?;
+    assert_eq!(snapshots(&rounds).await?, before);
+    assert_eq!(log.matches("nothing new").count(), 7, "{log}");
+    assert!(log.contains("transform: 0 of 7 tables changed"), "{log}");
+    Ok(())
+}
+
+/// Live data files of `table` by partition value.
+async fn files_by_partition(
+    lake: &Lake,
+    table: &str,
+) -> Result<BTreeMap<String, BTreeSet<String>>> {
+    let table = lake.table(table).await?;
+    let mut by_partition: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in lake_table::files::live_files(&table, None).await? {
+        let partition = format!("{:?}", file.data_file.partition());
+        by_partition
+            .entry(partition)
+            .or_default()
+            .insert(file.path().to_string());
+    }
+    Ok(by_partition)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_rows_rebuild_exactly_their_gold_partitions() -> Result<()> {
+    let kafka = kafka()?;
+    let lake = Lake::start(kafka.clone()).await?;
+    // Hours 10, 11 and 12 of one day.
+    let args = [
+        "--count",
+        "3000",
+        "--seed",
+        "1",
+        "--start",
+        "2026-01-02T10:00:00Z",
+        "--events-per-second",
+        "0.3",
+        "--users",
+        "300",
+    ];
+    produce(&kafka, "tweets", "tweets", &args)?;
+    lake.ingest("bronze")?;
+    lake.transform()?;
+    let hourly = files_by_partition(&lake, "gold.popular_hashtags_by_hour").await?;
+    assert_eq!(hourly.len(), 3, "{hourly:?}");
+    let daily = files_by_partition(&lake, "gold.active_users_by_day").await?;
+    assert_eq!(daily.len(), 1);
+    let counts_before = lake.rows("gold.tweet_volume_by_region").await?;
+
+    // 100 late tweets, all within hour 11.
+    let late = [
+        "--count",
+        "100",
+        "--seed",
+        "2",
+        "--start",
+        "2026-01-02T11:20:00Z",
+        "--events-per-second",
+        "1",
+        "--users",
+        "300",
+    ];
+    produce(&kafka, "tweets", "tweets", &late)?;
+    lake.ingest("bronze")?;
+    let log = lake.transform()?;
+    assert!(log.contains("gold.popular_hashtags_by_hour: "), "{log}");
+    assert!(log.contains("1 partitions rebuilt"), "{log}");
+
+    let after = files_by_partition(&lake, "gold.popular_hashtags_by_hour").await?;
+    assert_eq!(after.len(), 3);
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(partition, files)| hourly.get(*partition) != Some(*files))
+        .map(|(partition, _)| partition)
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    let hour_11 = (micros("2026-01-02T11:00:00Z") / HOUR).to_string();
+    assert!(
+        changed[0].contains(&hour_11),
+        "{changed:?} is not hour {hour_11}"
+    );
+    let after_daily = files_by_partition(&lake, "gold.active_users_by_day").await?;
+    assert_ne!(after_daily, daily, "the day's partition is rebuilt");
+
+    // The region volumes of hour 11 grew by exactly the late tweets; the
+    // other hours are untouched.
+    let counts_after = lake.rows("gold.tweet_volume_by_region").await?;
+    let total = |rows: &Rows, hour: i64| -> u64 {
+        rows.iter()
+            .filter(|r| r["hour"] == (hour * HOUR).to_string())
+            .map(|r| r["tweet_count"].parse::<u64>().unwrap())
+            .sum()
+    };
+    let first_hour = micros("2026-01-02T10:00:00Z") / HOUR;
+    assert_eq!(
+        total(&counts_after, first_hour),
+        total(&counts_before, first_hour)
+    );
+    assert_eq!(
+        total(&counts_after, first_hour + 1),
+        total(&counts_before, first_hour + 1) + 100
+    );
+    assert_eq!(
+        total(&counts_after, first_hour + 2),
+        total(&counts_before, first_hour + 2)
+    );
+    Ok(())
+}
