@@ -605,6 +605,18 @@ pub async fn run_gold(
     let written = writer.close().await?;
     report.partitions_rebuilt = keys.len();
     let parent = target.metadata().current_snapshot_id();
+    if keys.is_empty() {
+        // The new silver snapshots hold no rows: nothing to rebuild, but the
+        // progress is recorded so the next run does not look at them again.
+        let append = Append::new()
+            .add_files(written)
+            .set(source_key(&silver_ident), current.to_string())
+            .expect_parent(parent);
+        let committed = lake_table::commit(catalog, &target, append).await?;
+        report.snapshot = committed.metadata().current_snapshot_id();
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
     let replaced: BTreeSet<i64> = keys.iter().copied().collect();
     let overwrite = Overwrite::new(FileSelector::matching(move |file| {
         partition_number(file).is_some_and(|p| replaced.contains(&p))
