@@ -138,6 +138,25 @@ async fn plan(
     })
 }
 
+/// The model's result batches, its errors named after it.
+async fn execute(
+    frame: datafusion::dataframe::DataFrame,
+    model: &str,
+) -> Result<impl futures::Stream<Item = Result<RecordBatch>>> {
+    let named = |source| Error::Model {
+        model: model.to_string(),
+        source,
+    };
+    let stream = frame.execute_stream().await.map_err(named)?;
+    let model = model.to_string();
+    Ok(stream.map(move |batch| {
+        batch.map_err(|source| Error::Model {
+            model: model.clone(),
+            source,
+        })
+    }))
+}
+
 /// The Iceberg schema of a model's output: every column optional (a model's
 /// nullability is an inference, not a promise), ids assigned in order.
 fn table_schema(fields: &[Arc<Field>]) -> Result<Schema> {
@@ -314,18 +333,9 @@ pub async fn run_silver(
     let clean_schema = clean_writer.schema().clone();
     let quarantine_schema = quarantine_writer.schema().clone();
     let quarantined_at = lake_core::now_micros();
-    let mut stream = frame
-        .execute_stream()
-        .await
-        .map_err(|source| Error::Model {
-            model: model.file.to_string(),
-            source,
-        })?;
+    let mut stream = execute(frame, model.file).await?;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|source| Error::Model {
-            model: model.file.to_string(),
-            source,
-        })?;
+        let batch = batch?;
         let rules = batch
             .column(rule_index)
             .as_any()
@@ -587,18 +597,9 @@ pub async fn run_gold(
     };
     let mut writer = TableWriter::new(&target, WriterOptions::default()).await?;
     let schema = writer.schema().clone();
-    let mut stream = frame
-        .execute_stream()
-        .await
-        .map_err(|source| Error::Model {
-            model: model.file.to_string(),
-            source,
-        })?;
+    let mut stream = execute(frame, model.file).await?;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|source| Error::Model {
-            model: model.file.to_string(),
-            source,
-        })?;
+        let batch = batch?;
         writer.write(&fit(&batch, &schema)?).await?;
     }
     report.rows_out = writer.rows();
