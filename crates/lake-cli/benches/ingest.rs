@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use lake_catalog::CatalogServer;
-use lake_core::config::{ApiKeyConfig, KafkaConfig, Role, ServerConfig, StorageConfig};
+use lake_core::config::KafkaConfig;
 use lake_core::datasets::Dataset;
 use lake_generate::{Generator, GeneratorConfig, RunLimits, Target, kafka, run};
 use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
 use lake_table::TableWriter;
 
-const START: i64 = 1_767_225_600_000_000;
+mod common;
+use common::{START, median};
+
 const PARTITIONS: i32 = 128;
 const RUNS: usize = 3;
 
@@ -27,11 +28,6 @@ fn generator(tweets: u64) -> Generator {
     let mut config = GeneratorConfig::new(Dataset::Tweets, 42, START);
     config.events_per_second = tweets as f64 / 3600.0;
     Generator::new(config)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {
@@ -42,26 +38,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
 
-    // The catalog, embedded, with a local warehouse.
-    let key = lake_catalog::generate_key();
-    let server = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        database: dir.path().join("catalog").display().to_string(),
-        warehouse: dir.path().join("warehouse").display().to_string(),
-        insecure_http: true,
-        api_keys: vec![ApiKeyConfig {
-            name: "bench".into(),
-            role: Role::Writer,
-            key: Some(lake_core::Secret::new(&key)),
-            key_env: None,
-        }],
-        ..ServerConfig::default()
-    };
-    let catalog = runtime
-        .block_on(CatalogServer::bind(&server, &StorageConfig::default()))
-        .expect("catalog");
-    let uri = catalog.uri();
-    runtime.spawn(catalog.serve(std::future::pending()));
+    let (uri, key) = common::embedded_catalog(&runtime, dir.path());
 
     // The topic, filled.
     let cluster = rdkafka::mocking::MockCluster::new(3).expect("mock cluster");

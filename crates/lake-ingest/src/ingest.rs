@@ -391,7 +391,7 @@ pub async fn ingest(
     summary.rejected = totals.rejected;
     summary.commits = totals.commits;
     summary.rewinds += totals.rewinds;
-    summary.peak_rss_bytes = peak_rss_bytes();
+    summary.peak_rss_bytes = lake_core::peak_rss_bytes();
     Ok(summary)
 }
 
@@ -724,12 +724,4 @@ fn table_covers_start_end(shared: &Shared) -> bool {
             .iter()
             .all(|(p, &high)| high == 0 || state.table.get(p).is_some_and(|&o| o >= high))
     })
-}
-
-/// Peak resident set size (`VmHWM`), on Linux.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

@@ -23,6 +23,9 @@ pub struct SilverModel {
     /// The columns that identify a row across the whole table, with their
     /// types (for the `existing` input before the tables exist).
     pub keys: &'static [(&'static str, KeyType)],
+    /// Columns whose values are (nearly) all distinct: written without a
+    /// dictionary or min/max statistics.
+    pub distinct: &'static [&'static str],
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +79,7 @@ pub const SILVER: [SilverModel; 2] = [
         file: "silver/tweets_clean.sql",
         time_column: "created_at",
         keys: &[("tweet_id", KeyType::String)],
+        distinct: &["tweet_id", "text"],
     },
     SilverModel {
         dataset: Dataset::Speedtest,
@@ -84,6 +88,7 @@ pub const SILVER: [SilverModel; 2] = [
         file: "silver/speedtest_clean.sql",
         time_column: "ts",
         keys: &[("user_id", KeyType::String), ("ts", KeyType::Timestamp)],
+        distinct: &[],
     },
 ];
 

@@ -6,14 +6,18 @@
 //! iceberg's Arrow reader, so field ids, schema evolution and storage
 //! (`file://`, `s3://`) work as for any Iceberg scan.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
-use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
 use iceberg::scan::FileScanTask;
@@ -33,7 +37,7 @@ pub fn file_set_table(
     files: &[LiveFile],
     columns: &[&str],
     partitions: usize,
-) -> Result<Arc<StreamingTable>> {
+) -> Result<Arc<FileSetTable>> {
     let schema = table.metadata().current_schema().clone();
     let field_ids: Vec<i32> = if columns.is_empty() {
         schema
@@ -60,11 +64,17 @@ pub fn file_set_table(
         .with_schema_id(schema.schema_id())
         .with_fields(fields)
         .build()?;
-    let arrow: SchemaRef = Arc::new(schema_to_arrow_schema(&projected)?);
-    let tasks: Vec<FileScanTask> = files
-        .iter()
-        .map(|file| scan_task(file, &schema, &field_ids))
-        .collect();
+    // Without the top-level field ids: models combine columns of different
+    // tables (a union of new and existing keys), whose ids differ.
+    let arrow = schema_to_arrow_schema(&projected)?;
+    let arrow: SchemaRef = Arc::new(arrow_schema::Schema::new(
+        arrow
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+            .collect::<Vec<_>>(),
+    ));
+    let tasks: Vec<FileScanTask> = files.iter().map(|file| scan_task(file, &schema)).collect();
     let partitions = partitions.clamp(1, tasks.len().max(1));
     let mut groups: Vec<Vec<FileScanTask>> = vec![Vec::new(); partitions];
     // Largest first, each to the group with the fewest bytes: even streams.
@@ -76,20 +86,85 @@ pub fn file_set_table(
         loads[lightest] += task.file_size_in_bytes;
         groups[lightest].push(task);
     }
-    let streams: Vec<Arc<dyn PartitionStream>> = groups
-        .into_iter()
-        .map(|tasks| {
-            Arc::new(FileStream {
-                schema: arrow.clone(),
-                table: table.clone(),
-                tasks,
-            }) as Arc<dyn PartitionStream>
-        })
-        .collect();
-    Ok(Arc::new(StreamingTable::try_new(arrow, streams)?))
+    Ok(Arc::new(FileSetTable {
+        table: table.clone(),
+        arrow,
+        field_ids,
+        groups,
+    }))
 }
 
-fn scan_task(file: &LiveFile, schema: &IcebergSchemaRef, field_ids: &[i32]) -> FileScanTask {
+/// See [`file_set_table`]. Scans read only the columns the plan uses.
+#[derive(Debug)]
+pub struct FileSetTable {
+    table: Table,
+    arrow: SchemaRef,
+    field_ids: Vec<i32>,
+    groups: Vec<Vec<FileScanTask>>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for FileSetTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.arrow.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let (schema, mut ids) = match projection {
+            Some(indices) => (
+                Arc::new(self.arrow.project(indices)?),
+                indices.iter().map(|&i| self.field_ids[i]).collect(),
+            ),
+            None => (self.arrow.clone(), self.field_ids.clone()),
+        };
+        // A plan that needs only row counts (`count(*)`) still reads one
+        // column: the reader counts rows by the columns it decodes.
+        if ids.is_empty() {
+            ids.extend(self.field_ids.first());
+        }
+        let streams = self
+            .groups
+            .iter()
+            .map(|tasks| {
+                Arc::new(FileStream {
+                    schema: schema.clone(),
+                    table: self.table.clone(),
+                    tasks: tasks
+                        .iter()
+                        .map(|task| FileScanTask {
+                            project_field_ids: ids.clone(),
+                            ..task.clone()
+                        })
+                        .collect(),
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        Ok(Arc::new(StreamingTableExec::try_new(
+            schema,
+            streams,
+            None,
+            Vec::<LexOrdering>::new(),
+            false,
+            limit,
+        )?))
+    }
+}
+
+fn scan_task(file: &LiveFile, schema: &IcebergSchemaRef) -> FileScanTask {
     let data = &file.data_file;
     FileScanTask {
         file_size_in_bytes: data.file_size_in_bytes(),
@@ -99,7 +174,7 @@ fn scan_task(file: &LiveFile, schema: &IcebergSchemaRef, field_ids: &[i32]) -> F
         data_file_path: data.file_path().to_string(),
         data_file_format: DataFileFormat::Parquet,
         schema: schema.clone(),
-        project_field_ids: field_ids.to_vec(),
+        project_field_ids: Vec::new(),
         predicate: None,
         deletes: Vec::new(),
         partition: None,
@@ -150,6 +225,13 @@ fn relabel(
     batch: arrow_array::RecordBatch,
     schema: &SchemaRef,
 ) -> iceberg::Result<arrow_array::RecordBatch> {
-    lake_table::writer::conform(&batch, schema)
-        .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
+    let invalid = |e: &dyn std::fmt::Display| {
+        iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string())
+    };
+    if schema.fields().is_empty() {
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        return arrow_array::RecordBatch::try_new_with_options(schema.clone(), vec![], &options)
+            .map_err(|e| invalid(&e));
+    }
+    lake_table::writer::conform(&batch, schema).map_err(|e| invalid(&e))
 }

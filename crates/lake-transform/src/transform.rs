@@ -122,8 +122,25 @@ fn consumed(target: Option<&Table>, source: &TableIdent) -> Result<Option<i64>> 
     }
 }
 
+/// How silver and gold files are written: zstd at its fastest level (the
+/// files are written once per run and read many times; level 1 decodes as
+/// fast as higher ones) and row groups of 128 k rows, which bound the memory
+/// of each open partition and give readers finer pruning.
+fn writer_options(distinct: &[&str]) -> WriterOptions {
+    WriterOptions {
+        zstd_level: 1,
+        row_group_rows: 128 * 1024,
+        distinct_columns: distinct.iter().map(|c| c.to_string()).collect(),
+        ..WriterOptions::default()
+    }
+}
+
 fn session(options: &TransformOptions) -> SessionContext {
-    let config = SessionConfig::new().with_target_partitions(options.partitions.max(1));
+    // Joins build on the left (the models put key sets there) and probe the
+    // wide side where it streams, without repartitioning it.
+    let config = SessionConfig::new()
+        .with_target_partitions(options.partitions.max(1))
+        .with_repartition_joins(false);
     SessionContext::new_with_config(config)
 }
 
@@ -138,23 +155,38 @@ async fn plan(
     })
 }
 
-/// The model's result batches, its errors named after it.
-async fn execute(
-    frame: datafusion::dataframe::DataFrame,
-    model: &str,
-) -> Result<impl futures::Stream<Item = Result<RecordBatch>>> {
+/// A model's result batches, one stream per output partition (each can be
+/// consumed on its own task), its errors named after it.
+type ModelStream = futures::stream::BoxStream<'static, Result<RecordBatch>>;
+
+async fn execute(frame: datafusion::dataframe::DataFrame, model: &str) -> Result<Vec<ModelStream>> {
     let named = |source| Error::Model {
         model: model.to_string(),
         source,
     };
-    let stream = frame.execute_stream().await.map_err(named)?;
-    let model = model.to_string();
-    Ok(stream.map(move |batch| {
-        batch.map_err(|source| Error::Model {
-            model: model.clone(),
-            source,
+    let task = frame.task_ctx();
+    let plan = frame.create_physical_plan().await.map_err(named)?;
+    tracing::debug!(
+        model,
+        plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true),
+        "physical plan"
+    );
+    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, Arc::new(task))
+        .map_err(named)?;
+    Ok(streams
+        .into_iter()
+        .map(|stream| {
+            let model = model.to_string();
+            stream
+                .map(move |batch| {
+                    batch.map_err(|source| Error::Model {
+                        model: model.clone(),
+                        source,
+                    })
+                })
+                .boxed()
         })
-    }))
+        .collect())
 }
 
 /// The Iceberg schema of a model's output: every column optional (a model's
@@ -328,46 +360,50 @@ pub async fn run_silver(
         }
     };
 
-    let mut clean_writer = TableWriter::new(&target, WriterOptions::default()).await?;
-    let mut quarantine_writer = TableWriter::new(&quarantine, WriterOptions::default()).await?;
-    let clean_schema = clean_writer.schema().clone();
-    let quarantine_schema = quarantine_writer.schema().clone();
+    // Each output partition is written by its own task into its own files,
+    // so Parquet encoding runs in parallel like the query does.
     let quarantined_at = lake_core::now_micros();
-    let mut stream = execute(frame, model.file).await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let rules = batch
-            .column(rule_index)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| Error::Models(format!("{}: `{RULE}` must be a string", model.file)))?
-            .clone();
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.remove(rule_index);
-        let clean_mask = datafusion::arrow::compute::is_null(&rules)?;
-        let broken_mask = datafusion::arrow::compute::not(&clean_mask)?;
-        for rule in rules.iter().flatten() {
-            *report.quarantined.entry(rule.to_string()).or_default() += 1;
-        }
-        let without_rule = batch_of(&clean_fields, columns.clone())?;
-        let clean = datafusion::arrow::compute::filter_record_batch(&without_rule, &clean_mask)?;
-        report.rows_out += clean.num_rows() as u64;
-        clean_writer.write(&fit(&clean, &clean_schema)?).await?;
-        if broken_mask.true_count() > 0 {
-            columns.push(Arc::new(rules.clone()));
-            columns.push(Arc::new(
-                TimestampMicrosecondArray::from(vec![quarantined_at; batch.num_rows()])
-                    .with_timezone("+00:00"),
-            ));
-            let all = batch_of(&quarantine_fields, columns)?;
-            let broken = datafusion::arrow::compute::filter_record_batch(&all, &broken_mask)?;
-            quarantine_writer
-                .write(&fit(&broken, &quarantine_schema)?)
-                .await?;
+    let mut tasks = Vec::new();
+    for stream in execute(frame, model.file).await? {
+        let sink = SilverSink {
+            clean: TableWriter::new(&target, writer_options(model.distinct)).await?,
+            quarantine: TableWriter::new(&quarantine, writer_options(&[])).await?,
+            clean_fields: clean_fields.clone(),
+            quarantine_fields: quarantine_fields.clone(),
+            rule_index,
+            quarantined_at,
+            model: model.file,
+            written: SilverWritten::default(),
+        };
+        tasks.push(tokio::spawn(sink.drain(stream)));
+    }
+    let mut written = SilverWritten::default();
+    let mut failure = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(part)) => written.absorb(part),
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => {
+                failure = Some(Error::Invalid(format!(
+                    "{}: a writer task failed: {e}",
+                    model.file
+                )))
+            }
         }
     }
-    let clean_files = clean_writer.close().await?;
-    let quarantine_files = quarantine_writer.close().await?;
+    if let Some(error) = failure {
+        delete_written(&target, &written.clean).await;
+        delete_written(&quarantine, &written.quarantine).await;
+        return Err(error);
+    }
+    let SilverWritten {
+        clean: clean_files,
+        quarantine: quarantine_files,
+        rows_out,
+        quarantined,
+    } = written;
+    report.rows_out = rows_out;
+    report.quarantined = quarantined;
     report.duplicates = report
         .rows_in
         .saturating_sub(report.rows_out + report.quarantined_total());
@@ -415,6 +451,87 @@ pub async fn run_silver(
         .and_then(|t| t.metadata().current_snapshot_id());
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// What silver writers wrote.
+#[derive(Default)]
+struct SilverWritten {
+    clean: Vec<iceberg::spec::DataFile>,
+    quarantine: Vec<iceberg::spec::DataFile>,
+    rows_out: u64,
+    quarantined: BTreeMap<String, u64>,
+}
+
+impl SilverWritten {
+    fn absorb(&mut self, other: SilverWritten) {
+        self.clean.extend(other.clean);
+        self.quarantine.extend(other.quarantine);
+        self.rows_out += other.rows_out;
+        for (rule, n) in other.quarantined {
+            *self.quarantined.entry(rule).or_default() += n;
+        }
+    }
+}
+
+/// Splits one stream of a silver model's output into clean rows and
+/// quarantined ones (with their rule and time) and writes both.
+struct SilverSink {
+    clean: TableWriter,
+    quarantine: TableWriter,
+    clean_fields: Vec<Arc<Field>>,
+    quarantine_fields: Vec<Arc<Field>>,
+    rule_index: usize,
+    quarantined_at: i64,
+    model: &'static str,
+    written: SilverWritten,
+}
+
+impl SilverSink {
+    async fn drain(mut self, mut stream: ModelStream) -> Result<SilverWritten> {
+        while let Some(batch) = stream.next().await {
+            self.write(&batch?).await?;
+        }
+        self.written.clean = self.clean.close().await?;
+        self.written.quarantine = self.quarantine.close().await?;
+        Ok(self.written)
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let rules = batch
+            .column(self.rule_index)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Models(format!("{}: `{RULE}` must be a string", self.model)))?
+            .clone();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.remove(self.rule_index);
+        let clean_mask = datafusion::arrow::compute::is_null(&rules)?;
+        let broken_mask = datafusion::arrow::compute::not(&clean_mask)?;
+        for rule in rules.iter().flatten() {
+            *self
+                .written
+                .quarantined
+                .entry(rule.to_string())
+                .or_default() += 1;
+        }
+        let without_rule = batch_of(&self.clean_fields, columns.clone())?;
+        let clean = datafusion::arrow::compute::filter_record_batch(&without_rule, &clean_mask)?;
+        self.written.rows_out += clean.num_rows() as u64;
+        let schema = self.clean.schema().clone();
+        self.clean.write(&fit(&clean, &schema)?).await?;
+        if broken_mask.true_count() > 0 {
+            columns.push(Arc::new(rules));
+            columns.push(Arc::new(
+                TimestampMicrosecondArray::from(vec![self.quarantined_at; batch.num_rows()])
+                    .with_timezone("+00:00"),
+            ));
+            let all = batch_of(&self.quarantine_fields, columns)?;
+            let broken = datafusion::arrow::compute::filter_record_batch(&all, &broken_mask)?;
+            let schema = self.quarantine.schema().clone();
+            self.quarantine.write(&fit(&broken, &schema)?).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Registers `existing`: the key columns of every row already in the silver
@@ -595,9 +712,10 @@ pub async fn run_gold(
                 .await?
         }
     };
-    let mut writer = TableWriter::new(&target, WriterOptions::default()).await?;
+    let mut writer = TableWriter::new(&target, writer_options(&[])).await?;
     let schema = writer.schema().clone();
-    let mut stream = execute(frame, model.file).await?;
+    // Gold results are small: one writer takes every partition's batches.
+    let mut stream = futures::stream::select_all(execute(frame, model.file).await?);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         writer.write(&fit(&batch, &schema)?).await?;

@@ -5,19 +5,35 @@
 --          existing — (user_id, ts) of every row already in
 --                     silver.speedtest_clean or silver.speedtest_quarantine
 -- Output:  the silver columns, then `_rule` (NULL when clean).
-WITH ranked AS (
+WITH positioned AS (
     SELECT b.*,
-           row_number() OVER (
-               PARTITION BY user_id, "timestamp" ORDER BY _kafka_partition, _kafka_offset
-           ) AS _copy
+           -- Where Kafka held the copy, (partition, offset), as one exact
+           -- number in the same order.
+           CAST(_kafka_partition AS DECIMAL(38, 0))
+               * CAST('10000000000000000000' AS DECIMAL(38, 0))
+               + CAST(_kafka_offset AS DECIMAL(38, 0)) AS _position
     FROM bronze b
 ),
+candidates AS (
+    SELECT user_id, _event_time AS ts, _position FROM positioned
+    UNION ALL
+    -- A row already in silver or its quarantine wins over any new copy.
+    SELECT user_id, ts, CAST(-1 AS DECIMAL(38, 0)) FROM existing
+),
+-- Duplicates keep the copy read first from Kafka.
+first_copy AS (
+    SELECT user_id, ts, min(_position) AS _position
+    FROM candidates
+    GROUP BY user_id, ts
+    HAVING min(_position) >= 0
+),
 fresh AS (
-    SELECT * FROM ranked r
-    WHERE _copy = 1
-      AND NOT EXISTS (
-          SELECT 1 FROM existing e WHERE e.user_id = r.user_id AND e.ts = r._event_time
-      )
+    SELECT p.*
+    FROM first_copy f
+    JOIN positioned p
+      ON (p.user_id IS NOT DISTINCT FROM f.user_id)
+     AND (p._event_time IS NOT DISTINCT FROM f.ts)
+     AND (p._position IS NOT DISTINCT FROM f._position)
 )
 SELECT
     -- Ingest already turned the epoch milliseconds of `timestamp` into a

@@ -7,18 +7,35 @@
 -- Output:  the silver columns, then `_rule`: the first quality rule the row
 --          breaks (NULL when clean). Rows with a rule go to
 --          silver.tweets_quarantine.
-WITH ranked AS (
+WITH positioned AS (
     SELECT b.*,
-           -- Duplicates keep the copy read first from Kafka.
-           row_number() OVER (
-               PARTITION BY tweet_id ORDER BY _kafka_partition, _kafka_offset
-           ) AS _copy
+           -- Where Kafka held the copy, (partition, offset), as one exact
+           -- number in the same order.
+           CAST(_kafka_partition AS DECIMAL(38, 0))
+               * CAST('10000000000000000000' AS DECIMAL(38, 0))
+               + CAST(_kafka_offset AS DECIMAL(38, 0)) AS _position
     FROM bronze b
 ),
+candidates AS (
+    SELECT tweet_id, _position FROM positioned
+    UNION ALL
+    -- A row already in silver or its quarantine wins over any new copy.
+    SELECT tweet_id, CAST(-1 AS DECIMAL(38, 0)) FROM existing
+),
+-- Duplicates keep the copy read first from Kafka. An aggregate and a join
+-- rather than a window: tweet ids are nearly all distinct.
+first_copy AS (
+    SELECT tweet_id, min(_position) AS _position
+    FROM candidates
+    GROUP BY tweet_id
+    HAVING min(_position) >= 0
+),
 fresh AS (
-    SELECT * FROM ranked r
-    WHERE _copy = 1
-      AND NOT EXISTS (SELECT 1 FROM existing e WHERE e.tweet_id = r.tweet_id)
+    SELECT p.*
+    FROM first_copy f
+    JOIN positioned p
+      ON (p.tweet_id IS NOT DISTINCT FROM f.tweet_id)
+     AND (p._position IS NOT DISTINCT FROM f._position)
 )
 SELECT
     tweet_id,

@@ -1,0 +1,270 @@
+//! `lake transform` over bronze tweets against DuckDB on the same Parquet files.
+//!
+//! cargo bench -p lake-cli --bench transform        (10 M tweets; LAKE_BENCH_TWEETS to change)
+//!
+//! Generated tweets (two days of event time, 1 % duplicates, 1 % late, 0.1 % breaking a
+//! rule) are decoded by ingest's decoder and committed to `bronze.tweets_raw` of an embedded
+//! catalog with a local warehouse, in appends of 1 M rows. Each run then times, from empty
+//! targets:
+//! - the release `lake transform all --dataset tweets`: silver with its quarantine and the
+//!   four tweet gold tables, written as zstd Parquet and committed;
+//! - DuckDB (the `duckdb` Python package, `LAKE_TEST_PYTHON` or the venv `tests/run`
+//!   installs) running the same model files over the same bronze Parquet files and writing
+//!   zstd Parquet (benches/transform_duckdb.py).
+//!
+//! Both must produce the same number of rows in every output, or the run fails.
+//!
+//! LAKE_BENCH_RUNS sets the runs (3), LAKE_BENCH_LOG the lake run's RUST_LOG; LAKE_BENCH_WRAP a command the lake run is started
+//! under, e.g. `perf record -g -o /tmp/transform.perf --`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use iceberg::{Catalog, TableIdent};
+use lake_core::datasets::Dataset;
+use lake_generate::{Generator, GeneratorConfig};
+use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
+use lake_table::{Append, LakeCatalog, TableWriter};
+
+mod common;
+use common::{START, median};
+
+const COMMIT_ROWS: u64 = 1_000_000;
+const KAFKA_PARTITIONS: u64 = 16;
+
+/// Every table `lake transform all --dataset tweets` writes.
+const OUTPUTS: [&str; 6] = [
+    "silver.tweets_clean",
+    "silver.tweets_quarantine",
+    "gold.popular_hashtags_by_hour",
+    "gold.active_users_by_day",
+    "gold.tweet_volume_by_region",
+    "gold.tweet_metrics_by_language",
+];
+
+fn python() -> PathBuf {
+    std::env::var_os("LAKE_TEST_PYTHON").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").expect("HOME");
+            Path::new(&home).join(".cache/lake/venv/bin/python")
+        },
+        PathBuf::from,
+    )
+}
+
+fn local_path(location: &str) -> PathBuf {
+    PathBuf::from(location.strip_prefix("file://").unwrap_or(location))
+}
+
+/// Fills `bronze.tweets_raw` with `tweets` generated tweets; returns its files.
+async fn fill_bronze(catalog: &LakeCatalog, tweets: u64) -> Vec<PathBuf> {
+    let mut config = GeneratorConfig::new(Dataset::Tweets, 42, START);
+    config.events_per_second = tweets as f64 / (2.0 * 86_400.0);
+    config.faults.duplicates = 0.01;
+    config.faults.late = 0.01;
+    config.faults.invalid = 0.001;
+    let mut generator = Generator::new(config);
+    let route = lake_ingest::Route::default_for(Dataset::Tweets);
+    let mut table = lake_ingest::bronze::ensure_bronze(catalog, &route)
+        .await
+        .expect("bronze table");
+    let arrow = Arc::new(
+        iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).expect("arrow"),
+    );
+    let decoder = RecordDecoder::new(Dataset::Tweets, "tweets", arrow, false);
+    let distinct = lake_ingest::bronze::distinct_columns(Dataset::Tweets);
+    let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
+    let mut written = 0u64;
+    let started = Instant::now();
+    while written < tweets {
+        let mut writer = TableWriter::new(&table, lake_ingest::bronze_writer_options(&distinct))
+            .await
+            .expect("writer");
+        let end = (written + COMMIT_ROWS).min(tweets);
+        for i in written..end {
+            let at = Coordinates {
+                partition: (i % KAFKA_PARTITIONS) as i32,
+                offset: (i / KAFKA_PARTITIONS) as i64,
+                timestamp_ms: Some(0),
+            };
+            chunk.push(Some(generator.next_record().payload), at, 1 << 20);
+            if chunk.len() == 4096 || i + 1 == end {
+                let decoded = decoder.decode(&chunk, lake_core::now_micros());
+                for batch in &decoded.expect("decode").bronze {
+                    writer.write(batch).await.expect("write");
+                }
+                chunk.clear();
+            }
+        }
+        let files = writer.close().await.expect("close");
+        table = Append::new()
+            .add_files(files)
+            .commit(catalog, &table)
+            .await
+            .expect("append");
+        written = end;
+    }
+    let files = lake_table::files::live_files(&table, None)
+        .await
+        .expect("live files");
+    let bytes: u64 = files.iter().map(|f| f.data_file.file_size_in_bytes()).sum();
+    eprintln!(
+        "bronze: {tweets} tweets in {} files, {:.0} MB, written in {:.1}s",
+        files.len(),
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    files.iter().map(|f| local_path(f.path())).collect()
+}
+
+/// Rows in each output table, then the tables dropped and their files
+/// deleted so that the next run starts from empty targets.
+async fn take_outputs(catalog: &LakeCatalog) -> BTreeMap<String, u64> {
+    let mut rows = BTreeMap::new();
+    for name in OUTPUTS {
+        let ident = TableIdent::from_strs(name.split('.')).expect("ident");
+        let table = catalog.load(&ident).await.expect("output table");
+        let count = lake_table::files::live_files(&table, None)
+            .await
+            .expect("live files")
+            .iter()
+            .map(|f| f.data_file.record_count())
+            .sum();
+        rows.insert(name.to_string(), count);
+        catalog.rest().drop_table(&ident).await.expect("drop");
+        std::fs::remove_dir_all(local_path(table.metadata().location())).expect("delete files");
+    }
+    rows
+}
+
+fn main() {
+    let tweets: u64 = std::env::var("LAKE_BENCH_TWEETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let runs: usize = std::env::var("LAKE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let wrap: Vec<String> = std::env::var("LAKE_BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (uri, key) = common::embedded_catalog(&runtime, dir.path());
+    let config = lake_core::Config {
+        catalog: lake_core::config::CatalogConfig {
+            uri: uri.clone(),
+            token: Some(lake_core::Secret::new(&key)),
+            warehouse: None,
+        },
+        ..lake_core::Config::default()
+    };
+    let catalog = runtime
+        .block_on(LakeCatalog::connect(&config))
+        .expect("connect");
+    let bronze = runtime.block_on(fill_bronze(&catalog, tweets));
+
+    let models = dir.path().join("models");
+    let out = Command::new(env!("CARGO_BIN_EXE_lake"))
+        .args(["transform", "models", "--out"])
+        .arg(&models)
+        .output()
+        .expect("lake transform models");
+    assert!(out.status.success(), "{out:?}");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/transform_duckdb.py");
+
+    let mut lake_times = Vec::new();
+    let mut lake_memory = Vec::new();
+    let mut duck_times = Vec::new();
+    let mut duck_silver = Vec::new();
+    for run in 0..runs {
+        let started = Instant::now();
+        let mut command = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_lake"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_lake")),
+        };
+        let out = command
+            .args(["transform", "all", "--dataset", "tweets"])
+            .env("LAKE_CATALOG__URI", &uri)
+            .env("LAKE_CATALOG__TOKEN", &key)
+            .env(
+                "RUST_LOG",
+                std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .current_dir(dir.path())
+            .output()
+            .expect("lake transform");
+        let seconds = started.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        if run == 0 {
+            eprint!("{stderr}");
+        }
+        let peak_mb: f64 = stderr
+            .split("peak memory ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|mb| mb.parse().ok())
+            .unwrap_or(f64::NAN);
+        let lake_rows = runtime.block_on(take_outputs(&catalog));
+        eprintln!("lake, run {run}: {seconds:.2}s, peak memory {peak_mb:.0} MB");
+
+        let duck_out = dir.path().join("duckdb");
+        let out = Command::new(python())
+            .arg(&script)
+            .arg(&models)
+            .arg(&duck_out)
+            .args(&bronze)
+            .output()
+            .expect("python with duckdb (run tests/run once to install it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        std::fs::remove_dir_all(&duck_out).expect("delete duckdb output");
+        let duck_rows: BTreeMap<String, u64> =
+            serde_json::from_value(report["rows"].clone()).expect("rows");
+        assert_eq!(
+            lake_rows, duck_rows,
+            "lake and DuckDB disagree on row counts"
+        );
+        let duck_seconds = report["seconds"].as_f64().expect("seconds");
+        eprintln!(
+            "duckdb, run {run}: {duck_seconds:.2}s (silver {:.2}s); rows {duck_rows:?}",
+            report["silver_seconds"].as_f64().unwrap_or(f64::NAN)
+        );
+        lake_times.push(seconds);
+        lake_memory.push(peak_mb);
+        duck_times.push(duck_seconds);
+        duck_silver.push(report["silver_seconds"].as_f64().unwrap_or(f64::NAN));
+    }
+
+    let lake = median(lake_times);
+    let duck = median(duck_times);
+    println!(
+        "transform/lake: {tweets} bronze tweets → silver + 4 gold, median of {runs}: {lake:.2}s = {:.0} k rows/s; peak RSS {:.0} MB",
+        tweets as f64 / 1e3 / lake,
+        median(lake_memory)
+    );
+    println!(
+        "transform/duckdb: same models, same files, median of {runs}: {duck:.2}s = {:.0} k rows/s (silver {:.2}s)",
+        tweets as f64 / 1e3 / duck,
+        median(duck_silver)
+    );
+    println!(
+        "transform/ratio: lake takes {:.2}× DuckDB's time",
+        lake / duck
+    );
+}
