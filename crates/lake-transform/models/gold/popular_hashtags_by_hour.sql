@@ -1,12 +1,21 @@
 -- gold.popular_hashtags_by_hour. Input: silver — the silver.tweets_clean rows
 -- of the hours being rebuilt.
-WITH tags AS (
+WITH tweets AS (
+    -- The hour once per tweet, not once per hashtag.
     SELECT date_trunc('hour', created_at) AS "hour",
-           unnest(hashtags) AS hashtag,
+           hashtags,
            user_id,
            sentiment_score,
            engagement_score
     FROM silver
+),
+tags AS (
+    SELECT "hour",
+           unnest(hashtags) AS hashtag,
+           user_id,
+           sentiment_score,
+           engagement_score
+    FROM tweets
 ),
 counts AS (
     SELECT "hour",
