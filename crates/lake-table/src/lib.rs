@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod error;
 pub mod files;
 pub mod ops;
+pub mod read;
 mod produce;
 #[doc(hidden)]
 pub mod testing;

@@ -19,16 +19,12 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::{StreamExt, TryStreamExt};
-use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
+use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::scan::FileScanTask;
-use iceberg::spec::{DataFileFormat, SchemaRef as IcebergSchemaRef};
 use iceberg::table::Table;
 use lake_table::files::LiveFile;
 
 use crate::error::{Error, Result};
-
-/// Rows per batch handed to DataFusion.
-const BATCH_ROWS: usize = 8192;
 
 /// A DataFusion table reading `files` of `table`, only `columns` (all when
 /// empty), split into up to `partitions` streams read concurrently.
@@ -74,7 +70,10 @@ pub fn file_set_table(
             .map(|f| f.as_ref().clone().with_metadata(Default::default()))
             .collect::<Vec<_>>(),
     ));
-    let tasks: Vec<FileScanTask> = files.iter().map(|file| scan_task(file, &schema)).collect();
+    let tasks: Vec<FileScanTask> = files
+        .iter()
+        .map(|file| lake_table::read::scan_task(file, &schema, &[]))
+        .collect();
     let partitions = partitions.clamp(1, tasks.len().max(1));
     let mut groups: Vec<Vec<FileScanTask>> = vec![Vec::new(); partitions];
     // Largest first, each to the group with the fewest bytes: even streams.
@@ -164,26 +163,6 @@ impl TableProvider for FileSetTable {
     }
 }
 
-fn scan_task(file: &LiveFile, schema: &IcebergSchemaRef) -> FileScanTask {
-    let data = &file.data_file;
-    FileScanTask {
-        file_size_in_bytes: data.file_size_in_bytes(),
-        start: 0,
-        length: data.file_size_in_bytes(),
-        record_count: Some(data.record_count()),
-        data_file_path: data.file_path().to_string(),
-        data_file_format: DataFileFormat::Parquet,
-        schema: schema.clone(),
-        project_field_ids: Vec::new(),
-        predicate: None,
-        deletes: Vec::new(),
-        partition: None,
-        partition_spec: None,
-        name_mapping: None,
-        case_sensitive: true,
-    }
-}
-
 /// One stream of a [`file_set_table`]: its files, read one after another.
 #[derive(Debug)]
 struct FileStream {
@@ -199,20 +178,8 @@ impl PartitionStream for FileStream {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.schema.clone();
-        let tasks = self.tasks.clone();
-        let file_io = self.table.file_io().clone();
-        let stream = futures::stream::once(async move {
-            let runtime = iceberg::Runtime::try_current()?;
-            let reader = ArrowReaderBuilder::new(file_io, runtime)
-                .with_batch_size(BATCH_ROWS)
-                .with_data_file_concurrency_limit(1)
-                .build();
-            let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-            Ok::<_, iceberg::Error>(reader.read(tasks)?.stream())
-        })
-        .try_flatten();
         let labelled = schema.clone();
-        let stream = stream
+        let stream = lake_table::read::read_tasks(self.table.file_io().clone(), self.tasks.clone())
             .map(move |batch| relabel(batch?, &labelled))
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
