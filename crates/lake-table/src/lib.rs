@@ -17,8 +17,8 @@ pub mod catalog;
 pub mod error;
 pub mod files;
 pub mod ops;
-pub mod read;
 mod produce;
+pub mod read;
 #[doc(hidden)]
 pub mod testing;
 pub mod writer;
