@@ -137,7 +137,8 @@ fn main() {
         let table = format!("tweets=bronze.tweets_run{run_number}");
         let group = format!("bench-{run_number}");
         let started = Instant::now();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lake"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lake"));
+        let out = common::lake_env(&mut command, &uri, &key, dir.path())
             .args([
                 "ingest",
                 "tweets",
@@ -151,13 +152,6 @@ fn main() {
                     .unwrap_or_default()
                     .split_whitespace(),
             )
-            .env("LAKE_CATALOG__URI", &uri)
-            .env("LAKE_CATALOG__TOKEN", &key)
-            .env(
-                "RUST_LOG",
-                std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .current_dir(dir.path())
             .output()
             .expect("lake ingest");
         let elapsed = started.elapsed().as_secs_f64();
@@ -167,12 +161,7 @@ fn main() {
             stderr.contains(&format!("{tweets} rows committed, 0 rejected")),
             "{stderr}"
         );
-        let peak_mb: f64 = stderr
-            .split("peak memory ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|mb| mb.parse().ok())
-            .unwrap_or(f64::NAN);
+        let peak_mb: f64 = common::peak_mb(&stderr);
         let waited: f64 = stderr
             .split("first record after ")
             .nth(1)

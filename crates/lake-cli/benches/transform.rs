@@ -193,15 +193,8 @@ fn main() {
             }
             None => Command::new(env!("CARGO_BIN_EXE_lake")),
         };
-        let out = command
+        let out = common::lake_env(&mut command, &uri, &key, dir.path())
             .args(["transform", "all", "--dataset", "tweets"])
-            .env("LAKE_CATALOG__URI", &uri)
-            .env("LAKE_CATALOG__TOKEN", &key)
-            .env(
-                "RUST_LOG",
-                std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .current_dir(dir.path())
             .output()
             .expect("lake transform");
         let seconds = started.elapsed().as_secs_f64();
@@ -210,12 +203,7 @@ fn main() {
         if run == 0 {
             eprint!("{stderr}");
         }
-        let peak_mb: f64 = stderr
-            .split("peak memory ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|mb| mb.parse().ok())
-            .unwrap_or(f64::NAN);
+        let peak_mb: f64 = common::peak_mb(&stderr);
         let lake_rows = runtime.block_on(take_outputs(&catalog));
         eprintln!("lake, run {run}: {seconds:.2}s, peak memory {peak_mb:.0} MB");
 

@@ -37,3 +37,31 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
+
+/// Points a `lake` command at the bench catalog with the bench's log level
+/// (`LAKE_BENCH_LOG`, default warn), run from `dir`.
+pub fn lake_env<'a>(
+    command: &'a mut std::process::Command,
+    uri: &str,
+    key: &str,
+    dir: &Path,
+) -> &'a mut std::process::Command {
+    command
+        .env("LAKE_CATALOG__URI", uri)
+        .env("LAKE_CATALOG__TOKEN", key)
+        .env(
+            "RUST_LOG",
+            std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .current_dir(dir)
+}
+
+/// The `peak memory N MB` a lake summary line reports.
+pub fn peak_mb(stderr: &str) -> f64 {
+    stderr
+        .split("peak memory ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|mb| mb.parse().ok())
+        .unwrap_or(f64::NAN)
+}
