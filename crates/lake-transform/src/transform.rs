@@ -135,6 +135,22 @@ fn writer_options(distinct: &[&str]) -> WriterOptions {
     }
 }
 
+/// The source's current snapshot and the files appended to it since the
+/// snapshot `target` last consumed; `None` when there is nothing new.
+async fn pending(source: &Table, target: Option<&Table>) -> Result<Option<(i64, Vec<LiveFile>)>> {
+    let Some(current) = source.metadata().current_snapshot_id() else {
+        return Ok(None);
+    };
+    let from = consumed(target, source.identifier())?;
+    if from == Some(current) {
+        return Ok(None);
+    }
+    Ok(Some((
+        current,
+        files::appended_between(source, from, current).await?,
+    )))
+}
+
 fn session(options: &TransformOptions) -> SessionContext {
     // Joins build on the left (the models put key sets there) and probe the
     // wide side where it streams, without repartitioning it.
@@ -279,16 +295,10 @@ pub async fn run_silver(
     let quarantine_ident = ident(model.quarantine)?;
     let target = load_optional(catalog, &target_ident).await?;
     let quarantine = load_optional(catalog, &quarantine_ident).await?;
-    let Some(current) = bronze.metadata().current_snapshot_id() else {
+    let Some((current, new_files)) = pending(&bronze, target.as_ref()).await? else {
         report.elapsed = started.elapsed();
         return Ok(report);
     };
-    let from = consumed(target.as_ref(), &bronze_ident)?;
-    if from == Some(current) {
-        report.elapsed = started.elapsed();
-        return Ok(report);
-    }
-    let new_files = files::appended_between(&bronze, from, current).await?;
     report.rows_in = new_files.iter().map(|f| f.data_file.record_count()).sum();
 
     let ctx = session(options);
@@ -681,16 +691,10 @@ pub async fn run_gold(
     };
     let target_ident = ident(model.target)?;
     let target = load_optional(catalog, &target_ident).await?;
-    let Some(current) = silver.metadata().current_snapshot_id() else {
+    let Some((current, new_files)) = pending(&silver, target.as_ref()).await? else {
         report.elapsed = started.elapsed();
         return Ok(report);
     };
-    let from = consumed(target.as_ref(), &silver_ident)?;
-    if from == Some(current) {
-        report.elapsed = started.elapsed();
-        return Ok(report);
-    }
-    let new_files = files::appended_between(&silver, from, current).await?;
     let ctx = session(options);
     let time = silver_model.time_column;
     ctx.register_table(
