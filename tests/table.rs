@@ -219,6 +219,12 @@ async fn replace_rebases_over_fifty_concurrent_appends() -> Result<()> {
         table = append(&catalog, &table, &events).await?;
         initial.extend(events);
     }
+    // A position key (as ingest records its offsets) set once: every later
+    // snapshot, append or replace, must carry it.
+    table = Append::new()
+        .set("lake.kafka.events", r#"{"0":100}"#)
+        .commit(&catalog, &table)
+        .await?;
     let inputs = live_files(&table, None).await?;
     assert_eq!(inputs.len(), 10);
     let compacted = write_events(&table, &initial, "compacted").await?;
@@ -282,6 +288,23 @@ async fn replace_rebases_over_fifty_concurrent_appends() -> Result<()> {
         .collect();
     assert_eq!(live.len(), 51);
     assert!(inputs.iter().all(|f| !live.contains(f.path())));
+    assert_eq!(summary_value(&table, "lake.kafka.events"), r#"{"0":100}"#);
+    // The ten input files sat in ten manifests; the replace rewrote them as
+    // one, and wrote one more for the compacted file.
+    let replace = table
+        .metadata()
+        .snapshots()
+        .find(|s| s.summary().operation == iceberg::spec::Operation::Replace)
+        .expect("the replace snapshot");
+    let written = table
+        .manifest_list_reader(replace)
+        .load()
+        .await?
+        .entries()
+        .iter()
+        .filter(|m| m.added_snapshot_id == replace.snapshot_id())
+        .count();
+    assert_eq!(written, 2, "manifests the replace wrote");
 
     // Replacing the same inputs again finds them gone and commits nothing.
     let again = write_events(&table, &initial, "again").await?;

@@ -2,7 +2,7 @@
 //! between two snapshots, what any live snapshot still reaches, and what is
 //! actually stored under the table's location.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
@@ -43,14 +43,35 @@ pub(crate) struct LoadedManifest {
     pub entries: Vec<ManifestEntry>,
 }
 
+/// Manifests already read, by path. Manifests are immutable once written, so
+/// a commit retrying against a newer snapshot reads only the manifests that
+/// appeared since its last attempt.
+#[derive(Debug, Default)]
+pub(crate) struct ManifestCache(HashMap<String, LoadedManifest>);
+
 /// Loads every manifest of `snapshot`, in manifest-list order.
 pub(crate) async fn load_manifests(
     table: &Table,
     snapshot: &SnapshotRef,
 ) -> Result<Vec<LoadedManifest>> {
+    load_manifests_cached(table, snapshot, &mut ManifestCache::default()).await
+}
+
+/// [`load_manifests`], reading only the manifests `cache` does not hold yet.
+pub(crate) async fn load_manifests_cached(
+    table: &Table,
+    snapshot: &SnapshotRef,
+    cache: &mut ManifestCache,
+) -> Result<Vec<LoadedManifest>> {
     let list = table.manifest_list_reader(snapshot).load().await?;
     let file_io = table.file_io().clone();
-    futures::stream::iter(list.entries().to_vec())
+    let missing: Vec<ManifestFile> = list
+        .entries()
+        .iter()
+        .filter(|file| !cache.0.contains_key(&file.manifest_path))
+        .cloned()
+        .collect();
+    let loaded: Vec<LoadedManifest> = futures::stream::iter(missing)
         .map(|file| {
             let file_io = file_io.clone();
             async move {
@@ -60,9 +81,29 @@ pub(crate) async fn load_manifests(
                 Ok::<_, Error>(LoadedManifest { file, entries })
             }
         })
-        .buffered(MANIFEST_CONCURRENCY)
+        .buffer_unordered(MANIFEST_CONCURRENCY)
         .try_collect()
-        .await
+        .await?;
+    for manifest in loaded {
+        cache
+            .0
+            .insert(manifest.file.manifest_path.clone(), manifest);
+    }
+    list.entries()
+        .iter()
+        .map(|file| {
+            cache
+                .0
+                .get(&file.manifest_path)
+                .map(|m| LoadedManifest {
+                    file: file.clone(),
+                    entries: m.entries.clone(),
+                })
+                .ok_or_else(|| {
+                    Error::Invalid(format!("manifest {} not loaded", file.manifest_path))
+                })
+        })
+        .collect()
 }
 
 /// The data files live in `snapshot_id` (the current snapshot when `None`).

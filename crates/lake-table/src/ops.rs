@@ -17,7 +17,9 @@ use iceberg::table::Table;
 
 use crate::catalog::{LakeCatalog, Outcome};
 use crate::error::{Error, Result};
-use crate::files::{LiveFile, LoadedManifest, appended_between, live_in, load_manifests};
+use crate::files::{
+    LiveFile, LoadedManifest, ManifestCache, appended_between, live_in, load_manifests_cached,
+};
 use crate::produce::{self, Change, Staged};
 
 /// Attempts before a commit that keeps losing races gives up.
@@ -413,10 +415,15 @@ impl Op {
     }
 
     /// Resolves and writes one attempt; `None` when there is nothing to commit.
-    async fn stage(&self, base: &Table, first: &Table) -> Result<Option<Staged>> {
+    async fn stage(
+        &self,
+        base: &Table,
+        first: &Table,
+        cache: &mut ManifestCache,
+    ) -> Result<Option<Staged>> {
         let manifests = match (self.reads_manifests(), base.metadata().current_snapshot()) {
             (false, _) => None,
-            (true, Some(snapshot)) => Some(load_manifests(base, snapshot).await?),
+            (true, Some(snapshot)) => Some(load_manifests_cached(base, snapshot, cache).await?),
             (true, None) => Some(Vec::new()),
         };
         let Some(change) = self.resolve(base, first, manifests.as_deref()).await? else {
@@ -447,8 +454,9 @@ pub async fn commit(catalog: &LakeCatalog, table: &Table, op: impl Into<Op>) -> 
     let mut delays = backoff();
     // Snapshots whose commit may have landed without our hearing back.
     let mut unconfirmed: Vec<i64> = Vec::new();
+    let mut cache = ManifestCache::default();
     for attempt in 1..=MAX_ATTEMPTS {
-        let Some(staged) = op.stage(&base, &first).await? else {
+        let Some(staged) = op.stage(&base, &first, &mut cache).await? else {
             return Ok(base);
         };
         let started = Instant::now();
@@ -516,10 +524,11 @@ pub async fn commit_all(catalog: &LakeCatalog, changes: Vec<(Table, Op)>) -> Res
     let mut bases = firsts.clone();
     let mut delays = backoff();
     let mut unconfirmed: Vec<(usize, i64)> = Vec::new();
+    let mut caches: Vec<ManifestCache> = changes.iter().map(|_| ManifestCache::default()).collect();
     for attempt in 1..=MAX_ATTEMPTS {
         let mut staged = Vec::new();
         for (i, (_, op)) in changes.iter().enumerate() {
-            match op.stage(&bases[i], &firsts[i]).await {
+            match op.stage(&bases[i], &firsts[i], &mut caches[i]).await {
                 Ok(Some(s)) => staged.push((i, s)),
                 Ok(None) => {}
                 Err(e) => {

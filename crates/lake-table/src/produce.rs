@@ -2,7 +2,7 @@
 //! manifests with ADDED / EXISTING / DELETED entries, a manifest list, the
 //! snapshot with its summary, and the commit request asserting its parent.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use iceberg::spec::{
     DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter,
@@ -48,6 +48,12 @@ impl Staged {
         }
     }
 }
+
+/// Summary keys recording how far a table's writers have read their sources
+/// (ingest's Kafka offsets, transform's consumed snapshots). Every snapshot
+/// carries them over from its parent unless it sets them itself, so the
+/// newest snapshot always holds them and expiring older snapshots loses none.
+pub(crate) const POSITION_KEY_PREFIXES: [&str; 2] = ["lake.kafka.", "lake.source."];
 
 const TOTALS: [(&str, &str, &str); 4] = [
     ("total-data-files", "added-data-files", "deleted-data-files"),
@@ -95,62 +101,73 @@ pub(crate) async fn stage(
     summary.set_partition_summary_limit(partition_summary_limit(base));
     let schema = metadata.current_schema().clone();
 
-    // Carry the base snapshot's manifests, rewriting those that hold a file
-    // this change removes.
+    // Carry the base snapshot's manifests. Those holding a file this change
+    // removes are rewritten, and all of them under one partition spec go into
+    // a single new manifest: a compaction touching files from hundreds of
+    // small append manifests then writes one manifest, not hundreds.
     let mut manifest_files: Vec<ManifestFile> = Vec::new();
     let mut found = HashSet::new();
     match (manifests, parent) {
         (Some(loaded), _) => {
+            let mut touched: BTreeMap<i32, Vec<&LoadedManifest>> = BTreeMap::new();
             for manifest in loaded {
                 let touches = manifest.file.content == ManifestContentType::Data
                     && manifest
                         .entries
                         .iter()
                         .any(|e| e.is_alive() && change.removed.contains(e.file_path()));
-                if !touches {
+                if touches {
+                    touched
+                        .entry(manifest.file.partition_spec_id)
+                        .or_default()
+                        .push(manifest);
+                } else {
                     manifest_files.push(manifest.file.clone());
-                    continue;
                 }
+            }
+            for (spec_id, manifests) in touched {
                 // Old manifests may be written under an earlier spec; keep the
                 // rewrite under the spec its entries were written with.
                 let spec = metadata
-                    .partition_spec_by_id(manifest.file.partition_spec_id)
+                    .partition_spec_by_id(spec_id)
                     .cloned()
                     .ok_or_else(|| {
                         Error::Invalid(format!(
-                            "manifest {} names unknown partition spec {}",
-                            manifest.file.manifest_path, manifest.file.partition_spec_id
+                            "a manifest of {} names unknown partition spec {spec_id}",
+                            base.identifier()
                         ))
                     })?;
                 let path = next_manifest_path();
                 let mut writer = manifest_writer(base, &path, snapshot_id, spec.as_ref())?;
-                for entry in &manifest.entries {
-                    if !entry.is_alive() {
-                        // Deleted by an earlier snapshot: not carried further.
-                        continue;
-                    }
-                    let sequence = entry.sequence_number.ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "{} has no data sequence number in {}",
-                            entry.file_path(),
-                            manifest.file.manifest_path
-                        ))
-                    })?;
-                    if change.removed.contains(entry.file_path()) {
-                        found.insert(entry.file_path().to_string());
-                        summary.remove_file(&entry.data_file, schema.clone(), spec.clone());
-                        writer.add_delete_file(
-                            entry.data_file.clone(),
-                            sequence,
-                            entry.file_sequence_number,
-                        )?;
-                    } else {
-                        writer.add_existing_file(
-                            entry.data_file.clone(),
-                            entry.snapshot_id.unwrap_or(manifest.file.added_snapshot_id),
-                            sequence,
-                            entry.file_sequence_number,
-                        )?;
+                for manifest in manifests {
+                    for entry in &manifest.entries {
+                        if !entry.is_alive() {
+                            // Deleted by an earlier snapshot: not carried further.
+                            continue;
+                        }
+                        let sequence = entry.sequence_number.ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "{} has no data sequence number in {}",
+                                entry.file_path(),
+                                manifest.file.manifest_path
+                            ))
+                        })?;
+                        if change.removed.contains(entry.file_path()) {
+                            found.insert(entry.file_path().to_string());
+                            summary.remove_file(&entry.data_file, schema.clone(), spec.clone());
+                            writer.add_delete_file(
+                                entry.data_file.clone(),
+                                sequence,
+                                entry.file_sequence_number,
+                            )?;
+                        } else {
+                            writer.add_existing_file(
+                                entry.data_file.clone(),
+                                entry.snapshot_id.unwrap_or(manifest.file.added_snapshot_id),
+                                sequence,
+                                entry.file_sequence_number,
+                            )?;
+                        }
                     }
                 }
                 written.push(path);
@@ -207,6 +224,15 @@ pub(crate) async fn stage(
     written.push(list_path.clone());
 
     let mut properties = change.properties;
+    if let Some(parent) = metadata.current_snapshot() {
+        for (key, value) in &parent.summary().additional_properties {
+            if POSITION_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
+                properties
+                    .entry(key.clone())
+                    .or_insert_with(|| value.clone());
+            }
+        }
+    }
     properties.extend(summary.build());
     add_totals(
         &mut properties,

@@ -38,16 +38,18 @@ pub fn scan_task(file: &LiveFile, schema: &SchemaRef, field_ids: &[i32]) -> File
     }
 }
 
-/// The batches of `tasks`, files read one after another.
+/// The batches of `tasks`, `concurrency` files read at a time (1: in order,
+/// one after another; more interleaves batches of different files).
 pub fn read_tasks(
     file_io: FileIO,
     tasks: Vec<FileScanTask>,
+    concurrency: usize,
 ) -> BoxStream<'static, iceberg::Result<arrow_array::RecordBatch>> {
     futures::stream::once(async move {
         let runtime = iceberg::Runtime::try_current()?;
         let reader = ArrowReaderBuilder::new(file_io, runtime)
             .with_batch_size(BATCH_ROWS)
-            .with_data_file_concurrency_limit(1)
+            .with_data_file_concurrency_limit(concurrency.max(1))
             .build();
         let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
         Ok::<_, iceberg::Error>(reader.read(tasks)?.stream())

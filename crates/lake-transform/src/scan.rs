@@ -179,9 +179,10 @@ impl PartitionStream for FileStream {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.schema.clone();
         let labelled = schema.clone();
-        let stream = lake_table::read::read_tasks(self.table.file_io().clone(), self.tasks.clone())
-            .map(move |batch| relabel(batch?, &labelled))
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+        let stream =
+            lake_table::read::read_tasks(self.table.file_io().clone(), self.tasks.clone(), 1)
+                .map(move |batch| relabel(batch?, &labelled))
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 }
