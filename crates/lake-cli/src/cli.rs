@@ -77,6 +77,52 @@ pub enum Command {
     Ingest(Box<IngestArgs>),
     /// Build silver and gold tables incrementally from bronze
     Transform(TransformArgs),
+    /// Rewrite small data files into files near the target size
+    Compact(CompactArgs),
+}
+
+/// `lake compact`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Per partition, data files under 75 % of --target-file-size are packed (largest first) into
+groups of at most the target size; each group with at least --min-input-files files is read,
+written anew and swapped in by one `replace` commit. Ingest and transforms may run at the
+same time: a replace rebases over their appends, and rows are never lost or doubled. A group
+whose input was removed meanwhile (another compaction) is skipped and its new files deleted.
+Tables with row-level delete files are left alone.
+
+Examples:
+  lake compact bronze.tweets_raw --dry-run        # the groups it would rewrite
+  lake compact --all                              # every table of every namespace
+  lake compact silver.tweets_clean --target-file-size 128MiB --min-input-files 2")]
+pub struct CompactArgs {
+    /// Tables to compact, as namespace.table
+    #[arg(
+        value_name = "TABLE",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub tables: Vec<String>,
+
+    /// Every table of every namespace
+    #[arg(long)]
+    pub all: bool,
+
+    /// Size the rewritten files aim at
+    #[arg(long, value_name = "SIZE", default_value = "512MiB")]
+    pub target_file_size: bytesize::ByteSize,
+
+    /// Rewrite a group only when it holds at least this many files
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    pub min_input_files: u32,
+
+    /// Groups rewritten at the same time
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent: u32,
+
+    /// List the groups, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `lake transform`.

@@ -93,6 +93,20 @@ impl LakeCatalog {
         self.http.uri()
     }
 
+    /// Every table of every namespace (nested ones included), sorted.
+    pub async fn tables(&self) -> Result<Vec<TableIdent>> {
+        let mut tables = Vec::new();
+        let mut pending: Vec<Option<NamespaceIdent>> = vec![None];
+        while let Some(parent) = pending.pop() {
+            for namespace in self.rest.list_namespaces(parent.as_ref()).await? {
+                tables.extend(self.rest.list_tables(&namespace).await?);
+                pending.push(Some(namespace));
+            }
+        }
+        tables.sort_by_key(|t| t.to_string());
+        Ok(tables)
+    }
+
     pub async fn load(&self, ident: &TableIdent) -> Result<Table> {
         Ok(self.rest.load_table(ident).await?)
     }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each only wires configuration to a library call.
 
 mod catalog;
+mod compact;
 mod config;
 mod generate;
 mod ingest;
@@ -20,6 +21,7 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
         Command::Generate(args) => generate::run(*args, config).await,
         Command::Ingest(args) => ingest::run(*args, config).await,
         Command::Transform(args) => transform::run(args, config).await,
+        Command::Compact(args) => compact::run(args, config).await,
     }
 }
 

@@ -1,0 +1,92 @@
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bytesize::ByteSize;
+use lake_core::Config;
+use lake_maintain::{CompactOptions, CompactReport};
+
+use crate::cli::CompactArgs;
+
+pub async fn run(args: CompactArgs, config: Config) -> anyhow::Result<ExitCode> {
+    let catalog = lake_table::LakeCatalog::connect(&config)
+        .await
+        .context("connecting to the catalog")?;
+    let tables = if args.all {
+        catalog.tables().await?
+    } else {
+        args.tables
+            .iter()
+            .map(|t| lake_ingest::bronze::parse_table(t))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let options = CompactOptions {
+        target_file_size: args.target_file_size.as_u64(),
+        min_input_files: args.min_input_files as usize,
+        max_concurrent: args.max_concurrent as usize,
+        dry_run: args.dry_run,
+    };
+    let mut failed = 0;
+    for ident in &tables {
+        match lake_maintain::compact(&catalog, ident, &options).await {
+            Ok(report) => print(&report, args.dry_run),
+            Err(lake_maintain::Error::Unsupported(why)) => eprintln!("{ident}: skipped: {why}"),
+            Err(e) => {
+                eprintln!("{ident}: failed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print(report: &CompactReport, dry_run: bool) {
+    let size = |b: u64| ByteSize::b(b).display().si().to_string();
+    if dry_run {
+        eprintln!(
+            "{}: {} files ({}); would rewrite {} groups:",
+            report.table,
+            report.files_before,
+            size(report.bytes_before),
+            report.groups.len()
+        );
+        for group in &report.groups {
+            eprintln!(
+                "  {:?}: {} files, {}, {} rows",
+                group.partition,
+                group.files.len(),
+                size(group.bytes()),
+                group.rows()
+            );
+        }
+        return;
+    }
+    if report.groups.is_empty() {
+        eprintln!(
+            "{}: nothing to compact ({} files, {})",
+            report.table,
+            report.files_before,
+            size(report.bytes_before)
+        );
+        return;
+    }
+    let skipped = if report.skipped > 0 {
+        format!(", {} skipped (input removed meanwhile)", report.skipped)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{}: {} files ({}) → {} files ({}); {} groups committed{skipped}, {} rows rewritten in {:.2}s",
+        report.table,
+        report.files_before,
+        size(report.bytes_before),
+        report.files_after,
+        size(report.bytes_after),
+        report.committed,
+        report.rows_rewritten,
+        report.elapsed.as_secs_f64()
+    );
+}
