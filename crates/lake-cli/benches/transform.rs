@@ -20,20 +20,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
 use iceberg::{Catalog, TableIdent};
-use lake_core::datasets::Dataset;
-use lake_generate::{Generator, GeneratorConfig};
-use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
-use lake_table::{Append, LakeCatalog, TableWriter};
+use lake_table::LakeCatalog;
 
 mod common;
-use common::{START, median};
-
-const COMMIT_ROWS: u64 = 1_000_000;
-const KAFKA_PARTITIONS: u64 = 16;
+use common::median;
 
 /// Every table `lake transform all --dataset tweets` writes.
 const OUTPUTS: [&str; 6] = [
@@ -55,71 +48,6 @@ fn python() -> PathBuf {
     )
 }
 
-fn local_path(location: &str) -> PathBuf {
-    PathBuf::from(location.strip_prefix("file://").unwrap_or(location))
-}
-
-/// Fills `bronze.tweets_raw` with `tweets` generated tweets; returns its files.
-async fn fill_bronze(catalog: &LakeCatalog, tweets: u64) -> Vec<PathBuf> {
-    let mut config = GeneratorConfig::new(Dataset::Tweets, 42, START);
-    config.events_per_second = tweets as f64 / (2.0 * 86_400.0);
-    config.faults.duplicates = 0.01;
-    config.faults.late = 0.01;
-    config.faults.invalid = 0.001;
-    let mut generator = Generator::new(config);
-    let route = lake_ingest::Route::default_for(Dataset::Tweets);
-    let mut table = lake_ingest::bronze::ensure_bronze(catalog, &route)
-        .await
-        .expect("bronze table");
-    let arrow = Arc::new(
-        iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).expect("arrow"),
-    );
-    let decoder = RecordDecoder::new(Dataset::Tweets, "tweets", arrow, false);
-    let distinct = lake_ingest::bronze::distinct_columns(Dataset::Tweets);
-    let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
-    let mut written = 0u64;
-    let started = Instant::now();
-    while written < tweets {
-        let mut writer = TableWriter::new(&table, lake_ingest::bronze_writer_options(&distinct))
-            .await
-            .expect("writer");
-        let end = (written + COMMIT_ROWS).min(tweets);
-        for i in written..end {
-            let at = Coordinates {
-                partition: (i % KAFKA_PARTITIONS) as i32,
-                offset: (i / KAFKA_PARTITIONS) as i64,
-                timestamp_ms: Some(0),
-            };
-            chunk.push(Some(generator.next_record().payload), at, 1 << 20);
-            if chunk.len() == 4096 || i + 1 == end {
-                let decoded = decoder.decode(&chunk, lake_core::now_micros());
-                for batch in &decoded.expect("decode").bronze {
-                    writer.write(batch).await.expect("write");
-                }
-                chunk.clear();
-            }
-        }
-        let files = writer.close().await.expect("close");
-        table = Append::new()
-            .add_files(files)
-            .commit(catalog, &table)
-            .await
-            .expect("append");
-        written = end;
-    }
-    let files = lake_table::files::live_files(&table, None)
-        .await
-        .expect("live files");
-    let bytes: u64 = files.iter().map(|f| f.data_file.file_size_in_bytes()).sum();
-    eprintln!(
-        "bronze: {tweets} tweets in {} files, {:.0} MB, written in {:.1}s",
-        files.len(),
-        bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
-    files.iter().map(|f| local_path(f.path())).collect()
-}
-
 /// Rows in each output table, then the tables dropped and their files
 /// deleted so that the next run starts from empty targets.
 async fn take_outputs(catalog: &LakeCatalog) -> BTreeMap<String, u64> {
@@ -135,7 +63,8 @@ async fn take_outputs(catalog: &LakeCatalog) -> BTreeMap<String, u64> {
             .sum();
         rows.insert(name.to_string(), count);
         catalog.rest().drop_table(&ident).await.expect("drop");
-        std::fs::remove_dir_all(local_path(table.metadata().location())).expect("delete files");
+        std::fs::remove_dir_all(common::local_path(table.metadata().location()))
+            .expect("delete files");
     }
     rows
 }
@@ -157,18 +86,8 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let (uri, key) = common::embedded_catalog(&runtime, dir.path());
-    let config = lake_core::Config {
-        catalog: lake_core::config::CatalogConfig {
-            uri: uri.clone(),
-            token: Some(lake_core::Secret::new(&key)),
-            warehouse: None,
-        },
-        ..lake_core::Config::default()
-    };
-    let catalog = runtime
-        .block_on(LakeCatalog::connect(&config))
-        .expect("connect");
-    let bronze = runtime.block_on(fill_bronze(&catalog, tweets));
+    let catalog = common::connect(&runtime, &uri, &key);
+    let bronze = runtime.block_on(common::fill_bronze(&catalog, tweets, 1_000_000));
 
     let models = dir.path().join("models");
     let out = Command::new(env!("CARGO_BIN_EXE_lake"))

@@ -79,6 +79,125 @@ pub enum Command {
     Transform(TransformArgs),
     /// Rewrite small data files into files near the target size
     Compact(CompactArgs),
+    /// Expire snapshots, remove orphan files, merge manifests, apply retention
+    #[command(subcommand)]
+    Maintain(MaintainCommand),
+}
+
+/// Which tables a maintenance command works on.
+#[derive(Debug, Args)]
+pub struct TableSelection {
+    /// Tables, as namespace.table
+    #[arg(
+        value_name = "TABLE",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub tables: Vec<String>,
+
+    /// Every table of every namespace
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `lake maintain`.
+#[derive(Debug, Subcommand)]
+pub enum MaintainCommand {
+    /// Remove old snapshots, then delete every file only they reached
+    #[command(after_help = "\
+A snapshot is kept when it is younger than --older-than, among the last --retain-last of the
+main branch, pointed at by a branch or tag, or at/after the bronze (or silver) snapshot a
+silver (or gold) table last consumed: the next incremental transform starts there. After the
+removal is committed, every manifest list, manifest and data file the table reached before and
+no longer reaches is deleted; a file a kept snapshot needs is never deleted.
+
+Examples:
+  lake maintain expire-snapshots --all --dry-run
+  lake maintain expire-snapshots bronze.tweets_raw --older-than 2d --retain-last 10")]
+    ExpireSnapshots {
+        #[command(flatten)]
+        tables: TableSelection,
+        /// Snapshots older than this may expire
+        #[arg(long, value_name = "AGE", default_value = "5d", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Newest snapshots kept whatever their age
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        retain_last: u32,
+        /// List what would be removed and deleted, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete files under a table's location that nothing references
+    #[command(after_help = "\
+Lists the table's location and deletes every file that no snapshot, manifest or metadata file
+references and that was last modified before --older-than: leftovers of failed or abandoned
+writes. Younger files may belong to a commit in flight and are left alone; thresholds under an
+hour are refused without --force.
+
+Examples:
+  lake maintain remove-orphan-files --all --dry-run
+  lake maintain remove-orphan-files bronze.tweets_raw --older-than 1d")]
+    RemoveOrphanFiles {
+        #[command(flatten)]
+        tables: TableSelection,
+        /// Only files last modified before now minus this
+        #[arg(long, value_name = "AGE", default_value = "3d", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Accept --older-than under an hour (no writer may be running)
+        #[arg(long)]
+        force: bool,
+        /// List the orphans, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Merge the current snapshot's small manifests into one per partition spec
+    RewriteManifests {
+        #[command(flatten)]
+        tables: TableSelection,
+        /// Count the manifests, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete whole partitions older than each table's retention
+    #[command(after_help = "\
+The retention is the table property lake.retention (e.g. `30d`, or `none`), else the layer's
+default: bronze 30 days, silver 90, gold 365. A partition goes when its whole time range (from
+the table's hour/day/month/year partitioning) ended before now minus the retention; its files
+are removed in one `delete` commit (the rows stay readable in older snapshots until they expire).
+
+Examples:
+  lake maintain retention --all --dry-run
+  lake maintain retention bronze.tweets_raw")]
+    Retention {
+        #[command(flatten)]
+        tables: TableSelection,
+        /// List the partitions, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The daily policy on every table: retention, compaction, manifests, expiry, orphans
+    #[command(after_help = "\
+In order, on every table of every namespace: retention; compaction (--target-file-size,
+--min-input-files 5); rewrite-manifests; expire-snapshots (--older-than, --retain-last);
+remove-orphan-files (--orphans-older-than). One table failing does not stop the others; the
+exit code is 1 if any failed. This is the task the Airflow DAG runs daily.")]
+    All {
+        /// Snapshots older than this may expire
+        #[arg(long, value_name = "AGE", default_value = "5d", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Newest snapshots kept whatever their age
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        retain_last: u32,
+        /// Orphan files last modified before now minus this are deleted
+        #[arg(long, value_name = "AGE", default_value = "3d", value_parser = humantime::parse_duration)]
+        orphans_older_than: std::time::Duration,
+        /// Size compacted files aim at
+        #[arg(long, value_name = "SIZE", default_value = "512MiB")]
+        target_file_size: bytesize::ByteSize,
+        /// Report what each step would do, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `lake compact`.
@@ -96,17 +215,8 @@ Examples:
   lake compact --all                              # every table of every namespace
   lake compact silver.tweets_clean --target-file-size 128MiB --min-input-files 2")]
 pub struct CompactArgs {
-    /// Tables to compact, as namespace.table
-    #[arg(
-        value_name = "TABLE",
-        required_unless_present = "all",
-        conflicts_with = "all"
-    )]
-    pub tables: Vec<String>,
-
-    /// Every table of every namespace
-    #[arg(long)]
-    pub all: bool,
+    #[command(flatten)]
+    pub tables: TableSelection,
 
     /// Size the rewritten files aim at
     #[arg(long, value_name = "SIZE", default_value = "512MiB")]

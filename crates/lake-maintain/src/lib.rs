@@ -1,9 +1,17 @@
-//! Table upkeep: `lake compact` (bin-pack small files per partition) and, in
-//! time, `lake maintain` (snapshot expiry with file deletion, orphans,
-//! manifests, retention).
+//! Table upkeep: `lake compact` (bin-pack small files per partition) and
+//! `lake maintain` (snapshot expiry with file deletion, orphan removal,
+//! manifest rewriting, retention, and the daily policy running them all).
 
 pub mod compact;
 pub mod error;
+pub mod expire;
+pub mod manifests;
+pub mod orphans;
+pub mod retention;
 
 pub use compact::{CompactOptions, CompactReport, Group, compact, plan};
 pub use error::{Error, Result};
+pub use expire::{ExpireOptions, ExpireReport, expire_snapshots, positions_in};
+pub use manifests::{ManifestReport, rewrite_manifests};
+pub use orphans::{OrphanOptions, OrphanReport, remove_orphan_files};
+pub use retention::{RetentionReport, apply_retention, retention_of};

@@ -224,6 +224,24 @@ pub fn summary_lookup(table: &Table, key: &str) -> Option<(i64, String)> {
     None
 }
 
+/// Snapshots a branch or tag points at. iceberg's metadata has no accessor
+/// for its refs, so they are read from its serialized form.
+pub fn referenced_snapshots(metadata: &iceberg::spec::TableMetadata) -> HashSet<i64> {
+    let mut ids = HashSet::new();
+    if let Some(id) = metadata.current_snapshot_id() {
+        ids.insert(id);
+    }
+    if let Ok(json) = serde_json::to_value(metadata)
+        && let Some(refs) = json.get("refs").and_then(|r| r.as_object())
+    {
+        ids.extend(
+            refs.values()
+                .filter_map(|r| r.get("snapshot-id").and_then(|id| id.as_i64())),
+        );
+    }
+    ids
+}
+
 /// Every file some live snapshot or the current metadata still needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reachable {
@@ -262,6 +280,12 @@ impl Reachable {
 /// Walks every snapshot in the table's metadata and collects what they reach.
 /// Manifests shared between snapshots are read once.
 pub async fn reachable_files(table: &Table) -> Result<Reachable> {
+    reachable_from(table, |_| true).await
+}
+
+/// What the snapshots `keep` accepts reach, with the table's metadata files
+/// (e.g. what would remain after expiring the others).
+pub async fn reachable_from(table: &Table, keep: impl Fn(i64) -> bool) -> Result<Reachable> {
     let metadata = table.metadata();
     let mut reachable = Reachable::default();
     if let Some(location) = table.metadata_location() {
@@ -278,7 +302,7 @@ pub async fn reachable_files(table: &Table) -> Result<Reachable> {
     }
 
     let mut manifests: BTreeMap<String, ManifestFile> = BTreeMap::new();
-    for snapshot in metadata.snapshots() {
+    for snapshot in metadata.snapshots().filter(|s| keep(s.snapshot_id())) {
         reachable
             .manifest_lists
             .insert(snapshot.manifest_list().to_string());

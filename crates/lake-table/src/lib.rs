@@ -25,5 +25,8 @@ pub mod writer;
 
 pub use catalog::{LakeCatalog, partition_by};
 pub use error::{Error, Result};
-pub use ops::{Append, Delete, FileSelector, Op, Overwrite, Replace, commit, commit_all};
+pub use ops::{
+    Append, Delete, FileSelector, Op, Overwrite, Replace, RewriteManifests, commit, commit_all,
+    remove_snapshots,
+};
 pub use writer::{TableWriter, WriterOptions};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use iceberg::TableIdent;
-use iceberg::spec::{DataFile, Operation, Struct};
+use iceberg::spec::{DataFile, ManifestContentType, Operation, Struct};
 use iceberg::table::Table;
 
 use crate::catalog::{LakeCatalog, Outcome};
@@ -271,13 +271,37 @@ impl Delete {
     }
 }
 
-/// Any of the four operations, for committing several tables at once.
+/// Merges the current snapshot's small data manifests into one per partition
+/// spec (operation `replace`, no data change): reads plan from fewer files.
+/// Commits nothing when no spec has two manifests to merge.
+#[derive(Clone, Debug)]
+pub struct RewriteManifests {
+    /// Manifests at least this large are left as they are.
+    pub small_below: u64,
+}
+
+impl Default for RewriteManifests {
+    fn default() -> Self {
+        Self {
+            small_below: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl RewriteManifests {
+    pub async fn commit(self, catalog: &LakeCatalog, table: &Table) -> Result<Table> {
+        commit(catalog, table, Op::RewriteManifests(self)).await
+    }
+}
+
+/// Any of the operations, for committing several tables at once.
 #[derive(Clone, Debug)]
 pub enum Op {
     Append(Append),
     Replace(Replace),
     Overwrite(Overwrite),
     Delete(Delete),
+    RewriteManifests(RewriteManifests),
 }
 
 impl From<Append> for Op {
@@ -308,6 +332,7 @@ impl Op {
             Op::Replace(_) => "replace",
             Op::Overwrite(_) => "overwrite",
             Op::Delete(_) => "delete",
+            Op::RewriteManifests(_) => "rewrite-manifests",
         }
     }
 
@@ -335,6 +360,7 @@ impl Op {
                     added: op.files.clone(),
                     removed: HashSet::new(),
                     properties: op.properties.clone(),
+                    merge_below: None,
                 }))
             }
             Op::Replace(op) => {
@@ -355,6 +381,7 @@ impl Op {
                     added: op.add.clone(),
                     removed: op.remove.clone(),
                     properties: op.properties.clone(),
+                    merge_below: None,
                 }))
             }
             Op::Overwrite(op) => {
@@ -392,6 +419,29 @@ impl Op {
                     added: op.add.clone(),
                     removed,
                     properties: op.properties.clone(),
+                    merge_below: None,
+                }))
+            }
+            Op::RewriteManifests(op) => {
+                let mut small_per_spec: HashMap<i32, usize> = HashMap::new();
+                for manifest in manifests.unwrap_or_default() {
+                    if manifest.file.content == ManifestContentType::Data
+                        && (manifest.file.manifest_length as u64) < op.small_below
+                    {
+                        *small_per_spec
+                            .entry(manifest.file.partition_spec_id)
+                            .or_default() += 1;
+                    }
+                }
+                if small_per_spec.values().all(|n| *n < 2) {
+                    return Ok(None);
+                }
+                Ok(Some(Change {
+                    operation: Operation::Replace,
+                    added: Vec::new(),
+                    removed: HashSet::new(),
+                    properties: HashMap::new(),
+                    merge_below: Some(op.small_below),
                 }))
             }
             Op::Delete(op) => {
@@ -409,6 +459,7 @@ impl Op {
                     added: Vec::new(),
                     removed,
                     properties: op.properties.clone(),
+                    merge_below: None,
                 }))
             }
         }
@@ -596,6 +647,65 @@ pub async fn commit_all(catalog: &LakeCatalog, changes: Vec<(Table, Op)>) -> Res
             .first()
             .map(|t| t.identifier().clone())
             .ok_or_else(|| Error::Invalid("empty transaction".into()))?,
+        attempts: MAX_ATTEMPTS as u32,
+    })
+}
+
+/// Removes snapshots from the table's metadata (the commit half of snapshot
+/// expiry; deleting the files they alone reach is the caller's next step).
+///
+/// The current snapshot and snapshots a branch or tag points at are never
+/// removed, whatever `ids` holds. The commit asserts only the table's
+/// identity: appends landing meanwhile do not make older snapshots any less
+/// expired, so a conflict is retried against the reloaded table.
+pub async fn remove_snapshots(catalog: &LakeCatalog, table: &Table, ids: &[i64]) -> Result<Table> {
+    let ident = table.identifier().clone();
+    let mut base = table.clone();
+    let mut delays = backoff();
+    for _ in 1..=MAX_ATTEMPTS {
+        let metadata = base.metadata();
+        let referenced = crate::files::referenced_snapshots(metadata);
+        let remove: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| metadata.snapshot_by_id(*id).is_some() && !referenced.contains(id))
+            .collect();
+        if remove.is_empty() {
+            return Ok(base);
+        }
+        let request = iceberg_catalog_rest::CommitTableRequest {
+            identifier: Some(ident.clone()),
+            requirements: vec![iceberg::TableRequirement::UuidMatch {
+                uuid: metadata.uuid(),
+            }],
+            updates: vec![iceberg::TableUpdate::RemoveSnapshots {
+                snapshot_ids: remove,
+            }],
+        };
+        let started = Instant::now();
+        match catalog.commit_table(&ident, &request, &base).await? {
+            Outcome::Committed(table) => {
+                record("expire", "committed", started);
+                return Ok(table);
+            }
+            Outcome::Refused(message) => {
+                record("expire", "refused", started);
+                return Err(Error::Catalog(message));
+            }
+            // Removing snapshots twice is harmless: the reload shows what is
+            // left to remove, if anything.
+            Outcome::Conflict(message) | Outcome::Retry(message) | Outcome::Unknown(message) => {
+                record("expire", "conflict", started);
+                tracing::debug!(table = %ident, %message, "retrying snapshot removal");
+            }
+        }
+        if let Some(delay) = delays.next() {
+            tokio::time::sleep(delay).await;
+        }
+        base = catalog.load(&ident).await?;
+    }
+    Err(Error::TooManyConflicts {
+        table: ident,
         attempts: MAX_ATTEMPTS as u32,
     })
 }

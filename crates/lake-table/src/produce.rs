@@ -25,6 +25,9 @@ pub(crate) struct Change {
     pub removed: HashSet<String>,
     /// Caller properties for the summary (computed totals win on collisions).
     pub properties: HashMap<String, String>,
+    /// Also merge data manifests smaller than this many bytes, per partition
+    /// spec, whether or not they hold a removed file (rewrite-manifests).
+    pub merge_below: Option<u64>,
 }
 
 /// A snapshot written to storage and ready to commit.
@@ -111,11 +114,15 @@ pub(crate) async fn stage(
         (Some(loaded), _) => {
             let mut touched: BTreeMap<i32, Vec<&LoadedManifest>> = BTreeMap::new();
             for manifest in loaded {
+                let small = change
+                    .merge_below
+                    .is_some_and(|limit| (manifest.file.manifest_length as u64) < limit);
                 let touches = manifest.file.content == ManifestContentType::Data
-                    && manifest
-                        .entries
-                        .iter()
-                        .any(|e| e.is_alive() && change.removed.contains(e.file_path()));
+                    && (small
+                        || manifest
+                            .entries
+                            .iter()
+                            .any(|e| e.is_alive() && change.removed.contains(e.file_path())));
                 if touches {
                     touched
                         .entry(manifest.file.partition_spec_id)

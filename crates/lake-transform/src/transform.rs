@@ -145,10 +145,13 @@ async fn pending(source: &Table, target: Option<&Table>) -> Result<Option<(i64, 
     if from == Some(current) {
         return Ok(None);
     }
-    Ok(Some((
-        current,
-        files::appended_between(source, from, current).await?,
-    )))
+    // A first run takes what is live: the history before it may have been
+    // expired, and compacted files stand for the appends they replaced.
+    let files = match from {
+        None => files::live_files(source, Some(current)).await?,
+        Some(_) => files::appended_between(source, from, current).await?,
+    };
+    Ok(Some((current, files)))
 }
 
 fn session(options: &TransformOptions) -> SessionContext {

@@ -11,14 +11,7 @@ pub async fn run(args: CompactArgs, config: Config) -> anyhow::Result<ExitCode> 
     let catalog = lake_table::LakeCatalog::connect(&config)
         .await
         .context("connecting to the catalog")?;
-    let tables = if args.all {
-        catalog.tables().await?
-    } else {
-        args.tables
-            .iter()
-            .map(|t| lake_ingest::bronze::parse_table(t))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let tables = super::selected_tables(&catalog, &args.tables).await?;
     let options = CompactOptions {
         target_file_size: args.target_file_size.as_u64(),
         min_input_files: args.min_input_files as usize,
@@ -43,7 +36,7 @@ pub async fn run(args: CompactArgs, config: Config) -> anyhow::Result<ExitCode> 
     })
 }
 
-fn print(report: &CompactReport, dry_run: bool) {
+pub(super) fn print(report: &CompactReport, dry_run: bool) {
     let size = |b: u64| ByteSize::b(b).display().si().to_string();
     if dry_run {
         eprintln!(
@@ -79,7 +72,7 @@ fn print(report: &CompactReport, dry_run: bool) {
         String::new()
     };
     eprintln!(
-        "{}: {} files ({}) → {} files ({}); {} groups committed{skipped}, {} rows rewritten in {:.2}s",
+        "{}: {} files ({}) → {} files ({}); {} groups committed{skipped}, {} rows rewritten in {:.2}s{}",
         report.table,
         report.files_before,
         size(report.bytes_before),
@@ -87,6 +80,7 @@ fn print(report: &CompactReport, dry_run: bool) {
         size(report.bytes_after),
         report.committed,
         report.rows_rewritten,
-        report.elapsed.as_secs_f64()
+        report.elapsed.as_secs_f64(),
+        super::memory_note(lake_core::peak_rss_bytes())
     );
 }

@@ -106,9 +106,7 @@ fn print_summary(routes: &[Route], summary: &IngestSummary) {
     } else {
         ""
     };
-    let memory = summary.peak_rss_bytes.map_or(String::new(), |b| {
-        format!("; peak memory {:.0} MB", b as f64 / 1e6)
-    });
+    let memory = super::memory_note(summary.peak_rss_bytes);
     let waited = summary.first_record_after.map_or(String::new(), |d| {
         format!("; first record after {:.2}s", d.as_secs_f64())
     });

@@ -5,6 +5,7 @@ mod compact;
 mod config;
 mod generate;
 mod ingest;
+mod maintain;
 mod transform;
 
 use std::process::ExitCode;
@@ -12,7 +13,29 @@ use std::process::ExitCode;
 use lake_core::Config;
 use lake_core::config::Sources;
 
-use crate::cli::Command;
+use crate::cli::{Command, TableSelection};
+
+/// `; peak memory N MB` for a summary line, or nothing when unknown.
+fn memory_note(peak_rss_bytes: Option<u64>) -> String {
+    peak_rss_bytes.map_or(String::new(), |b| {
+        format!("; peak memory {:.0} MB", b as f64 / 1e6)
+    })
+}
+
+/// The tables a command was given, or every table with `--all`.
+async fn selected_tables(
+    catalog: &lake_table::LakeCatalog,
+    selection: &TableSelection,
+) -> anyhow::Result<Vec<iceberg::TableIdent>> {
+    if selection.all {
+        return Ok(catalog.tables().await?);
+    }
+    Ok(selection
+        .tables
+        .iter()
+        .map(|t| lake_ingest::bronze::parse_table(t))
+        .collect::<Result<Vec<_>, _>>()?)
+}
 
 pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::Result<ExitCode> {
     match command {
@@ -22,6 +45,7 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
         Command::Ingest(args) => ingest::run(*args, config).await,
         Command::Transform(args) => transform::run(args, config).await,
         Command::Compact(args) => compact::run(args, config).await,
+        Command::Maintain(command) => maintain::run(command, config).await,
     }
 }
 

@@ -46,9 +46,7 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         }
     }
     let committed = reports.iter().filter(|r| r.snapshot.is_some()).count();
-    let memory = lake_core::peak_rss_bytes().map_or(String::new(), |b| {
-        format!("; peak memory {:.0} MB", b as f64 / 1e6)
-    });
+    let memory = super::memory_note(lake_core::peak_rss_bytes());
     eprintln!(
         "transform: {committed} of {} tables changed in {:.2}s{memory}",
         reports.len(),

@@ -1,0 +1,454 @@
+//! `lake maintain` as a process against the catalog on PostgreSQL + s3s-fs:
+//! snapshot expiry with file deletion (pyiceberg reads what is kept), orphan
+//! removal, retention, and the daily policy.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use iceberg::NamespaceIdent;
+use iceberg::spec::{Literal, Struct};
+use iceberg::table::Table;
+use lake_core::config::Role;
+use lake_table::files::{list_location, live_files, reachable_files, reachable_from};
+use lake_table::{Append, Delete, FileSelector, LakeCatalog, Overwrite, Replace};
+use lake_testkit::{CatalogProcess, CatalogSpec, Services, run_lake_env};
+use support::*;
+
+const FIRST_HOUR: i32 = (BASE_TS / HOUR_MICROS) as i32;
+
+fn hour(h: i32) -> Struct {
+    Struct::from_iter([Some(Literal::int(FIRST_HOUR + h))])
+}
+
+fn hour_of(event: &Event) -> i32 {
+    ((event.ts - BASE_TS) / HOUR_MICROS) as i32
+}
+
+async fn start(namespaces: &[&str]) -> Result<(CatalogProcess, LakeCatalog)> {
+    let services = Services::from_env();
+    let process = CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?;
+    let catalog = process.lake_catalog(Role::Writer).await?;
+    for namespace in namespaces {
+        catalog
+            .ensure_namespace(&NamespaceIdent::new(namespace.to_string()))
+            .await?;
+    }
+    Ok((process, catalog))
+}
+
+/// Runs `lake args…`; its stderr, and whether it succeeded.
+fn lake(process: &CatalogProcess, args: &[&str]) -> Result<(bool, String)> {
+    let out = run_lake_env(args, process.lake_env(Role::Writer))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+fn lake_ok(process: &CatalogProcess, args: &[&str]) -> Result<String> {
+    let (ok, stderr) = lake(process, args)?;
+    ensure!(ok, "lake {args:?} failed:\n{stderr}");
+    Ok(stderr)
+}
+
+async fn append(catalog: &LakeCatalog, table: &Table, events: &[Event]) -> Result<Table> {
+    let files = write_events(table, events, "append").await?;
+    Ok(Append::new()
+        .add_files(files)
+        .commit(catalog, table)
+        .await?)
+}
+
+async fn exists(table: &Table, path: &str) -> Result<bool> {
+    Ok(table.file_io().exists(path).await?)
+}
+
+fn ids(rows: &[Event]) -> Vec<i64> {
+    let mut ids: Vec<i64> = rows.iter().map(|e| e.id).collect();
+    ids.sort();
+    ids
+}
+
+/// Six snapshots (append, append, replace, overwrite, delete, append); the
+/// last three are kept. pyiceberg reads each kept one fully; every file they
+/// reach is still stored; every file only the first three reached is gone.
+#[tokio::test]
+async fn expiry_deletes_exactly_what_no_kept_snapshot_reaches() -> Result<()> {
+    let (process, catalog) = start(&["bronze"]).await?;
+    let mut table = create_events_table(catalog.rest(), "bronze", "hist", HashMap::new()).await?;
+    let mut expected: Vec<(i64, Vec<Event>)> = Vec::new();
+    let mut rows: Vec<Event> = Vec::new();
+    let snap = |table: &Table, rows: &[Event], expected: &mut Vec<(i64, Vec<Event>)>| {
+        expected.push((
+            table.metadata().current_snapshot_id().unwrap(),
+            rows.to_vec(),
+        ));
+    };
+
+    for batch in 0..2 {
+        let events: Vec<Event> = (batch * 100..batch * 100 + 100)
+            .map(|id| Event::numbered(id, 4))
+            .collect();
+        table = append(&catalog, &table, &events).await?;
+        rows.extend(events);
+        snap(&table, &rows, &mut expected);
+    }
+    let hour0: Vec<_> = live_files(&table, None)
+        .await?
+        .into_iter()
+        .filter(|f| f.data_file.partition() == &hour(0))
+        .collect();
+    let hour0_rows: Vec<Event> = rows.iter().filter(|e| hour_of(e) == 0).cloned().collect();
+    let compacted = write_events(&table, &hour0_rows, "compacted").await?;
+    table = Replace::new()
+        .remove_files(hour0.iter().map(|f| &f.data_file))
+        .add_files(compacted)
+        .commit(&catalog, &table)
+        .await?;
+    snap(&table, &rows, &mut expected);
+    let fresh: Vec<Event> = (0..10)
+        .map(|i| Event {
+            id: 1000 + i,
+            ts: BASE_TS + HOUR_MICROS + i,
+            name: format!("fresh-{i}"),
+        })
+        .collect();
+    let files = write_events(&table, &fresh, "fresh").await?;
+    table = Overwrite::new(FileSelector::partitions([hour(1)]))
+        .add_files(files)
+        .commit(&catalog, &table)
+        .await?;
+    rows.retain(|e| hour_of(e) != 1);
+    rows.extend(fresh);
+    snap(&table, &rows, &mut expected);
+    table = Delete::new(FileSelector::partitions([hour(2)]))
+        .commit(&catalog, &table)
+        .await?;
+    rows.retain(|e| hour_of(e) != 2);
+    snap(&table, &rows, &mut expected);
+    let last: Vec<Event> = (2000..2050).map(|id| Event::numbered(id, 4)).collect();
+    table = append(&catalog, &table, &last).await?;
+    rows.extend(last);
+    snap(&table, &rows, &mut expected);
+    assert_eq!(expected.len(), 6);
+
+    // A transform that consumed the second snapshot keeps it and all later
+    // ones; the plan shows it without committing anything.
+    let positions = HashSet::from([expected[1].0]);
+    let (planned, kept) = lake_maintain::expire::plan(&table, i64::MAX, 3, &positions);
+    assert_eq!(planned, vec![expected[0].0]);
+    assert_eq!(kept, 2, "the second and third, kept for the position");
+
+    let kept_ids: HashSet<i64> = expected[3..].iter().map(|(id, _)| *id).collect();
+    let before = reachable_files(&table).await?;
+    let needed = reachable_from(&table, |id| kept_ids.contains(&id)).await?;
+    let doomed: BTreeSet<&String> = before
+        .manifest_lists
+        .difference(&needed.manifest_lists)
+        .chain(before.manifests.difference(&needed.manifests))
+        .chain(before.data_files.difference(&needed.data_files))
+        .collect();
+    // Three manifest lists; hour 0's two files (replaced) and hour 1's
+    // (overwritten), the manifests that listed them as live.
+    assert_eq!(
+        before.data_files.difference(&needed.data_files).count(),
+        2 + 2,
+        "data files only expired snapshots reach"
+    );
+    assert_eq!(
+        before
+            .manifest_lists
+            .difference(&needed.manifest_lists)
+            .count(),
+        3
+    );
+
+    let dry = lake_ok(
+        &process,
+        &[
+            "maintain",
+            "expire-snapshots",
+            "bronze.hist",
+            "--older-than",
+            "0s",
+            "--retain-last",
+            "3",
+            "--dry-run",
+        ],
+    )?;
+    ensure!(dry.contains("would expire 3 of 6 snapshots"), "{dry}");
+    for path in &doomed {
+        ensure!(
+            dry.contains(path.as_str()),
+            "dry run does not list {path}:\n{dry}"
+        );
+        assert!(exists(&table, path).await?, "dry run deleted {path}");
+    }
+
+    let out = lake_ok(
+        &process,
+        &[
+            "maintain",
+            "expire-snapshots",
+            "bronze.hist",
+            "--older-than",
+            "0s",
+            "--retain-last",
+            "3",
+        ],
+    )?;
+    ensure!(out.contains("expired 3 of 6 snapshots"), "{out}");
+    for path in &doomed {
+        assert!(!exists(&table, path).await?, "{path} still stored");
+    }
+    for path in needed
+        .manifest_lists
+        .iter()
+        .chain(&needed.manifests)
+        .chain(&needed.data_files)
+    {
+        assert!(exists(&table, path).await?, "{path} was needed and deleted");
+    }
+
+    let seen = process.read_with_pyiceberg("bronze.hist", "id")?;
+    assert_eq!(seen.snapshots.len(), 3);
+    for (snapshot, rows) in &expected[3..] {
+        let values: Vec<i64> = seen
+            .snapshot(*snapshot)
+            .values
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(values, ids(rows), "rows of kept snapshot {snapshot}");
+    }
+
+    // Nothing left to expire: a second run removes and deletes nothing.
+    let again = lake_ok(
+        &process,
+        &[
+            "maintain",
+            "expire-snapshots",
+            "bronze.hist",
+            "--older-than",
+            "0s",
+            "--retain-last",
+            "3",
+        ],
+    )?;
+    ensure!(again.contains("expired 0 of 3 snapshots"), "{again}");
+    Ok(())
+}
+
+/// Planted unreferenced files: those older than the threshold go, younger
+/// ones and every referenced file stay.
+#[tokio::test]
+async fn orphan_removal_deletes_exactly_the_old_unreferenced_files() -> Result<()> {
+    let (process, catalog) = start(&["bronze"]).await?;
+    let mut table = create_events_table(catalog.rest(), "bronze", "orph", HashMap::new()).await?;
+    for batch in 0..2 {
+        let events: Vec<Event> = (batch * 50..batch * 50 + 50)
+            .map(|id| Event::numbered(id, 3))
+            .collect();
+        table = append(&catalog, &table, &events).await?;
+    }
+    let location = table.metadata().location().to_string();
+    let plant = |name: &str| format!("{location}/{name}");
+    let old = [
+        plant("data/orphan-old-1.parquet"),
+        plant("data/ts_hour=2026-01-01-00/orphan-old-2.parquet"),
+        plant("metadata/orphan-old-3.avro"),
+    ];
+    for path in &old {
+        table
+            .file_io()
+            .new_output(path)?
+            .write("old".into())
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let young = [
+        plant("data/orphan-young.parquet"),
+        plant("metadata/orphan-young.avro"),
+    ];
+    for path in &young {
+        table
+            .file_io()
+            .new_output(path)?
+            .write("young".into())
+            .await?;
+    }
+    let storage = process.spec().storage.clone();
+    let stored_before: BTreeSet<String> = list_location(&storage, &location)
+        .await?
+        .into_iter()
+        .map(|f| f.location)
+        .collect();
+
+    let (ok, refused) = lake(
+        &process,
+        &[
+            "maintain",
+            "remove-orphan-files",
+            "bronze.orph",
+            "--older-than",
+            "3s",
+        ],
+    )?;
+    assert!(!ok, "a threshold under an hour must be refused");
+    ensure!(refused.contains("--force"), "{refused}");
+
+    let dry = lake_ok(
+        &process,
+        &[
+            "maintain",
+            "remove-orphan-files",
+            "bronze.orph",
+            "--older-than",
+            "3s",
+            "--force",
+            "--dry-run",
+        ],
+    )?;
+    ensure!(dry.contains("3 orphans"), "{dry}");
+    let out = lake_ok(
+        &process,
+        &[
+            "maintain",
+            "remove-orphan-files",
+            "bronze.orph",
+            "--older-than",
+            "3s",
+            "--force",
+        ],
+    )?;
+    ensure!(
+        out.contains("3 orphans") && out.contains("2 unreferenced but too young"),
+        "{out}"
+    );
+
+    let stored_after: BTreeSet<String> = list_location(&storage, &location)
+        .await?
+        .into_iter()
+        .map(|f| f.location)
+        .collect();
+    let removed: BTreeSet<String> = stored_before.difference(&stored_after).cloned().collect();
+    assert_eq!(removed, old.iter().cloned().collect::<BTreeSet<_>>());
+    assert!(young.iter().all(|p| stored_after.contains(p)));
+    let reachable = reachable_files(&table).await?;
+    assert!(
+        reachable
+            .manifest_lists
+            .iter()
+            .chain(&reachable.manifests)
+            .chain(&reachable.data_files)
+            .all(|p| stored_after.contains(p))
+    );
+    assert_eq!(read_events(&table).await?.len(), 100);
+    Ok(())
+}
+
+/// Events at 40, 31, 29 days and one hour ago: bronze's default 30 days
+/// drops the first two partitions; a table set to 2 days drops three.
+#[tokio::test]
+async fn retention_drops_exactly_the_partitions_older_than_the_cutoff() -> Result<()> {
+    let (process, catalog) = start(&["bronze", "scratch"]).await?;
+    let now = lake_core::now_micros();
+    let day = 24 * HOUR_MICROS;
+    let ages = [40 * day, 31 * day, 29 * day, HOUR_MICROS];
+    let events: Vec<Event> = ages
+        .iter()
+        .enumerate()
+        .flat_map(|(n, age)| {
+            (0..25).map(move |i| Event {
+                id: n as i64 * 100 + i,
+                // Mid-hour, so the partition's whole range is at that age.
+                ts: (now - age) / HOUR_MICROS * HOUR_MICROS - HOUR_MICROS / 2 + i,
+                name: format!("age-{n}"),
+            })
+        })
+        .collect();
+    let bronze = create_events_table(catalog.rest(), "bronze", "events", HashMap::new()).await?;
+    let bronze = append(&catalog, &bronze, &events).await?;
+    let short = create_events_table(
+        catalog.rest(),
+        "scratch",
+        "events",
+        HashMap::from([("lake.retention".to_string(), "2d".to_string())]),
+    )
+    .await?;
+    let short = append(&catalog, &short, &events).await?;
+
+    let dry = lake_ok(&process, &["maintain", "retention", "--all", "--dry-run"])?;
+    ensure!(
+        dry.contains("bronze.events: retention 30days: would drop 2 partitions"),
+        "{dry}"
+    );
+    ensure!(
+        dry.contains("scratch.events: retention 2days: would drop 3 partitions"),
+        "{dry}"
+    );
+    assert_eq!(
+        catalog
+            .load(bronze.identifier())
+            .await?
+            .metadata()
+            .current_snapshot_id(),
+        bronze.metadata().current_snapshot_id()
+    );
+
+    let out = lake_ok(
+        &process,
+        &["maintain", "retention", "bronze.events", "scratch.events"],
+    )?;
+    ensure!(
+        out.contains("dropped 2 partitions, 2 files, 50 rows"),
+        "{out}"
+    );
+    ensure!(
+        out.contains("dropped 3 partitions, 3 files, 75 rows"),
+        "{out}"
+    );
+    let names =
+        |rows: Vec<Event>| -> BTreeSet<String> { rows.into_iter().map(|e| e.name).collect() };
+    let bronze = catalog.load(bronze.identifier()).await?;
+    assert_eq!(
+        names(read_events(&bronze).await?),
+        BTreeSet::from(["age-2".to_string(), "age-3".to_string()])
+    );
+    assert_eq!(read_events(&bronze).await?.len(), 50);
+    let short = catalog.load(short.identifier()).await?;
+    assert_eq!(
+        names(read_events(&short).await?),
+        BTreeSet::from(["age-3".to_string()])
+    );
+    assert_eq!(
+        short
+            .metadata()
+            .current_snapshot()
+            .unwrap()
+            .summary()
+            .operation,
+        iceberg::spec::Operation::Delete
+    );
+
+    // The daily policy runs on both tables and finds nothing more to drop.
+    let all = lake_ok(&process, &["maintain", "all"])?;
+    ensure!(
+        all.contains("bronze.events: retention 30days: dropped 0 partitions"),
+        "{all}"
+    );
+    ensure!(
+        all.contains("scratch.events: retention 2days: dropped 0 partitions"),
+        "{all}"
+    );
+    ensure!(
+        all.contains("scratch.events: expired 0 of 2 snapshots"),
+        "{all}"
+    );
+    Ok(())
+}
