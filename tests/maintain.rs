@@ -452,3 +452,118 @@ async fn retention_drops_exactly_the_partitions_older_than_the_cutoff() -> Resul
     );
     Ok(())
 }
+
+/// `lake compact --where` touches only the files the filter can match,
+/// `--partial-progress 0` commits them in one snapshot, `--sort-by` orders
+/// each new file; then `--partial-progress 1` commits group by group.
+#[tokio::test]
+async fn compact_filters_sorts_and_commits_by_progress() -> Result<()> {
+    let (process, catalog) = start(&["bronze"]).await?;
+    let mut table = create_events_table(catalog.rest(), "bronze", "small", HashMap::new()).await?;
+    let mut rows = Vec::new();
+    for batch in 0..5i64 {
+        // Names descending within each append, so that only a sort orders them.
+        let events: Vec<Event> = (0..40i64)
+            .map(|i| {
+                let id = batch * 40 + i;
+                Event {
+                    id,
+                    ts: BASE_TS + (i % 4) * HOUR_MICROS + id,
+                    name: format!("n-{:04}", 9999 - id),
+                }
+            })
+            .collect();
+        table = append(&catalog, &table, &events).await?;
+        rows.extend(events);
+    }
+    rows.sort();
+    let per_hour = |files: &[lake_table::files::LiveFile]| -> Vec<usize> {
+        (0..4)
+            .map(|h| {
+                files
+                    .iter()
+                    .filter(|f| f.data_file.partition() == &hour(h))
+                    .count()
+            })
+            .collect()
+    };
+    assert_eq!(per_hour(&live_files(&table, None).await?), vec![5, 5, 5, 5]);
+
+    let out = lake_ok(
+        &process,
+        &[
+            "compact",
+            "bronze.small",
+            "--where",
+            "ts < '2026-01-01T02:00:00Z'",
+            "--min-input-files",
+            "2",
+            "--sort-by",
+            "name",
+            "--partial-progress",
+            "0",
+        ],
+    )?;
+    ensure!(out.contains("2 groups committed"), "{out}");
+    let table = catalog.load(table.identifier()).await?;
+    let live = live_files(&table, None).await?;
+    assert_eq!(per_hour(&live), vec![1, 1, 5, 5]);
+    let replaces = |t: &Table| {
+        t.metadata()
+            .snapshots()
+            .filter(|s| s.summary().operation == iceberg::spec::Operation::Replace)
+            .count()
+    };
+    assert_eq!(replaces(&table), 1, "one commit for both groups");
+    assert_same_rows(&read_events(&table).await?, &rows);
+    let schema = table.metadata().current_schema().clone();
+    let name_id = schema.field_by_name("name").unwrap().id;
+    for file in live.iter().filter(|f| f.data_file.partition() == &hour(0)) {
+        let task = lake_table::read::scan_task(file, &schema, &[name_id]);
+        let batches: Vec<arrow_array::RecordBatch> = futures::TryStreamExt::try_collect(
+            lake_table::read::read_tasks(table.file_io().clone(), vec![task], 1),
+        )
+        .await?;
+        let names: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let column = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .unwrap();
+                column
+                    .iter()
+                    .map(|v| v.unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(names.len(), 50);
+        assert!(names.windows(2).all(|w| w[0] <= w[1]), "sorted by name");
+    }
+
+    let out = lake_ok(
+        &process,
+        &[
+            "compact",
+            "bronze.small",
+            "--min-input-files",
+            "2",
+            "--partial-progress",
+            "1",
+        ],
+    )?;
+    ensure!(out.contains("2 groups committed"), "{out}");
+    let table = catalog.load(table.identifier()).await?;
+    assert_eq!(per_hour(&live_files(&table, None).await?), vec![1, 1, 1, 1]);
+    assert_eq!(replaces(&table), 3, "one more commit per group");
+    assert_same_rows(&read_events(&table).await?, &rows);
+
+    let (ok, err) = lake(
+        &process,
+        &["compact", "bronze.small", "--where", "nope = 1"],
+    )?;
+    assert!(!ok);
+    ensure!(err.contains("no column `nope`"), "{err}");
+    Ok(())
+}

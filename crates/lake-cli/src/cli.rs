@@ -210,10 +210,15 @@ same time: a replace rebases over their appends, and rows are never lost or doub
 whose input was removed meanwhile (another compaction) is skipped and its new files deleted.
 Tables with row-level delete files are left alone.
 
+Each group commits on its own by default (--partial-progress 1), so a long compaction keeps
+what it finished and never holds back ingest; --partial-progress 0 commits a table at once.
+--where picks the files a scan with that filter would read (by partition and column ranges).
+
 Examples:
   lake compact bronze.tweets_raw --dry-run        # the groups it would rewrite
   lake compact --all                              # every table of every namespace
-  lake compact silver.tweets_clean --target-file-size 128MiB --min-input-files 2")]
+  lake compact silver.tweets_clean --target-file-size 128MiB --min-input-files 2
+  lake compact bronze.tweets_raw --where \"created_at < '2026-01-02'\" --sort-by user_id")]
 pub struct CompactArgs {
     #[command(flatten)]
     pub tables: TableSelection,
@@ -229,6 +234,19 @@ pub struct CompactArgs {
     /// Groups rewritten at the same time
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent: u32,
+
+    /// Only files that may hold rows matching these comparisons (joined by
+    /// AND), e.g. "created_at >= '2026-01-01' AND created_at < '2026-01-02'"
+    #[arg(long = "where", value_name = "FILTER")]
+    pub filter: Option<String>,
+
+    /// Commit after every N rewritten groups; 0 commits each table's groups at once
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub partial_progress: u32,
+
+    /// Sort each group's rows by these columns, so files cover narrow ranges
+    #[arg(long, value_name = "COLUMN", value_delimiter = ',')]
+    pub sort_by: Vec<String>,
 
     /// List the groups, change nothing
     #[arg(long)]

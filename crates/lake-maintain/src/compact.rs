@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use futures::StreamExt;
 use iceberg::TableIdent;
 use iceberg::spec::{DataFile, ManifestContentType, Struct};
@@ -37,6 +38,13 @@ pub struct CompactOptions {
     pub max_concurrent: usize,
     /// List the groups, change nothing.
     pub dry_run: bool,
+    /// Only files that may hold rows matching this (see [`crate::filter`]).
+    pub filter: Option<String>,
+    /// Groups per commit; 0 commits all groups of a table at once.
+    pub partial_progress: usize,
+    /// Columns the rows of each rewritten group are sorted by, so that the
+    /// new files' column ranges are narrow and readers skip more of them.
+    pub sort_by: Vec<String>,
 }
 
 impl Default for CompactOptions {
@@ -46,6 +54,9 @@ impl Default for CompactOptions {
             min_input_files: 5,
             max_concurrent: 1,
             dry_run: false,
+            filter: None,
+            partial_progress: 1,
+            sort_by: Vec::new(),
         }
     }
 }
@@ -155,12 +166,37 @@ pub async fn compact(
     let started = Instant::now();
     let table = catalog.load(ident).await?;
     refuse_delete_files(&table).await?;
+    let schema = table.metadata().current_schema().clone();
+    if let Some(missing) = options
+        .sort_by
+        .iter()
+        .find(|c| schema.field_by_name(c).is_none())
+    {
+        return Err(Error::Invalid(format!(
+            "--sort-by: {ident} has no column `{missing}`"
+        )));
+    }
     let live = files::live_files(&table, None).await?;
+    let candidates: Vec<LiveFile> = match &options.filter {
+        None => live.clone(),
+        Some(filter) => {
+            let predicate = crate::filter::parse(filter, &schema)?;
+            let matching = crate::filter::matching_files(&table, predicate).await?;
+            live.iter()
+                .filter(|f| matching.contains(f.path()))
+                .cloned()
+                .collect()
+        }
+    };
     let mut report = CompactReport {
         table: ident.to_string(),
         files_before: live.len(),
         bytes_before: live.iter().map(|f| f.data_file.file_size_in_bytes()).sum(),
-        groups: plan(&live, table.metadata().default_partition_spec_id(), options),
+        groups: plan(
+            &candidates,
+            table.metadata().default_partition_spec_id(),
+            options,
+        ),
         ..CompactReport::default()
     };
     if options.dry_run || report.groups.is_empty() {
@@ -169,24 +205,51 @@ pub async fn compact(
         report.elapsed = started.elapsed();
         return Ok(report);
     }
-    let outcomes: Vec<Result<Option<u64>>> = futures::stream::iter(report.groups.clone())
-        .map(|group| rewrite(catalog, &table, group, options))
-        .buffer_unordered(options.max_concurrent)
-        .collect()
-        .await;
-    let mut failure = None;
-    for outcome in outcomes {
-        match outcome {
-            Ok(Some(rows)) => {
-                report.committed += 1;
-                report.rows_rewritten += rows;
+    let per_commit = match options.partial_progress {
+        0 => report.groups.len(),
+        n => n,
+    };
+    // Groups are rewritten `max_concurrent` at a time and committed as
+    // every `per_commit` of them are written.
+    let mut rewritten = futures::stream::iter(report.groups.clone())
+        .map(|group| async {
+            let files = rewrite(&table, &group, options).await;
+            (group, files)
+        })
+        .buffered(options.max_concurrent);
+    let mut groups: Vec<Group> = Vec::new();
+    let mut new_files: Vec<DataFile> = Vec::new();
+    loop {
+        let next = rewritten.next().await;
+        let done = next.is_none();
+        if let Some((group, files)) = next {
+            match files {
+                Ok(files) => {
+                    groups.push(group);
+                    new_files.extend(files);
+                }
+                Err(e) => {
+                    // Rewrites still in flight are dropped; what they wrote
+                    // is left for orphan removal.
+                    delete(&table, &new_files).await;
+                    return Err(e);
+                }
             }
-            Ok(None) => report.skipped += 1,
-            Err(e) => failure = Some(e),
         }
-    }
-    if let Some(error) = failure {
-        return Err(error);
+        if groups.len() == per_commit || (done && !groups.is_empty()) {
+            let rows: u64 = groups.iter().map(Group::rows).sum();
+            let count = groups.len();
+            if commit_groups(catalog, &table, &groups, std::mem::take(&mut new_files)).await? {
+                report.committed += count;
+                report.rows_rewritten += rows;
+            } else {
+                report.skipped += count;
+            }
+            groups.clear();
+        }
+        if done {
+            break;
+        }
     }
     let after = catalog.load(ident).await?;
     let live = files::live_files(&after, None).await?;
@@ -217,15 +280,9 @@ async fn refuse_delete_files(table: &Table) -> Result<()> {
     Ok(())
 }
 
-/// Rewrites one group and commits it. `Some(rows)` when committed, `None`
-/// when an input file was removed meanwhile (new files deleted).
-async fn rewrite(
-    catalog: &LakeCatalog,
-    table: &Table,
-    group: Group,
-    options: &CompactOptions,
-) -> Result<Option<u64>> {
-    let started = Instant::now();
+/// Rewrites one group into new data files (not committed), checking that
+/// they hold exactly the group's rows.
+async fn rewrite(table: &Table, group: &Group, options: &CompactOptions) -> Result<Vec<DataFile>> {
     let schema = table.metadata().current_schema().clone();
     let field_ids: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
     let tasks = group
@@ -243,11 +300,24 @@ async fn rewrite(
     .await?;
     let mut batches =
         lake_table::read::read_tasks(table.file_io().clone(), tasks, READ_CONCURRENCY);
-    while let Some(batch) = batches.next().await {
-        writer.write(&batch?).await?;
+    if options.sort_by.is_empty() {
+        while let Some(batch) = batches.next().await {
+            writer.write(&batch?).await?;
+        }
+    } else {
+        let mut all = Vec::new();
+        while let Some(batch) = batches.next().await {
+            all.push(batch?);
+        }
+        let sorted = sort(&all, &options.sort_by)?;
+        let mut offset = 0;
+        while offset < sorted.num_rows() {
+            let length = SORTED_SLICE_ROWS.min(sorted.num_rows() - offset);
+            writer.write(&sorted.slice(offset, length)).await?;
+            offset += length;
+        }
     }
     let written = writer.close().await?;
-    let rewritten = started.elapsed();
     let rows: u64 = written.iter().map(DataFile::record_count).sum();
     if rows != group.rows() {
         delete(table, &written).await;
@@ -258,11 +328,55 @@ async fn rewrite(
             group.rows()
         )));
     }
+    Ok(written)
+}
+
+/// Rows handed to the writer at once after sorting.
+const SORTED_SLICE_ROWS: usize = 64 * 1024;
+
+/// The rows of `batches` in one batch, ordered by `columns` (ascending,
+/// nulls first).
+fn sort(batches: &[RecordBatch], columns: &[String]) -> Result<RecordBatch> {
+    let Some(first) = batches.first() else {
+        return Err(Error::Invalid("nothing to sort".into()));
+    };
+    let all = arrow_select::concat::concat_batches(&first.schema(), batches)?;
+    let keys: Vec<arrow_ord::sort::SortColumn> = columns
+        .iter()
+        .map(|name| {
+            all.column_by_name(name)
+                .map(|values| arrow_ord::sort::SortColumn {
+                    values: values.clone(),
+                    options: None,
+                })
+                .ok_or_else(|| Error::Invalid(format!("--sort-by: no column `{name}`")))
+        })
+        .collect::<Result<_>>()?;
+    let indices = arrow_ord::sort::lexsort_to_indices(&keys, None)?;
+    Ok(arrow_select::take::take_record_batch(&all, &indices)?)
+}
+
+/// Swaps the groups' files for `added` in one replace commit against the
+/// table as it is now. `false` when an input file was removed meanwhile
+/// (another compaction, retention): nothing is committed and `added` is
+/// deleted.
+async fn commit_groups(
+    catalog: &LakeCatalog,
+    table: &Table,
+    groups: &[Group],
+    added: Vec<DataFile>,
+) -> Result<bool> {
+    let started = Instant::now();
+    let removed = groups.iter().flat_map(|g| g.files.iter()).count();
     let replace = Replace::new()
-        .remove_files(group.files.iter().map(|f| &f.data_file))
-        .add_files(written.clone())
-        .set("lake.compact.files-removed", group.files.len().to_string())
-        .set("lake.compact.files-added", written.len().to_string());
+        .remove_files(
+            groups
+                .iter()
+                .flat_map(|g| g.files.iter().map(|f| &f.data_file)),
+        )
+        .add_files(added.clone())
+        .set("lake.compact.files-removed", removed.to_string())
+        .set("lake.compact.files-added", added.len().to_string());
     // Committing against the table as it is now, not as planned: other
     // groups and concurrent appends have most likely moved it.
     let current = catalog.load(table.identifier()).await?;
@@ -270,21 +384,20 @@ async fn rewrite(
         Ok(_) => {
             tracing::debug!(
                 table = %table.identifier(),
-                files = group.files.len(),
-                rows,
-                rewrite_s = rewritten.as_secs_f64(),
-                commit_s = (started.elapsed() - rewritten).as_secs_f64(),
-                "group committed"
+                groups = groups.len(),
+                files = removed,
+                commit_s = started.elapsed().as_secs_f64(),
+                "groups committed"
             );
-            Ok(Some(rows))
+            Ok(true)
         }
         Err(lake_table::Error::FileNotLive { .. }) => {
             tracing::info!(
                 table = %table.identifier(),
-                "a file to compact was removed meanwhile; group skipped"
+                "a file to compact was removed meanwhile; groups skipped"
             );
-            delete(table, &written).await;
-            Ok(None)
+            delete(table, &added).await;
+            Ok(false)
         }
         // The commit may have landed unheard: its files are left for orphan
         // removal rather than risk deleting live data.

@@ -9,6 +9,8 @@ pub enum Error {
     Table(#[from] lake_table::Error),
     #[error(transparent)]
     Iceberg(#[from] iceberg::Error),
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
     /// A table this operation cannot safely work on; the message says why.
     #[error("{0}")]
     Unsupported(String),

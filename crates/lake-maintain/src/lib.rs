@@ -5,6 +5,7 @@
 pub mod compact;
 pub mod error;
 pub mod expire;
+pub mod filter;
 pub mod manifests;
 pub mod orphans;
 pub mod retention;

@@ -17,6 +17,9 @@ pub async fn run(args: CompactArgs, config: Config) -> anyhow::Result<ExitCode> 
         min_input_files: args.min_input_files as usize,
         max_concurrent: args.max_concurrent as usize,
         dry_run: args.dry_run,
+        filter: args.filter.clone(),
+        partial_progress: args.partial_progress as usize,
+        sort_by: args.sort_by.clone(),
     };
     let mut failed = 0;
     for ident in &tables {
