@@ -454,11 +454,7 @@ async fn new_writer(table: &Table, distinct: &[&str]) -> Result<TableWriter> {
 /// Deletes files an abandoned epoch wrote. Best effort: what remains is an
 /// orphan for `lake maintain remove-orphan-files`.
 async fn delete_files(table: &Table, files: &[DataFile]) {
-    for file in files {
-        if let Err(e) = table.file_io().delete(file.file_path()).await {
-            tracing::debug!(path = file.file_path(), error = %e, "could not delete an abandoned file");
-        }
-    }
+    lake_table::files::delete_data_files(table, files).await;
 }
 
 pub(crate) use lake_core::now_micros;

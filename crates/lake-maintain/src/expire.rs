@@ -11,16 +11,12 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use iceberg::TableIdent;
 use iceberg::table::Table;
 use lake_table::LakeCatalog;
 use lake_table::files::{self, Reachable};
 
 use crate::error::{Error, Result};
-
-/// Files deleted at once.
-const DELETE_CONCURRENCY: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct ExpireOptions {
@@ -141,7 +137,7 @@ pub async fn expire_snapshots(
     }
     let after = files::reachable_files(&current).await?;
     report.files = Unreachable::between(&before, &after);
-    report.delete_failures = delete_all(&current, report.files.iter()).await;
+    report.delete_failures = files::delete_paths(&current, report.files.iter()).await;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -202,28 +198,4 @@ pub fn positions_in(readers: &[Table], source: &TableIdent) -> HashSet<i64> {
         .filter_map(|t| files::summary_lookup(t, &key))
         .filter_map(|(_, value)| value.parse().ok())
         .collect()
-}
-
-/// Deletes `paths`; returns how many deletions failed (logged).
-pub(crate) async fn delete_all<'a>(
-    table: &Table,
-    paths: impl Iterator<Item = &'a String>,
-) -> usize {
-    let io = table.file_io().clone();
-    futures::stream::iter(paths.cloned())
-        .map(|path| {
-            let io = io.clone();
-            async move {
-                match io.delete(&path).await {
-                    Ok(()) => 0,
-                    Err(e) => {
-                        tracing::warn!(%path, error = %e, "could not delete");
-                        1
-                    }
-                }
-            }
-        })
-        .buffer_unordered(DELETE_CONCURRENCY)
-        .fold(0usize, |n, failed| async move { n + failed })
-        .await
 }

@@ -14,7 +14,6 @@ use lake_table::LakeCatalog;
 use lake_table::files::{self, StoredFile};
 
 use crate::error::{Error, Result};
-use crate::expire::delete_all;
 
 /// The shortest threshold accepted without `force`.
 pub const MIN_AGE: Duration = Duration::from_secs(3600);
@@ -95,8 +94,8 @@ pub async fn remove_orphan_files(
         }
     }
     if !options.dry_run {
-        let paths: Vec<String> = report.orphans.iter().map(|f| f.location.clone()).collect();
-        report.delete_failures = delete_all(&table, paths.iter()).await;
+        report.delete_failures =
+            files::delete_paths(&table, report.orphans.iter().map(|f| &f.location)).await;
     }
     report.elapsed = started.elapsed();
     Ok(report)

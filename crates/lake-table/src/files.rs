@@ -224,6 +224,42 @@ pub fn summary_lookup(table: &Table, key: &str) -> Option<(i64, String)> {
     None
 }
 
+/// Files deleted at once by [`delete_paths`].
+const DELETE_CONCURRENCY: usize = 16;
+
+/// Deletes `paths` from the table's storage, several at a time; returns how
+/// many deletions failed. Callers delete what no snapshot references
+/// (abandoned attempts, expired files), so a failure is logged and left for
+/// orphan removal rather than raised.
+pub async fn delete_paths<S: AsRef<str>>(
+    table: &Table,
+    paths: impl IntoIterator<Item = S>,
+) -> usize {
+    let io = table.file_io().clone();
+    let paths: Vec<String> = paths.into_iter().map(|p| p.as_ref().to_string()).collect();
+    futures::stream::iter(paths)
+        .map(|path| {
+            let io = io.clone();
+            async move {
+                match io.delete(&path).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::debug!(%path, error = %e, "could not delete");
+                        1
+                    }
+                }
+            }
+        })
+        .buffer_unordered(DELETE_CONCURRENCY)
+        .fold(0usize, |n, failed| async move { n + failed })
+        .await
+}
+
+/// [`delete_paths`] for data files written but never committed.
+pub async fn delete_data_files(table: &Table, files: &[DataFile]) -> usize {
+    delete_paths(table, files.iter().map(DataFile::file_path)).await
+}
+
 /// Snapshots a branch or tag points at. iceberg's metadata has no accessor
 /// for its refs, so they are read from its serialized form.
 pub fn referenced_snapshots(metadata: &iceberg::spec::TableMetadata) -> HashSet<i64> {

@@ -44,11 +44,7 @@ impl Staged {
     /// Deletes what this attempt wrote. Best effort: leftovers are orphans
     /// that orphan removal finds.
     pub async fn discard(self, table: &Table) {
-        for path in self.written {
-            if let Err(e) = table.file_io().delete(&path).await {
-                tracing::debug!(%path, error = %e, "could not delete an abandoned commit file");
-            }
-        }
+        crate::files::delete_paths(table, &self.written).await;
     }
 }
 

@@ -267,10 +267,9 @@ fn batch_of(fields: &[Arc<Field>], columns: Vec<ArrayRef>) -> Result<RecordBatch
 }
 
 async fn delete_written(table: &Table, files: &[iceberg::spec::DataFile]) {
-    for file in files {
-        if let Err(e) = table.file_io().delete(file.file_path()).await {
-            tracing::warn!(path = file.file_path(), error = %e, "could not delete an uncommitted file");
-        }
+    let failed = files::delete_data_files(table, files).await;
+    if failed > 0 {
+        tracing::warn!(table = %table.identifier(), failed, "could not delete uncommitted files");
     }
 }
 
