@@ -3,6 +3,7 @@
 //! actually stored under the table's location.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
@@ -40,14 +41,23 @@ impl LiveFile {
 #[derive(Clone, Debug)]
 pub(crate) struct LoadedManifest {
     pub file: ManifestFile,
-    pub entries: Vec<ManifestEntry>,
+    /// Shared with the cache and other attempts: never copied per attempt.
+    pub entries: Arc<Vec<ManifestEntry>>,
+}
+
+impl LoadedManifest {
+    /// A data manifest smaller than `limit` bytes: one rewrite-manifests merges.
+    pub fn is_small_data(&self, limit: u64) -> bool {
+        self.file.content == ManifestContentType::Data
+            && u64::try_from(self.file.manifest_length).is_ok_and(|length| length < limit)
+    }
 }
 
 /// Manifests already read, by path. Manifests are immutable once written, so
 /// a commit retrying against a newer snapshot reads only the manifests that
 /// appeared since its last attempt.
 #[derive(Debug, Default)]
-pub(crate) struct ManifestCache(HashMap<String, LoadedManifest>);
+pub(crate) struct ManifestCache(HashMap<String, Arc<Vec<ManifestEntry>>>);
 
 /// Loads every manifest of `snapshot`, in manifest-list order.
 pub(crate) async fn load_manifests(
@@ -71,33 +81,29 @@ pub(crate) async fn load_manifests_cached(
         .filter(|file| !cache.0.contains_key(&file.manifest_path))
         .cloned()
         .collect();
-    let loaded: Vec<LoadedManifest> = futures::stream::iter(missing)
+    let loaded: Vec<(String, Arc<Vec<ManifestEntry>>)> = futures::stream::iter(missing)
         .map(|file| {
             let file_io = file_io.clone();
             async move {
                 let manifest = file.load_manifest(&file_io).await?;
                 let (entries, _) = manifest.into_parts();
                 let entries = entries.iter().map(|e| e.as_ref().clone()).collect();
-                Ok::<_, Error>(LoadedManifest { file, entries })
+                Ok::<_, Error>((file.manifest_path, Arc::new(entries)))
             }
         })
         .buffer_unordered(MANIFEST_CONCURRENCY)
         .try_collect()
         .await?;
-    for manifest in loaded {
-        cache
-            .0
-            .insert(manifest.file.manifest_path.clone(), manifest);
-    }
+    cache.0.extend(loaded);
     list.entries()
         .iter()
         .map(|file| {
             cache
                 .0
                 .get(&file.manifest_path)
-                .map(|m| LoadedManifest {
+                .map(|entries| LoadedManifest {
                     file: file.clone(),
-                    entries: m.entries.clone(),
+                    entries: entries.clone(),
                 })
                 .ok_or_else(|| {
                     Error::Invalid(format!("manifest {} not loaded", file.manifest_path))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use iceberg::TableIdent;
-use iceberg::spec::{DataFile, ManifestContentType, Operation, Struct};
+use iceberg::spec::{DataFile, Operation, Struct};
 use iceberg::table::Table;
 
 use crate::catalog::{LakeCatalog, Outcome};
@@ -425,9 +425,7 @@ impl Op {
             Op::RewriteManifests(op) => {
                 let mut small_per_spec: HashMap<i32, usize> = HashMap::new();
                 for manifest in manifests.unwrap_or_default() {
-                    if manifest.file.content == ManifestContentType::Data
-                        && (manifest.file.manifest_length as u64) < op.small_below
-                    {
+                    if manifest.is_small_data(op.small_below) {
                         *small_per_spec
                             .entry(manifest.file.partition_spec_id)
                             .or_default() += 1;

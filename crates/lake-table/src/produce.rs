@@ -110,12 +110,11 @@ pub(crate) async fn stage(
         (Some(loaded), _) => {
             let mut touched: BTreeMap<i32, Vec<&LoadedManifest>> = BTreeMap::new();
             for manifest in loaded {
-                let small = change
+                let touches = change
                     .merge_below
-                    .is_some_and(|limit| (manifest.file.manifest_length as u64) < limit);
-                let touches = manifest.file.content == ManifestContentType::Data
-                    && (small
-                        || manifest
+                    .is_some_and(|limit| manifest.is_small_data(limit))
+                    || (manifest.file.content == ManifestContentType::Data
+                        && manifest
                             .entries
                             .iter()
                             .any(|e| e.is_alive() && change.removed.contains(e.file_path())));
@@ -143,7 +142,7 @@ pub(crate) async fn stage(
                 let path = next_manifest_path();
                 let mut writer = manifest_writer(base, &path, snapshot_id, spec.as_ref())?;
                 for manifest in manifests {
-                    for entry in &manifest.entries {
+                    for entry in manifest.entries.iter() {
                         if !entry.is_alive() {
                             // Deleted by an earlier snapshot: not carried further.
                             continue;
