@@ -56,7 +56,7 @@ impl Route {
 
     /// The snapshot summary key holding this topic's offsets.
     pub fn offsets_key(&self) -> String {
-        format!("lake.kafka.{}", self.topic)
+        lake_table::files::offsets_key(&self.topic)
     }
 }
 

@@ -192,7 +192,7 @@ pub fn plan(
 /// The snapshot ids of `source` that the tables in `readers` record as
 /// consumed (`lake.source.<source>` in their current snapshot's summary).
 pub fn positions_in(readers: &[Table], source: &TableIdent) -> HashSet<i64> {
-    let key = format!("lake.source.{source}");
+    let key = files::source_key(source);
     readers
         .iter()
         .filter_map(|t| files::summary_lookup(t, &key))

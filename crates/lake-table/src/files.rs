@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
+use iceberg::TableIdent;
 use iceberg::spec::{
     DataContentType, DataFile, ManifestContentType, ManifestEntry, ManifestFile, ManifestStatus,
     Operation, SnapshotRef,
@@ -212,6 +213,21 @@ pub async fn appended_between(table: &Table, from: Option<i64>, to: i64) -> Resu
         }
     }
     Ok(files)
+}
+
+/// Summary key prefix of ingest's Kafka offsets, per topic.
+pub const OFFSETS_KEY_PREFIX: &str = "lake.kafka.";
+/// Summary key prefix of the source snapshot a transform consumed, per source.
+pub const SOURCE_KEY_PREFIX: &str = "lake.source.";
+
+/// The summary key holding the offsets ingest committed from `topic`.
+pub fn offsets_key(topic: &str) -> String {
+    format!("{OFFSETS_KEY_PREFIX}{topic}")
+}
+
+/// The summary key holding the snapshot of `source` a table was built from.
+pub fn source_key(source: &TableIdent) -> String {
+    format!("{SOURCE_KEY_PREFIX}{source}")
 }
 
 /// The newest snapshot along the current snapshot's ancestry whose summary

@@ -48,11 +48,14 @@ impl Staged {
     }
 }
 
-/// Summary keys recording how far a table's writers have read their sources
-/// (ingest's Kafka offsets, transform's consumed snapshots). Every snapshot
-/// carries them over from its parent unless it sets them itself, so the
-/// newest snapshot always holds them and expiring older snapshots loses none.
-pub(crate) const POSITION_KEY_PREFIXES: [&str; 2] = ["lake.kafka.", "lake.source."];
+/// Position keys (see [`crate::files::offsets_key`], [`crate::files::source_key`]):
+/// every snapshot carries them over from its parent unless it sets them
+/// itself, so the newest snapshot always holds them and expiring older
+/// snapshots loses none.
+const POSITION_KEY_PREFIXES: [&str; 2] = [
+    crate::files::OFFSETS_KEY_PREFIX,
+    crate::files::SOURCE_KEY_PREFIX,
+];
 
 const TOTALS: [(&str, &str, &str); 4] = [
     ("total-data-files", "added-data-files", "deleted-data-files"),

@@ -93,10 +93,6 @@ fn ident(name: &str) -> Result<TableIdent> {
         .map_err(|e| Error::Invalid(format!("table name {name}: {e}")))
 }
 
-fn source_key(source: &TableIdent) -> String {
-    format!("lake.source.{source}")
-}
-
 async fn load_optional(catalog: &LakeCatalog, ident: &TableIdent) -> Result<Option<Table>> {
     match catalog.rest().load_table(ident).await {
         Ok(table) => Ok(Some(table)),
@@ -110,13 +106,13 @@ fn consumed(target: Option<&Table>, source: &TableIdent) -> Result<Option<i64>> 
     let Some(target) = target else {
         return Ok(None);
     };
-    match files::summary_lookup(target, &source_key(source)) {
+    match files::summary_lookup(target, &files::source_key(source)) {
         None => Ok(None),
         Some((_, value)) => value.parse().map(Some).map_err(|_| {
             Error::Invalid(format!(
                 "{}: `{}` is `{value}`, not a snapshot id",
                 target.identifier(),
-                source_key(source)
+                files::source_key(source)
             ))
         }),
     }
@@ -441,7 +437,7 @@ pub async fn run_silver(
 
     let mut append = Append::new()
         .add_files(clean_files)
-        .set(source_key(&bronze_ident), current.to_string())
+        .set(files::source_key(&bronze_ident), current.to_string())
         .set("lake.transform.rows-in", report.rows_in.to_string())
         .set("lake.transform.duplicates", report.duplicates.to_string())
         .expect_parent(target.metadata().current_snapshot_id());
@@ -453,7 +449,7 @@ pub async fn run_silver(
         let parent = quarantine.metadata().current_snapshot_id();
         let append = Append::new()
             .add_files(quarantine_files)
-            .set(source_key(&bronze_ident), current.to_string())
+            .set(files::source_key(&bronze_ident), current.to_string())
             .expect_parent(parent);
         changes.push((quarantine, append.into()));
     }
@@ -783,7 +779,7 @@ pub async fn run_gold(
         // progress is recorded so the next run does not look at them again.
         let append = Append::new()
             .add_files(written)
-            .set(source_key(&silver_ident), current.to_string())
+            .set(files::source_key(&silver_ident), current.to_string())
             .expect_parent(parent);
         let committed = lake_table::commit(catalog, &target, append).await?;
         report.snapshot = committed.metadata().current_snapshot_id();
@@ -795,7 +791,7 @@ pub async fn run_gold(
         partition_number(file).is_some_and(|p| replaced.contains(&p))
     }))
     .add_files(written)
-    .set(source_key(&silver_ident), current.to_string())
+    .set(files::source_key(&silver_ident), current.to_string())
     .set(
         "lake.transform.partitions",
         report.partitions_rebuilt.to_string(),
