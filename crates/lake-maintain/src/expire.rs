@@ -99,8 +99,7 @@ pub async fn expire_snapshots(
 ) -> Result<ExpireReport> {
     let started = Instant::now();
     let table = catalog.load(ident).await?;
-    let now_ms = lake_core::now_micros() / 1000;
-    let cutoff_ms = now_ms - i64::try_from(options.older_than.as_millis()).unwrap_or(i64::MAX);
+    let cutoff_ms = crate::age_cutoff_micros(lake_core::now_micros(), options.older_than) / 1000;
     let (expired, kept_for_positions) = plan(&table, cutoff_ms, options.retain_last, positions);
     let mut report = ExpireReport {
         table: ident.to_string(),

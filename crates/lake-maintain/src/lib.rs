@@ -10,6 +10,12 @@ pub mod manifests;
 pub mod orphans;
 pub mod retention;
 
+/// Microseconds since the epoch `age` before `now_micros`: the cutoff of an
+/// `--older-than` or a retention.
+pub(crate) fn age_cutoff_micros(now_micros: i64, age: std::time::Duration) -> i64 {
+    now_micros.saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX))
+}
+
 pub use compact::{CompactOptions, CompactReport, Group, compact, plan};
 pub use error::{Error, Result};
 pub use expire::{ExpireOptions, ExpireReport, expire_snapshots, positions_in};

@@ -71,8 +71,7 @@ pub async fn remove_orphan_files(
     }
     let started = Instant::now();
     let table = catalog.load(ident).await?;
-    let cutoff_ms = lake_core::now_micros() / 1000
-        - i64::try_from(options.older_than.as_millis()).unwrap_or(i64::MAX);
+    let cutoff_ms = crate::age_cutoff_micros(lake_core::now_micros(), options.older_than) / 1000;
     // Listed before reachability is read: a file committed in between is
     // then seen as reachable, never as an orphan.
     let stored = files::list_location(storage, table.metadata().location()).await?;

@@ -110,7 +110,7 @@ pub async fn apply_retention(
         report.skipped = Some("not partitioned by time".into());
         return Ok(report);
     };
-    let cutoff = now_micros - i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+    let cutoff = crate::age_cutoff_micros(now_micros, retention);
     let live = files::live_files(&table, None).await?;
     let default_spec = table.metadata().default_partition_spec_id();
     let old: Vec<&LiveFile> = live
