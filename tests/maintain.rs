@@ -11,23 +11,12 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use iceberg::NamespaceIdent;
-use iceberg::spec::{Literal, Struct};
 use iceberg::table::Table;
 use lake_core::config::Role;
 use lake_table::files::{list_location, live_files, reachable_files, reachable_from};
-use lake_table::{Append, Delete, FileSelector, LakeCatalog, Overwrite, Replace};
+use lake_table::{Delete, FileSelector, LakeCatalog, Overwrite, Replace};
 use lake_testkit::{CatalogProcess, CatalogSpec, Services, run_lake_env};
 use support::*;
-
-const FIRST_HOUR: i32 = (BASE_TS / HOUR_MICROS) as i32;
-
-fn hour(h: i32) -> Struct {
-    Struct::from_iter([Some(Literal::int(FIRST_HOUR + h))])
-}
-
-fn hour_of(event: &Event) -> i32 {
-    ((event.ts - BASE_TS) / HOUR_MICROS) as i32
-}
 
 async fn start(namespaces: &[&str]) -> Result<(CatalogProcess, LakeCatalog)> {
     let services = Services::from_env();
@@ -56,22 +45,8 @@ fn lake_ok(process: &CatalogProcess, args: &[&str]) -> Result<String> {
     Ok(stderr)
 }
 
-async fn append(catalog: &LakeCatalog, table: &Table, events: &[Event]) -> Result<Table> {
-    let files = write_events(table, events, "append").await?;
-    Ok(Append::new()
-        .add_files(files)
-        .commit(catalog, table)
-        .await?)
-}
-
 async fn exists(table: &Table, path: &str) -> Result<bool> {
     Ok(table.file_io().exists(path).await?)
-}
-
-fn ids(rows: &[Event]) -> Vec<i64> {
-    let mut ids: Vec<i64> = rows.iter().map(|e| e.id).collect();
-    ids.sort();
-    ids
 }
 
 /// Six snapshots (append, append, replace, overwrite, delete, append); the

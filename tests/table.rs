@@ -7,24 +7,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::Result;
 use iceberg::NamespaceIdent;
-use iceberg::spec::{Literal, Struct};
 use iceberg::table::Table;
 use lake_core::config::Role;
 use lake_table::files::{appended_between, live_files, summary_lookup};
 use lake_table::{Append, Delete, Error, FileSelector, LakeCatalog, Overwrite, Replace};
 use lake_testkit::{CatalogProcess, CatalogSpec, Services};
 use support::*;
-
-const FIRST_HOUR: i32 = (BASE_TS / HOUR_MICROS) as i32;
-
-/// The `hour(ts)` partition tuple of hour `h` after BASE_TS.
-fn hour(h: i32) -> Struct {
-    Struct::from_iter([Some(Literal::int(FIRST_HOUR + h))])
-}
-
-fn hour_of(event: &Event) -> i32 {
-    ((event.ts - BASE_TS) / HOUR_MICROS) as i32
-}
 
 async fn setup(name: &str) -> Result<(CatalogProcess, LakeCatalog, Table)> {
     let services = Services::from_env();
@@ -35,20 +23,6 @@ async fn setup(name: &str) -> Result<(CatalogProcess, LakeCatalog, Table)> {
         .await?;
     let table = create_events_table(catalog.rest(), "bronze", name, HashMap::new()).await?;
     Ok((process, catalog, table))
-}
-
-async fn append(catalog: &LakeCatalog, table: &Table, events: &[Event]) -> Result<Table> {
-    let files = write_events(table, events, "append").await?;
-    Ok(Append::new()
-        .add_files(files)
-        .commit(catalog, table)
-        .await?)
-}
-
-fn ids(events: &[Event]) -> Vec<i64> {
-    let mut ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-    ids.sort();
-    ids
 }
 
 fn summary_value(table: &Table, key: &str) -> String {

@@ -104,6 +104,39 @@ pub async fn write_events(table: &Table, events: &[Event], prefix: &str) -> Resu
     Ok(writer.close().await?)
 }
 
+/// The hour number of BASE_TS, as `hour(ts)` partitions it.
+pub const FIRST_HOUR: i32 = (BASE_TS / HOUR_MICROS) as i32;
+
+/// The `hour(ts)` partition tuple of hour `h` after BASE_TS.
+pub fn hour(h: i32) -> iceberg::spec::Struct {
+    iceberg::spec::Struct::from_iter([Some(iceberg::spec::Literal::int(FIRST_HOUR + h))])
+}
+
+/// The hour after BASE_TS an event falls in.
+pub fn hour_of(event: &Event) -> i32 {
+    ((event.ts - BASE_TS) / HOUR_MICROS) as i32
+}
+
+/// Writes `events` and commits them with lake-table's append.
+pub async fn append(
+    catalog: &lake_table::LakeCatalog,
+    table: &Table,
+    events: &[Event],
+) -> Result<Table> {
+    let files = write_events(table, events, "append").await?;
+    Ok(lake_table::Append::new()
+        .add_files(files)
+        .commit(catalog, table)
+        .await?)
+}
+
+/// The events' ids, sorted.
+pub fn ids(events: &[Event]) -> Vec<i64> {
+    let mut ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    ids.sort();
+    ids
+}
+
 /// Writes `events` and commits them with iceberg's `fast_append`.
 pub async fn append_events(
     catalog: &dyn Catalog,
