@@ -87,7 +87,12 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (uri, key) = common::embedded_catalog(&runtime, dir.path());
     let catalog = common::connect(&runtime, &uri, &key);
-    let bronze = runtime.block_on(common::fill_bronze(&catalog, tweets, 1_000_000));
+    let bronze = runtime.block_on(common::fill_bronze(
+        &catalog,
+        tweets,
+        1_000_000,
+        common::usual_faults(),
+    ));
 
     let models = dir.path().join("models");
     let out = Command::new(env!("CARGO_BIN_EXE_lake"))

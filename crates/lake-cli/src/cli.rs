@@ -231,9 +231,9 @@ pub struct CompactArgs {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
     pub min_input_files: u32,
 
-    /// Groups rewritten at the same time
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_concurrent: u32,
+    /// Groups rewritten at the same time [default: one per CPU core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent: Option<u32>,
 
     /// Only files that may hold rows matching these comparisons (joined by
     /// AND), e.g. "created_at >= '2026-01-01' AND created_at < '2026-01-02'"

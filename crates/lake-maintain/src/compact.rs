@@ -17,7 +17,7 @@ use iceberg::TableIdent;
 use iceberg::spec::{DataFile, ManifestContentType, Struct};
 use iceberg::table::Table;
 use lake_table::files::{self, LiveFile};
-use lake_table::{LakeCatalog, Replace, TableWriter, WriterOptions};
+use lake_table::{LakeCatalog, ManifestCache, Replace, TableWriter, WriterOptions};
 
 use crate::error::{Error, Result};
 
@@ -176,7 +176,10 @@ pub async fn compact(
             "--sort-by: {ident} has no column `{missing}`"
         )));
     }
-    let live = files::live_files(&table, None).await?;
+    // Kept for the commits: each reads only the manifests the one before
+    // it did not.
+    let mut cache = ManifestCache::default();
+    let live = files::live_files_cached(&table, None, &mut cache).await?;
     let candidates: Vec<LiveFile> = match &options.filter {
         None => live.clone(),
         Some(filter) => {
@@ -239,7 +242,15 @@ pub async fn compact(
         if groups.len() == per_commit || (done && !groups.is_empty()) {
             let rows: u64 = groups.iter().map(Group::rows).sum();
             let count = groups.len();
-            if commit_groups(catalog, &table, &groups, std::mem::take(&mut new_files)).await? {
+            if commit_groups(
+                catalog,
+                &table,
+                &groups,
+                std::mem::take(&mut new_files),
+                &mut cache,
+            )
+            .await?
+            {
                 report.committed += count;
                 report.rows_rewritten += rows;
             } else {
@@ -365,6 +376,7 @@ async fn commit_groups(
     table: &Table,
     groups: &[Group],
     added: Vec<DataFile>,
+    cache: &mut ManifestCache,
 ) -> Result<bool> {
     let started = Instant::now();
     let removed = groups.iter().flat_map(|g| g.files.iter()).count();
@@ -380,7 +392,7 @@ async fn commit_groups(
     // Committing against the table as it is now, not as planned: other
     // groups and concurrent appends have most likely moved it.
     let current = catalog.load(table.identifier()).await?;
-    match replace.commit(catalog, &current).await {
+    match replace.commit_cached(catalog, &current, cache).await {
         Ok(_) => {
             tracing::debug!(
                 table = %table.identifier(),

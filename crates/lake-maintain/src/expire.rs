@@ -151,18 +151,11 @@ pub fn plan(
 ) -> (Vec<i64>, usize) {
     let metadata = table.metadata();
     let mut keep = files::referenced_snapshots(metadata);
-    let mut cursor = metadata.current_snapshot().cloned();
-    let mut kept = 0;
-    while let Some(snapshot) = cursor {
-        if kept >= retain_last {
-            break;
-        }
-        keep.insert(snapshot.snapshot_id());
-        kept += 1;
-        cursor = snapshot
-            .parent_snapshot_id()
-            .and_then(|id| metadata.snapshot_by_id(id).cloned());
-    }
+    keep.extend(
+        files::ancestry(metadata)
+            .take(retain_last)
+            .map(|s| s.snapshot_id()),
+    );
     // Everything from the oldest consumed position on stays: incremental
     // readers walk parents from there to the current snapshot.
     let oldest_position = positions

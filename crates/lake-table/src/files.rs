@@ -55,21 +55,15 @@ impl LoadedManifest {
 }
 
 /// Manifests already read, by path. Manifests are immutable once written, so
-/// a commit retrying against a newer snapshot reads only the manifests that
-/// appeared since its last attempt.
+/// a commit retrying against a newer snapshot, or the next of a run of
+/// commits to one table (compaction groups), reads only the manifests that
+/// appeared since. Holds only the manifests of the snapshot read last.
 #[derive(Debug, Default)]
-pub(crate) struct ManifestCache(HashMap<String, Arc<Vec<ManifestEntry>>>);
+pub struct ManifestCache(HashMap<String, Arc<Vec<ManifestEntry>>>);
 
-/// Loads every manifest of `snapshot`, in manifest-list order.
+/// Loads every manifest of `snapshot`, in manifest-list order, reading only
+/// the manifests `cache` does not hold yet.
 pub(crate) async fn load_manifests(
-    table: &Table,
-    snapshot: &SnapshotRef,
-) -> Result<Vec<LoadedManifest>> {
-    load_manifests_cached(table, snapshot, &mut ManifestCache::default()).await
-}
-
-/// [`load_manifests`], reading only the manifests `cache` does not hold yet.
-pub(crate) async fn load_manifests_cached(
     table: &Table,
     snapshot: &SnapshotRef,
     cache: &mut ManifestCache,
@@ -96,6 +90,12 @@ pub(crate) async fn load_manifests_cached(
         .try_collect()
         .await?;
     cache.0.extend(loaded);
+    let listed: HashSet<&str> = list
+        .entries()
+        .iter()
+        .map(|file| file.manifest_path.as_str())
+        .collect();
+    cache.0.retain(|path, _| listed.contains(path.as_str()));
     list.entries()
         .iter()
         .map(|file| {
@@ -115,6 +115,15 @@ pub(crate) async fn load_manifests_cached(
 
 /// The data files live in `snapshot_id` (the current snapshot when `None`).
 pub async fn live_files(table: &Table, snapshot_id: Option<i64>) -> Result<Vec<LiveFile>> {
+    live_files_cached(table, snapshot_id, &mut ManifestCache::default()).await
+}
+
+/// [`live_files`] keeping the manifests in `cache` for commits that follow.
+pub async fn live_files_cached(
+    table: &Table,
+    snapshot_id: Option<i64>,
+    cache: &mut ManifestCache,
+) -> Result<Vec<LiveFile>> {
     let snapshot = match snapshot_id {
         Some(id) => table.metadata().snapshot_by_id(id).ok_or_else(|| {
             Error::Invalid(format!("{} has no snapshot {id}", table.identifier()))
@@ -124,7 +133,7 @@ pub async fn live_files(table: &Table, snapshot_id: Option<i64>) -> Result<Vec<L
             None => return Ok(Vec::new()),
         },
     };
-    Ok(live_in(&load_manifests(table, snapshot).await?))
+    Ok(live_in(&load_manifests(table, snapshot, cache).await?))
 }
 
 pub(crate) fn live_in(manifests: &[LoadedManifest]) -> Vec<LiveFile> {
@@ -230,20 +239,28 @@ pub fn source_key(source: &TableIdent) -> String {
     format!("{SOURCE_KEY_PREFIX}{source}")
 }
 
+/// The current snapshot and its ancestors, newest first, as far as the
+/// metadata still holds them.
+pub fn ancestry(
+    metadata: &iceberg::spec::TableMetadata,
+) -> impl Iterator<Item = &SnapshotRef> + '_ {
+    std::iter::successors(metadata.current_snapshot(), move |snapshot| {
+        snapshot
+            .parent_snapshot_id()
+            .and_then(|id| metadata.snapshot_by_id(id))
+    })
+}
+
 /// The newest snapshot along the current snapshot's ancestry whose summary
 /// holds `key`, with its value.
 pub fn summary_lookup(table: &Table, key: &str) -> Option<(i64, String)> {
-    let metadata = table.metadata();
-    let mut cursor = metadata.current_snapshot().cloned();
-    while let Some(snapshot) = cursor {
-        if let Some(value) = snapshot.summary().additional_properties.get(key) {
-            return Some((snapshot.snapshot_id(), value.clone()));
-        }
-        cursor = snapshot
-            .parent_snapshot_id()
-            .and_then(|id| metadata.snapshot_by_id(id).cloned());
-    }
-    None
+    ancestry(table.metadata()).find_map(|snapshot| {
+        snapshot
+            .summary()
+            .additional_properties
+            .get(key)
+            .map(|value| (snapshot.snapshot_id(), value.clone()))
+    })
 }
 
 /// Files deleted at once by [`delete_paths`].

@@ -25,8 +25,9 @@ pub mod writer;
 
 pub use catalog::{LakeCatalog, partition_by};
 pub use error::{Error, Result};
+pub use files::ManifestCache;
 pub use ops::{
     Append, Delete, FileSelector, Op, Overwrite, Replace, RewriteManifests, commit, commit_all,
-    remove_snapshots,
+    commit_cached, remove_snapshots,
 };
 pub use writer::{TableWriter, WriterOptions};

@@ -18,7 +18,7 @@ use iceberg::table::Table;
 use crate::catalog::{LakeCatalog, Outcome};
 use crate::error::{Error, Result};
 use crate::files::{
-    LiveFile, LoadedManifest, ManifestCache, appended_between, live_in, load_manifests_cached,
+    LiveFile, LoadedManifest, ManifestCache, appended_between, live_in, load_manifests,
 };
 use crate::produce::{self, Change, Staged};
 
@@ -181,6 +181,17 @@ impl Replace {
 
     pub async fn commit(self, catalog: &LakeCatalog, table: &Table) -> Result<Table> {
         commit(catalog, table, Op::Replace(self)).await
+    }
+
+    /// [`Replace::commit`] reusing the manifests `cache` read for an earlier
+    /// commit to this table.
+    pub async fn commit_cached(
+        self,
+        catalog: &LakeCatalog,
+        table: &Table,
+        cache: &mut ManifestCache,
+    ) -> Result<Table> {
+        commit_cached(catalog, table, Op::Replace(self), cache).await
     }
 }
 
@@ -472,7 +483,7 @@ impl Op {
     ) -> Result<Option<Staged>> {
         let manifests = match (self.reads_manifests(), base.metadata().current_snapshot()) {
             (false, _) => None,
-            (true, Some(snapshot)) => Some(load_manifests_cached(base, snapshot, cache).await?),
+            (true, Some(snapshot)) => Some(load_manifests(base, snapshot, cache).await?),
             (true, None) => Some(Vec::new()),
         };
         let Some(change) = self.resolve(base, first, manifests.as_deref()).await? else {
@@ -496,6 +507,16 @@ fn record(op: &str, outcome: &str, started: Instant) {
 /// operation allows it. Returns the table as committed (or unchanged when
 /// there was nothing to commit).
 pub async fn commit(catalog: &LakeCatalog, table: &Table, op: impl Into<Op>) -> Result<Table> {
+    commit_cached(catalog, table, op, &mut ManifestCache::default()).await
+}
+
+/// [`commit`] reading only the manifests `cache` does not hold yet.
+pub async fn commit_cached(
+    catalog: &LakeCatalog,
+    table: &Table,
+    op: impl Into<Op>,
+    cache: &mut ManifestCache,
+) -> Result<Table> {
     let op = op.into();
     let ident = table.identifier().clone();
     let first = table.clone();
@@ -503,9 +524,8 @@ pub async fn commit(catalog: &LakeCatalog, table: &Table, op: impl Into<Op>) -> 
     let mut delays = backoff();
     // Snapshots whose commit may have landed without our hearing back.
     let mut unconfirmed: Vec<i64> = Vec::new();
-    let mut cache = ManifestCache::default();
     for attempt in 1..=MAX_ATTEMPTS {
-        let Some(staged) = op.stage(&base, &first, &mut cache).await? else {
+        let Some(staged) = op.stage(&base, &first, cache).await? else {
             return Ok(base);
         };
         let started = Instant::now();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use lake_catalog::CatalogServer;
 use lake_core::config::{ApiKeyConfig, Role, ServerConfig, StorageConfig};
 use lake_core::datasets::Dataset;
-use lake_generate::{Generator, GeneratorConfig};
+use lake_generate::{FaultRates, Generator, GeneratorConfig};
 use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
 use lake_table::{Append, LakeCatalog, TableWriter};
 
@@ -96,15 +96,29 @@ pub fn local_path(location: &str) -> PathBuf {
     PathBuf::from(location.strip_prefix("file://").unwrap_or(location))
 }
 
+/// The faults of a stream as ingest meets it: 1 % duplicates, 1 % late,
+/// 0.1 % breaking a rule.
+pub fn usual_faults() -> FaultRates {
+    FaultRates {
+        duplicates: 0.01,
+        late: 0.01,
+        invalid: 0.001,
+        ..FaultRates::default()
+    }
+}
+
 /// Fills `bronze.tweets_raw` with `tweets` generated tweets (two days of event
-/// time, 1 % duplicates, 1 % late, 0.1 % breaking a rule), decoded by ingest's
-/// decoder and committed in appends of `commit_rows`; returns its files.
-pub async fn fill_bronze(catalog: &LakeCatalog, tweets: u64, commit_rows: u64) -> Vec<PathBuf> {
+/// time, with `faults`), decoded by ingest's decoder and committed in appends
+/// of `commit_rows`; returns its files.
+pub async fn fill_bronze(
+    catalog: &LakeCatalog,
+    tweets: u64,
+    commit_rows: u64,
+    faults: FaultRates,
+) -> Vec<PathBuf> {
     let mut config = GeneratorConfig::new(Dataset::Tweets, 42, START);
     config.events_per_second = tweets as f64 / (2.0 * 86_400.0);
-    config.faults.duplicates = 0.01;
-    config.faults.late = 0.01;
-    config.faults.invalid = 0.001;
+    config.faults = faults;
     let mut generator = Generator::new(config);
     let route = lake_ingest::Route::default_for(Dataset::Tweets);
     let mut table = lake_ingest::bronze::ensure_bronze(catalog, &route)

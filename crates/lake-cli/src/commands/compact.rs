@@ -15,7 +15,11 @@ pub async fn run(args: CompactArgs, config: Config) -> anyhow::Result<ExitCode> 
     let options = CompactOptions {
         target_file_size: args.target_file_size.as_u64(),
         min_input_files: args.min_input_files as usize,
-        max_concurrent: args.max_concurrent as usize,
+        // Rewriting is CPU-bound (zstd): one group per core keeps them busy.
+        max_concurrent: args.max_concurrent.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |n| n as usize,
+        ),
         dry_run: args.dry_run,
         filter: args.filter.clone(),
         partial_progress: args.partial_progress as usize,
