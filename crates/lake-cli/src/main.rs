@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logs(&config.telemetry);
+    telemetry::init_logs(&config.telemetry, cli.command.default_log_filter());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,11 +4,12 @@ use anyhow::Context;
 use lake_core::config::{LogFormat, TelemetryConfig};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the log subscriber. `RUST_LOG` wins over `telemetry.log`.
-pub fn init_logs(config: &TelemetryConfig) {
+/// Installs the log subscriber. `RUST_LOG` wins over `telemetry.log`, which
+/// wins over the command's `default` filter.
+pub fn init_logs(config: &TelemetryConfig, default: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(config.log.as_deref().unwrap_or("info")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(config.log.as_deref().unwrap_or(default)))
+        .unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -213,6 +213,26 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// A catalog for one process: the embedded database and the warehouse
+    /// under `dir`, plain HTTP on a free loopback port, one admin key.
+    pub fn embedded(dir: &Path, admin_key: &str) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database: dir.join("catalog").display().to_string(),
+            warehouse: dir.join("warehouse").display().to_string(),
+            insecure_http: true,
+            api_keys: vec![ApiKeyConfig {
+                name: "embedded".into(),
+                role: Role::Admin,
+                key: Some(Secret::new(admin_key)),
+                key_env: None,
+            }],
+            ..Self::default()
+        }
+    }
+}
+
 /// One accepted API key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lake_catalog::CatalogServer;
-use lake_core::config::{ApiKeyConfig, Role, ServerConfig, StorageConfig};
+use lake_core::config::{ServerConfig, StorageConfig};
 use lake_core::datasets::Dataset;
 use lake_generate::{FaultRates, Generator, GeneratorConfig};
 use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
@@ -23,19 +23,7 @@ pub const START: i64 = 1_767_225_600_000_000;
 /// database and warehouse under `dir`. Returns its URI and an admin key (the transform bench drops tables).
 pub fn embedded_catalog(runtime: &tokio::runtime::Runtime, dir: &Path) -> (String, String) {
     let key = lake_catalog::generate_key();
-    let server = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        database: dir.join("catalog").display().to_string(),
-        warehouse: dir.join("warehouse").display().to_string(),
-        insecure_http: true,
-        api_keys: vec![ApiKeyConfig {
-            name: "bench".into(),
-            role: Role::Admin,
-            key: Some(lake_core::Secret::new(&key)),
-            key_env: None,
-        }],
-        ..ServerConfig::default()
-    };
+    let server = ServerConfig::embedded(dir, &key);
     let catalog = runtime
         .block_on(CatalogServer::bind(&server, &StorageConfig::default()))
         .expect("catalog");

@@ -100,7 +100,7 @@ pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(dataset: Dataset, destination: &str, seed: u64, summary: &Summary) {
+pub(super) fn print_summary(dataset: Dataset, destination: &str, seed: u64, summary: &Summary) {
     let c = &summary.counts;
     let stopped = if summary.interrupted {
         " (interrupted)"

@@ -96,7 +96,7 @@ fn routes(args: &IngestArgs) -> anyhow::Result<Vec<Route>> {
     Ok(routes)
 }
 
-fn print_summary(routes: &[Route], summary: &IngestSummary) {
+pub(super) fn print_summary(routes: &[Route], summary: &IngestSummary) {
     let seconds = summary.elapsed.as_secs_f64().max(1e-3);
     let tables: Vec<String> = routes.iter().map(|r| r.table.to_string()).collect();
     let how = if summary.caught_up {

@@ -3,9 +3,12 @@
 mod catalog;
 mod compact;
 mod config;
+mod embedded;
 mod generate;
 mod ingest;
 mod maintain;
+mod query;
+mod quickstart;
 mod transform;
 
 use std::process::ExitCode;
@@ -46,6 +49,11 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
         Command::Transform(args) => transform::run(args, config).await,
         Command::Compact(args) => compact::run(args, config).await,
         Command::Maintain(command) => maintain::run(command, config).await,
+        Command::Quickstart(args) => quickstart::run(args, config).await,
+        Command::Sql(args) => query::sql(args, config).await,
+        Command::Tables(args) => query::list(args, config, false).await,
+        Command::Snapshots(args) => query::snapshots(args, config).await,
+        Command::Status(args) => query::list(args, config, true).await,
     }
 }
 

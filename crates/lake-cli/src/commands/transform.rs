@@ -27,24 +27,7 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         .await
         .context("connecting to the catalog")?;
     let started = Instant::now();
-    let progress = Progress::new();
-    let mut reports = Vec::new();
-    if matches!(args.layer, LayerArg::Silver | LayerArg::All) {
-        for model in lake_transform::silver_models(&datasets) {
-            progress.start(model.target);
-            let report = lake_transform::run_silver(&catalog, &model, &options).await?;
-            progress.done(&report);
-            reports.push(report);
-        }
-    }
-    if matches!(args.layer, LayerArg::Gold | LayerArg::All) {
-        for model in lake_transform::gold_models(&datasets) {
-            progress.start(model.target);
-            let report = lake_transform::run_gold(&catalog, &model, &options).await?;
-            progress.done(&report);
-            reports.push(report);
-        }
-    }
+    let reports = run_layers(&catalog, args.layer, &datasets, &options).await?;
     let committed = reports.iter().filter(|r| r.snapshot.is_some()).count();
     let memory = super::memory_note(lake_core::peak_rss_bytes());
     eprintln!(
@@ -53,6 +36,34 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the silver and/or gold models of `datasets`, a line per model.
+pub async fn run_layers(
+    catalog: &lake_table::LakeCatalog,
+    layer: LayerArg,
+    datasets: &[Dataset],
+    options: &TransformOptions,
+) -> anyhow::Result<Vec<ModelReport>> {
+    let progress = Progress::new();
+    let mut reports = Vec::new();
+    if matches!(layer, LayerArg::Silver | LayerArg::All) {
+        for model in lake_transform::silver_models(datasets) {
+            progress.start(model.target);
+            let report = lake_transform::run_silver(catalog, &model, options).await?;
+            progress.done(&report);
+            reports.push(report);
+        }
+    }
+    if matches!(layer, LayerArg::Gold | LayerArg::All) {
+        for model in lake_transform::gold_models(datasets) {
+            progress.start(model.target);
+            let report = lake_transform::run_gold(catalog, &model, options).await?;
+            progress.done(&report);
+            reports.push(report);
+        }
+    }
+    Ok(reports)
 }
 
 /// One line per model: a spinner while it runs on a terminal, its summary
