@@ -133,12 +133,19 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// The repository root (for tests that read deployment files).
+/// The repository root (for tests that read deployment files): the nearest
+/// directory above the running test's package holding Cargo.lock. Found at
+/// run time, not compile time: clones at other paths share one cached build,
+/// which would otherwise point every clone at the one that compiled it.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .expect("CARGO_MANIFEST_DIR or a working directory");
+    start
         .ancestors()
-        .nth(2)
-        .expect("crates/lake-testkit sits two levels below the root")
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or_else(|| panic!("no Cargo.lock above {}", start.display()))
         .to_path_buf()
 }
 
