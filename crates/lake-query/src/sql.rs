@@ -20,7 +20,6 @@ use lake_table::LakeCatalog;
 use lake_table::files;
 
 use crate::error::{Error, Result};
-use crate::status::display_name;
 
 /// The catalog name queries run in; tables are `namespace.table` inside it.
 const CATALOG: &str = "lake";
@@ -124,7 +123,7 @@ impl Session {
         let mut absent = Vec::new();
         for table in tables {
             let ident = table.identifier().clone();
-            let name = display_name(&ident);
+            let name = ident.to_string();
             let snapshot = match (as_of, moment) {
                 (Some(AsOf::Snapshot(id)), _) if table.metadata().snapshot_by_id(id).is_some() => {
                     Some(id)

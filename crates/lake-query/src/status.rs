@@ -80,11 +80,6 @@ fn summary_u64(snapshot: &Snapshot, key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// `namespace.table`.
-pub fn display_name(ident: &TableIdent) -> String {
-    format!("{}.{}", ident.namespace().join("."), ident.name())
-}
-
 /// `namespace.table` → its identifier.
 fn parse_name(name: &str) -> Result<TableIdent> {
     let parts: Vec<&str> = name.split('.').collect();
@@ -141,7 +136,7 @@ pub async fn table_status(catalog: &LakeCatalog, ident: &TableIdent) -> Result<T
         }
     }
     Ok(TableStatus {
-        table: display_name(ident),
+        table: ident.to_string(),
         rows,
         files,
         bytes,
@@ -363,7 +358,7 @@ mod tests {
         assert!(parse_name("tweets").is_err());
         assert!(parse_name("silver.").is_err());
         let ident = parse_name("silver.tweets_clean").expect("ident");
-        assert_eq!(display_name(&ident), "silver.tweets_clean");
+        assert_eq!(ident.to_string(), "silver.tweets_clean");
     }
 
     #[test]
