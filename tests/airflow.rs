@@ -1,0 +1,328 @@
+//! airflow/dags/medallion_pipeline.py under the Airflow that `tests/run`
+//! installs: the file imports cleanly into a DagBag with the expected tasks in
+//! order, and `airflow dags test` runs the real `lake` binary against the
+//! catalog on PostgreSQL + s3s-fs and librdkafka's mock cluster, building gold;
+//! a failing step fails the run and commits nothing after it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, ensure};
+use lake_core::config::Role;
+use lake_testkit::{
+    CatalogProcess, CatalogSpec, KafkaMock, Services, lake_bin, python, repo_root, run_lake,
+    run_lake_env,
+};
+use serde_json::Value;
+
+fn dags_folder() -> PathBuf {
+    repo_root().join("airflow/dags")
+}
+
+fn airflow_bin() -> PathBuf {
+    python().with_file_name("airflow")
+}
+
+/// A private AIRFLOW_HOME with its SQLite metadata database migrated.
+struct Airflow {
+    home: tempfile::TempDir,
+}
+
+impl Airflow {
+    fn new() -> Result<Self> {
+        let airflow = Airflow {
+            home: tempfile::tempdir()?,
+        };
+        let out = airflow.command(&[])?.args(["db", "migrate"]).output()?;
+        ensure!(
+            out.status.success(),
+            "airflow db migrate failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(airflow)
+    }
+
+    /// `airflow` with this home, the repository's DAGs and `env`; lake's own
+    /// settings only from `env`, never from the runner's environment.
+    fn command(&self, env: &[(String, String)]) -> Result<Command> {
+        let bin = airflow_bin();
+        ensure!(
+            bin.is_file(),
+            "{} is missing: tests/run installs apache-airflow from tests/python/requirements.txt",
+            bin.display()
+        );
+        let mut command = Command::new(bin);
+        command
+            .current_dir(self.home.path())
+            .env("AIRFLOW_HOME", self.home.path())
+            .env("AIRFLOW__CORE__DAGS_FOLDER", dags_folder())
+            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+            .env("AIRFLOW_VAR_LAKE_BIN", lake_bin())
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("LAKE_") && key != "LAKE_TEST_PYTHON" {
+                command.env_remove(key);
+            }
+        }
+        command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Ok(command)
+    }
+
+    /// `airflow dags test DAG`: whether the run succeeded, and its log.
+    fn dags_test(&self, dag: &str, env: &[(String, String)]) -> Result<(bool, String)> {
+        let log_path = self.home.path().join(format!("{dag}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let status = self
+            .command(env)?
+            .args(["dags", "test", dag])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()?;
+        Ok((status.success(), std::fs::read_to_string(&log_path)?))
+    }
+}
+
+/// The last lines of a long log, for failure messages.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// The tasks a `dags test` log shows as run (a task that never started,
+/// because an upstream one failed, prints no "end task" line).
+fn tasks_run(log: &str) -> BTreeSet<String> {
+    log.lines()
+        .filter_map(|line| line.split("[DAG TEST] end task task_id=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn names(tasks: &[&str]) -> BTreeSet<String> {
+    tasks.iter().map(|t| t.to_string()).collect()
+}
+
+fn generate(kafka: &KafkaMock, dataset: &str, count: u64, seed: u64) -> Result<()> {
+    let bootstrap = kafka.bootstrap();
+    let (count, seed) = (count.to_string(), seed.to_string());
+    let out = run_lake(&[
+        "generate",
+        dataset,
+        "--brokers",
+        &bootstrap,
+        "--rate",
+        "0",
+        "--count",
+        &count,
+        "--seed",
+        &seed,
+    ])?;
+    ensure!(
+        out.status.success(),
+        "lake generate failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// One number from `lake sql` as the reader.
+fn scalar(catalog: &CatalogProcess, query: &str) -> Result<u64> {
+    let out = run_lake_env(
+        &["sql", "--format", "json", query],
+        catalog.lake_env(Role::Reader),
+    )?;
+    ensure!(
+        out.status.success(),
+        "lake sql {query:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("parsing {}", String::from_utf8_lossy(&out.stdout)))?;
+    rows.first()
+        .and_then(|row| row.get("n"))
+        .and_then(Value::as_u64)
+        .with_context(|| format!("no integer `n` in {rows:?} for {query}"))
+}
+
+#[test]
+fn the_dag_file_imports_cleanly_with_the_steps_in_order() -> Result<()> {
+    let airflow = Airflow::new()?;
+    let script = r#"
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
+for dag_id, dag in bag.dags.items():
+    out["dags"][dag_id] = {
+        "schedule": str(dag.schedule),
+        "max_active_runs": dag.max_active_runs,
+        "catchup": dag.catchup,
+        "tasks": {
+            t.task_id: {
+                "operator": type(t).__name__,
+                "bash_command": t.bash_command,
+                "downstream": sorted(t.downstream_task_ids),
+                "retries": t.retries,
+                "timeout_s": t.execution_timeout.total_seconds(),
+            }
+            for t in dag.tasks
+        },
+    }
+print("DAGBAG " + json.dumps(out))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(dags_folder())
+        .env("AIRFLOW_HOME", airflow.home.path())
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "DagBag failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("DAGBAG "))
+        .context("no DAGBAG line")?;
+    let bag: Value = serde_json::from_str(json)?;
+    assert_eq!(bag["import_errors"], serde_json::json!({}), "{bag:#}");
+
+    let dags = bag["dags"].as_object().context("dags")?;
+    assert_eq!(
+        dags.keys().collect::<Vec<_>>(),
+        ["lake_maintenance", "lake_medallion"]
+    );
+    let medallion = &dags["lake_medallion"];
+    assert_eq!(medallion["schedule"], "*/15 * * * *");
+    assert_eq!(medallion["max_active_runs"], 1);
+    assert_eq!(medallion["catchup"], false);
+    let lake = "{{ var.value.get('lake_bin', 'lake') }}";
+    let expected = [
+        (
+            "ingest",
+            "ingest --until-caught-up {{ var.value.get('lake_ingest_args', '') }}",
+            vec!["transform_silver"],
+        ),
+        (
+            "transform_silver",
+            "transform silver {{ var.value.get('lake_transform_args', '') }}",
+            vec!["transform_gold"],
+        ),
+        (
+            "transform_gold",
+            "transform gold {{ var.value.get('lake_transform_args', '') }}",
+            vec!["compact"],
+        ),
+        (
+            "compact",
+            "compact --all {{ var.value.get('lake_compact_args', '') }}",
+            vec![],
+        ),
+    ];
+    let tasks = medallion["tasks"].as_object().context("tasks")?;
+    assert_eq!(tasks.len(), expected.len(), "{tasks:#?}");
+    for (id, command, downstream) in expected {
+        let task = &tasks[id];
+        assert_eq!(task["operator"], "BashOperator", "{id}");
+        assert_eq!(task["bash_command"], format!("{lake} {command}"), "{id}");
+        assert_eq!(task["downstream"], serde_json::json!(downstream), "{id}");
+        assert_eq!(task["retries"], 2, "{id}");
+        assert_eq!(task["timeout_s"], 3600.0, "{id}");
+    }
+    let maintenance = &dags["lake_maintenance"];
+    assert_eq!(maintenance["schedule"], "@daily");
+    assert_eq!(
+        maintenance["tasks"]["maintain_all"]["bash_command"],
+        format!("{lake} maintain all {{{{ var.value.get('lake_maintain_args', '') }}}}")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Result<()> {
+    let services = Services::from_env();
+    let catalog = CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?;
+    let kafka = KafkaMock::start(1)?;
+    kafka.create_topic("tweets", 3)?;
+    kafka.create_topic("speedtest_raw", 3)?;
+    generate(&kafka, "tweets", 3_000, 11)?;
+    generate(&kafka, "speedtest", 1_000, 12)?;
+    let airflow = Airflow::new()?;
+
+    let mut env = catalog.lake_env(Role::Writer);
+    env.push(("LAKE_KAFKA__BROKERS".into(), kafka.bootstrap()));
+    env.push((
+        "AIRFLOW_VAR_LAKE_INGEST_ARGS".into(),
+        "--group-id airflow-test".into(),
+    ));
+
+    let (ok, log) = airflow.dags_test("lake_medallion", &env)?;
+    ensure!(ok, "the first run failed:\n{}", tail(&log));
+    assert_eq!(
+        tasks_run(&log),
+        names(&["ingest", "transform_silver", "transform_gold", "compact"]),
+        "{}",
+        tail(&log)
+    );
+    let counts = |catalog: &CatalogProcess| -> Result<[u64; 6]> {
+        Ok([
+            scalar(catalog, "SELECT count(*) AS n FROM bronze.tweets_raw")?,
+            scalar(catalog, "SELECT count(*) AS n FROM silver.tweets_clean")?,
+            scalar(
+                catalog,
+                "SELECT CAST(sum(tweet_count) AS BIGINT) AS n FROM gold.tweet_volume_by_region",
+            )?,
+            scalar(
+                catalog,
+                "SELECT count(DISTINCT user_id) AS n FROM silver.tweets_clean",
+            )?,
+            scalar(
+                catalog,
+                "SELECT CAST(sum(test_count) AS BIGINT) AS n FROM gold.speedtest_agg",
+            )?,
+            scalar(
+                catalog,
+                "SELECT count(*) AS n FROM (SELECT user_id FROM gold.active_users_by_day GROUP BY user_id)",
+            )?,
+        ])
+    };
+    let first = counts(&catalog)?;
+    assert_eq!(first[0], 3_000, "bronze tweets");
+    assert_eq!(first[1], 3_000, "silver tweets");
+    assert_eq!(first[2], 3_000, "gold tweet volume");
+    assert_eq!(first[4], 1_000, "gold speed tests");
+    assert_eq!(first[5], first[3], "gold active users = silver's users");
+
+    // A step that fails (the catalog refuses the key) fails the run, and the
+    // steps after it never start: nothing new reaches bronze, silver or gold.
+    generate(&kafka, "tweets", 500, 13)?;
+    let mut broken = env.clone();
+    broken.retain(|(k, _)| k != "LAKE_CATALOG__TOKEN");
+    broken.push(("LAKE_CATALOG__TOKEN".into(), "rb_not_a_key".into()));
+    broken.push(("LAKE_DAG_RETRIES".into(), "0".into()));
+    let (ok, log) = airflow.dags_test("lake_medallion", &broken)?;
+    ensure!(!ok, "the run with a refused key succeeded:\n{}", tail(&log));
+    assert!(log.contains("state=failed"), "{}", tail(&log));
+    assert_eq!(tasks_run(&log), names(&["ingest"]), "{}", tail(&log));
+    assert_eq!(counts(&catalog)?, first);
+
+    // The next good run picks up exactly what the failed one left.
+    let (ok, log) = airflow.dags_test("lake_medallion", &env)?;
+    ensure!(ok, "the run after the failure failed:\n{}", tail(&log));
+    let second = counts(&catalog)?;
+    assert_eq!(second[..3], [3_500, 3_500, 3_500]);
+    assert_eq!(second[4], 1_000);
+    assert_eq!(second[5], second[3]);
+
+    let (ok, log) = airflow.dags_test("lake_maintenance", &env)?;
+    ensure!(ok, "maintenance failed:\n{}", tail(&log));
+    assert_eq!(tasks_run(&log), names(&["maintain_all"]));
+    assert_eq!(counts(&catalog)?, second);
+    Ok(())
+}
