@@ -45,6 +45,11 @@ pub struct GlobalArgs {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 (telemetry.metrics_addr)
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// Push metrics to this Prometheus Pushgateway when the command ends, e.g.
+    /// http://pushgateway:9091 (telemetry.push_gateway)
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "URL")]
+    pub push_gateway: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -105,6 +110,31 @@ impl Command {
             | Command::Snapshots(_)
             | Command::Status(_) => "warn",
             _ => "info",
+        }
+    }
+
+    /// The name a command's metrics are pushed under, one per kind of step, so
+    /// that a push replaces the previous run of the same step only.
+    pub fn metrics_job(&self) -> String {
+        let value = |v: Option<clap::builder::PossibleValue>| {
+            v.map_or_else(String::new, |v| format!("_{}", v.get_name()))
+        };
+        match self {
+            Command::Catalog(_) => "lake_catalog".into(),
+            Command::Config(_) => "lake_config".into(),
+            Command::Generate(args) => {
+                format!("lake_generate{}", value(args.dataset.to_possible_value()))
+            }
+            Command::Ingest(_) => "lake_ingest".into(),
+            Command::Transform(args) => {
+                format!("lake_transform{}", value(args.layer.to_possible_value()))
+            }
+            Command::Compact(_) => "lake_compact".into(),
+            Command::Maintain(command) => format!("lake_maintain_{}", command.name()),
+            Command::Quickstart(_) => "lake_quickstart".into(),
+            Command::Sql(_) | Command::Tables(_) | Command::Snapshots(_) | Command::Status(_) => {
+                "lake_query".into()
+            }
         }
     }
 }
@@ -343,6 +373,19 @@ exit code is 1 if any failed. This is the task the Airflow DAG runs daily.")]
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+impl MaintainCommand {
+    /// The subcommand's name, with `_` for `-`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MaintainCommand::ExpireSnapshots { .. } => "expire_snapshots",
+            MaintainCommand::RemoveOrphanFiles { .. } => "remove_orphan_files",
+            MaintainCommand::RewriteManifests { .. } => "rewrite_manifests",
+            MaintainCommand::Retention { .. } => "retention",
+            MaintainCommand::All { .. } => "all",
+        }
+    }
 }
 
 /// `lake compact`.
@@ -784,7 +827,8 @@ impl Cli {
         o.set("catalog.uri", g.catalog_uri.as_ref())?
             .set("catalog.token", g.token.as_ref())?
             .set("telemetry.log_format", g.log_format.map(LogFormat::from))?
-            .set("telemetry.metrics_addr", g.metrics_addr)?;
+            .set("telemetry.metrics_addr", g.metrics_addr)?
+            .set("telemetry.push_gateway", g.push_gateway.as_ref())?;
         if let Command::Generate(generate) = &self.command {
             o.set("kafka.brokers", generate.brokers.as_ref())?;
         }

@@ -33,9 +33,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let job = cli.command.metrics_job();
     let result = runtime.block_on(async {
-        telemetry::init_metrics(&config.telemetry)?;
-        commands::run(cli.command, config, sources).await
+        let metrics = telemetry::init_metrics(&config.telemetry, job)?;
+        let result = commands::run(cli.command, config, sources).await;
+        // Failed runs push too: their rejects and conflicts are what an alert wants.
+        metrics.push().await;
+        result
     });
     match result {
         Ok(code) => code,

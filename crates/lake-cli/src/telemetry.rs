@@ -1,7 +1,10 @@
 //! Logs (tracing, to stderr) and metrics (Prometheus exporter, off by default).
 
+use std::time::Duration;
+
 use anyhow::Context;
 use lake_core::config::{LogFormat, TelemetryConfig};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the log subscriber. `RUST_LOG` wins over `telemetry.log`, which
@@ -19,20 +22,68 @@ pub fn init_logs(config: &TelemetryConfig, default: &str) {
     }
 }
 
-/// Starts the Prometheus exporter when `telemetry.metrics_addr` is set.
+/// Metrics still to be delivered when the command ends.
+pub struct Metrics {
+    push: Option<(String, PrometheusHandle)>,
+}
+
+/// Installs the Prometheus recorder when `telemetry.metrics_addr` or
+/// `telemetry.push_gateway` is set: the first serves `/metrics` while the
+/// command runs, the second receives one push at its end ([`Metrics::push`]).
 /// Needs a Tokio runtime: the listener runs on it.
-pub fn init_metrics(config: &TelemetryConfig) -> anyhow::Result<()> {
-    let Some(addr) = config.metrics_addr else {
-        return Ok(());
-    };
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+pub fn init_metrics(config: &TelemetryConfig, job: String) -> anyhow::Result<Metrics> {
+    if config.metrics_addr.is_none() && config.push_gateway.is_none() {
+        return Ok(Metrics { push: None });
+    }
+    let builder = PrometheusBuilder::new()
         .set_buckets(lake_core::metrics::LATENCY_BUCKETS)
-        .context("metrics histogram buckets")?
-        .install()
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        .context("metrics histogram buckets")?;
+    let handle = match config.metrics_addr {
+        Some(addr) => {
+            let (recorder, exporter) = builder
+                .with_http_listener(addr)
+                .build()
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).context("metrics recorder")?;
+            tokio::spawn(async move {
+                if let Err(e) = exporter.await {
+                    tracing::warn!("metrics listener stopped: {e:?}");
+                }
+            });
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+            handle
+        }
+        None => builder.install_recorder().context("metrics recorder")?,
+    };
     metrics::gauge!(lake_core::metrics::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"))
         .set(1.0);
-    tracing::info!(%addr, "metrics at http://{addr}/metrics");
-    Ok(())
+    let push = config.push_gateway.as_ref().map(|gateway| {
+        let url = format!("{}/metrics/job/{job}", gateway.trim_end_matches('/'));
+        (url, handle)
+    });
+    Ok(Metrics { push })
+}
+
+impl Metrics {
+    /// Pushes everything recorded to the Pushgateway, replacing the previous
+    /// push of the same job. A failed push is logged, never the command's
+    /// failure: the work is done and committed by now.
+    pub async fn push(self) {
+        let Some((url, handle)) = self.push else {
+            return;
+        };
+        let result = reqwest::Client::new()
+            .put(&url)
+            .timeout(Duration::from_secs(10))
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(handle.render())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        match result {
+            Ok(_) => tracing::debug!(%url, "metrics pushed"),
+            Err(e) => tracing::warn!(%url, "cannot push metrics: {e}"),
+        }
+    }
 }

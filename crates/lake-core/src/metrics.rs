@@ -34,6 +34,23 @@ pub const INGEST_LAG_RECORDS: &str = "lake_ingest_lag_records";
 /// Counter of epochs discarded (another writer got there first, or a rebalance), labelled `table`.
 pub const INGEST_REWINDS_TOTAL: &str = "lake_ingest_rewinds_total";
 
+/// Counter of rows a transform committed to its target, labelled `table`.
+pub const TRANSFORM_ROWS_WRITTEN_TOTAL: &str = "lake_transform_rows_written_total";
+/// Counter of rows silver sent to quarantine, labelled `table` (the clean
+/// table) and `rule`.
+pub const TRANSFORM_QUARANTINED_TOTAL: &str = "lake_transform_quarantined_total";
+/// Counter of bronze rows silver dropped as duplicates, labelled `table`.
+pub const TRANSFORM_DUPLICATES_TOTAL: &str = "lake_transform_duplicates_total";
+
+/// Counter of small data files compaction replaced, labelled `table`.
+pub const COMPACT_FILES_REWRITTEN_TOTAL: &str = "lake_compact_files_rewritten_total";
+/// Counter of the bytes of those files, labelled `table`.
+pub const COMPACT_BYTES_REWRITTEN_TOTAL: &str = "lake_compact_bytes_rewritten_total";
+
+/// Counter of files maintenance deleted, labelled `table` and `reason`
+/// (expired: only expired snapshots reached them; orphan: nothing did).
+pub const MAINTAIN_FILES_DELETED_TOTAL: &str = "lake_maintain_files_deleted_total";
+
 /// Every name above, for tests that check dashboards against the code.
 pub const ALL: &[&str] = &[
     BUILD_INFO,
@@ -49,6 +66,12 @@ pub const ALL: &[&str] = &[
     INGEST_COMMIT_DURATION_SECONDS,
     INGEST_LAG_RECORDS,
     INGEST_REWINDS_TOTAL,
+    TRANSFORM_ROWS_WRITTEN_TOTAL,
+    TRANSFORM_QUARANTINED_TOTAL,
+    TRANSFORM_DUPLICATES_TOTAL,
+    COMPACT_FILES_REWRITTEN_TOTAL,
+    COMPACT_BYTES_REWRITTEN_TOTAL,
+    MAINTAIN_FILES_DELETED_TOTAL,
 ];
 
 /// Histogram buckets for request and commit latencies, in seconds.

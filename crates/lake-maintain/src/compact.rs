@@ -16,6 +16,7 @@ use futures::StreamExt;
 use iceberg::TableIdent;
 use iceberg::spec::{DataFile, ManifestContentType, Struct};
 use iceberg::table::Table;
+use lake_core::metrics as names;
 use lake_table::files::{self, LiveFile};
 use lake_table::{LakeCatalog, ManifestCache, Replace, TableWriter, WriterOptions};
 
@@ -253,6 +254,13 @@ pub async fn compact(
             {
                 report.committed += count;
                 report.rows_rewritten += rows;
+                let label = report.table.clone();
+                let files = groups.iter().map(|g| g.files.len() as u64).sum::<u64>();
+                let bytes = groups.iter().map(Group::bytes).sum::<u64>();
+                metrics::counter!(names::COMPACT_FILES_REWRITTEN_TOTAL, "table" => label.clone())
+                    .increment(files);
+                metrics::counter!(names::COMPACT_BYTES_REWRITTEN_TOTAL, "table" => label)
+                    .increment(bytes);
             } else {
                 report.skipped += count;
             }

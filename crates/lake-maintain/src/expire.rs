@@ -137,6 +137,12 @@ pub async fn expire_snapshots(
     let after = files::reachable_files(&current).await?;
     report.files = Unreachable::between(&before, &after);
     report.delete_failures = files::delete_paths(&current, report.files.iter()).await;
+    crate::count_deleted(
+        &report.table,
+        "expired",
+        report.files.iter().count(),
+        report.delete_failures,
+    );
     report.elapsed = started.elapsed();
     Ok(report)
 }

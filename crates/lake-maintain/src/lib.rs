@@ -16,6 +16,17 @@ pub(crate) fn age_cutoff_micros(now_micros: i64, age: std::time::Duration) -> i6
     now_micros.saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// Counts the files a maintenance step deleted (`attempted` less the
+/// deletions that failed) in the process's metrics.
+pub(crate) fn count_deleted(table: &str, reason: &'static str, attempted: usize, failed: usize) {
+    metrics::counter!(
+        lake_core::metrics::MAINTAIN_FILES_DELETED_TOTAL,
+        "table" => table.to_string(),
+        "reason" => reason
+    )
+    .increment(attempted.saturating_sub(failed) as u64);
+}
+
 pub use compact::{CompactOptions, CompactReport, Group, compact, plan};
 pub use error::{Error, Result};
 pub use expire::{ExpireOptions, ExpireReport, expire_snapshots, positions_in};

@@ -95,6 +95,12 @@ pub async fn remove_orphan_files(
     if !options.dry_run {
         report.delete_failures =
             files::delete_paths(&table, report.orphans.iter().map(|f| &f.location)).await;
+        crate::count_deleted(
+            &report.table,
+            "orphan",
+            report.orphans.len(),
+            report.delete_failures,
+        );
     }
     report.elapsed = started.elapsed();
     Ok(report)

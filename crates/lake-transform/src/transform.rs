@@ -86,6 +86,20 @@ impl ModelReport {
     pub fn quarantined_total(&self) -> u64 {
         self.quarantined.values().sum()
     }
+
+    /// Counts a committed run in the process's metrics.
+    fn record_metrics(&self) {
+        use lake_core::metrics as names;
+        let table = self.target.clone();
+        metrics::counter!(names::TRANSFORM_ROWS_WRITTEN_TOTAL, "table" => table.clone())
+            .increment(self.rows_out);
+        metrics::counter!(names::TRANSFORM_DUPLICATES_TOTAL, "table" => table.clone())
+            .increment(self.duplicates);
+        for (rule, count) in &self.quarantined {
+            metrics::counter!(names::TRANSFORM_QUARANTINED_TOTAL, "table" => table.clone(), "rule" => rule.clone())
+                .increment(*count);
+        }
+    }
 }
 
 fn ident(name: &str) -> Result<TableIdent> {
@@ -458,6 +472,7 @@ pub async fn run_silver(
         .first()
         .and_then(|t| t.metadata().current_snapshot_id());
     report.elapsed = started.elapsed();
+    report.record_metrics();
     Ok(report)
 }
 
@@ -800,6 +815,7 @@ pub async fn run_gold(
     let committed = lake_table::commit(catalog, &target, overwrite).await?;
     report.snapshot = committed.metadata().current_snapshot_id();
     report.elapsed = started.elapsed();
+    report.record_metrics();
     Ok(report)
 }
 
