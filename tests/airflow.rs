@@ -6,9 +6,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, ensure};
 use lake_core::config::Role;
@@ -60,6 +63,7 @@ impl Airflow {
             .env("AIRFLOW_HOME", self.home.path())
             .env("AIRFLOW__CORE__DAGS_FOLDER", dags_folder())
             .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+            .env("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "300")
             .env("AIRFLOW_VAR_LAKE_BIN", lake_bin())
             .stdin(Stdio::null());
         for (key, _) in std::env::vars() {
@@ -99,6 +103,82 @@ fn tasks_run(log: &str) -> BTreeSet<String> {
         .filter_map(|rest| rest.split_whitespace().next())
         .map(str::to_string)
         .collect()
+}
+
+/// A stand-in Pushgateway on loopback: keeps each `PUT /metrics/job/<job>`
+/// body by job, the last one winning as on the real one.
+struct PushCapture {
+    url: String,
+    pushed: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl PushCapture {
+    fn start() -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let pushed = Arc::new(Mutex::new(BTreeMap::new()));
+        let sink = pushed.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Ok((path, body)) = read_request(&stream)
+                    && let Some(job) = path.strip_prefix("/metrics/job/")
+                {
+                    sink.lock().unwrap().insert(job.to_string(), body);
+                }
+                let _ = (&stream).write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Ok(Self { url, pushed })
+    }
+
+    /// The sum of a metric's series in the last push of `job`.
+    fn total(&self, job: &str, metric: &str) -> Result<f64> {
+        let pushed = self.pushed.lock().unwrap();
+        let body = pushed
+            .get(job)
+            .with_context(|| format!("no push for {job}: {:?}", pushed.keys()))?;
+        let mut total = 0.0;
+        for line in body.lines() {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            if name == metric {
+                let value = line.rsplit(' ').next().unwrap_or_default();
+                total += value
+                    .parse::<f64>()
+                    .with_context(|| format!("in `{line}`"))?;
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Result<(String, String)> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((path, String::from_utf8(body)?))
 }
 
 fn names(tasks: &[&str]) -> BTreeSet<String> {
@@ -178,6 +258,8 @@ print("DAGBAG " + json.dumps(out))
         .arg(dags_folder())
         .env("AIRFLOW_HOME", airflow.home.path())
         .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        // The default 30 s parse limit is within reach of a loaded CI machine.
+        .env("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "300")
         .stdin(Stdio::null())
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -194,9 +276,13 @@ print("DAGBAG " + json.dumps(out))
     assert_eq!(bag["import_errors"], serde_json::json!({}), "{bag:#}");
 
     let dags = bag["dags"].as_object().context("dags")?;
+    // serde_json's map order depends on features other crates turn on.
+    let ids: BTreeSet<&String> = dags.keys().collect();
     assert_eq!(
-        dags.keys().collect::<Vec<_>>(),
-        ["lake_maintenance", "lake_medallion"]
+        ids.into_iter().collect::<Vec<_>>(),
+        ["lake_maintenance", "lake_medallion"],
+        "{bag:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let medallion = &dags["lake_medallion"];
     assert_eq!(medallion["schedule"], "*/15 * * * *");
@@ -261,6 +347,9 @@ async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Res
         "AIRFLOW_VAR_LAKE_INGEST_ARGS".into(),
         "--group-id airflow-test".into(),
     ));
+    // As in compose.yaml: each step pushes its metrics when it ends.
+    let gateway = PushCapture::start()?;
+    env.push(("LAKE_TELEMETRY__PUSH_GATEWAY".into(), gateway.url.clone()));
 
     let (ok, log) = airflow.dags_test("lake_medallion", &env)?;
     ensure!(ok, "the first run failed:\n{}", tail(&log));
@@ -298,6 +387,25 @@ async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Res
     assert_eq!(first[2], 3_000, "gold tweet volume");
     assert_eq!(first[4], 1_000, "gold speed tests");
     assert_eq!(first[5], first[3], "gold active users = silver's users");
+    use lake_core::metrics as m;
+    assert_eq!(
+        gateway.total("lake_ingest", m::INGEST_RECORDS_TOTAL)?,
+        4_000.0
+    );
+    assert_eq!(
+        gateway.total("lake_transform_silver", m::TRANSFORM_ROWS_WRITTEN_TOTAL)?,
+        4_000.0
+    );
+    assert_eq!(
+        gateway.total("lake_transform_silver", m::TRANSFORM_DUPLICATES_TOTAL)?,
+        0.0
+    );
+    assert!(gateway.total("lake_transform_gold", m::TRANSFORM_ROWS_WRITTEN_TOTAL)? > 0.0);
+    assert_eq!(
+        gateway.total("lake_compact", m::BUILD_INFO)?,
+        1.0,
+        "every step pushes, compaction included"
+    );
 
     // A step that fails (the catalog refuses the key) fails the run, and the
     // steps after it never start: nothing new reaches bronze, silver or gold.

@@ -108,3 +108,460 @@ fn properties_refuse_what_trino_would_misread() {
     assert!(properties("a=1\na=2\n").is_err());
     assert!(properties("novalue\n").is_err());
 }
+
+// --- compose.yaml -------------------------------------------------------------
+
+/// compose.yaml with its anchors and `<<` merges resolved.
+fn compose() -> Result<serde_norway::Value> {
+    let path = lake_testkit::repo_root().join("compose.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut value: serde_norway::Value = serde_norway::from_str(&text)?;
+    value.apply_merge()?;
+    // Merges nested under anchors (x-lake-service-env merges x-lake-client-env).
+    value.apply_merge()?;
+    Ok(value)
+}
+
+/// `${NAME:-default}` → default, as compose interpolates with nothing in .env;
+/// `$$` → `$`.
+fn interpolate(text: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('$') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        if let Some(after) = after.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner.find('}').context("unclosed ${")?;
+            let (_, default) = inner[..end]
+                .split_once(":-")
+                .with_context(|| format!("`${{{}}}` has no default", &inner[..end]))?;
+            out.push_str(default);
+            rest = &inner[end + 1..];
+        } else {
+            bail!("bare `$` in `{text}`");
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn strings(value: &serde_norway::Value) -> Result<Vec<String>> {
+    value
+        .as_sequence()
+        .context("a list")?
+        .iter()
+        .map(|v| {
+            let s = v.as_str().context("a string")?;
+            interpolate(s)
+        })
+        .collect()
+}
+
+fn environment(service: &serde_norway::Value) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    if let Some(map) = service.get("environment").and_then(|e| e.as_mapping()) {
+        for (key, value) in map {
+            let key = key.as_str().context("env name")?.to_string();
+            let value = match value {
+                serde_norway::Value::String(s) => interpolate(s)?,
+                serde_norway::Value::Number(n) => n.to_string(),
+                serde_norway::Value::Bool(b) => b.to_string(),
+                other => bail!("{key}: {other:?}"),
+            };
+            env.insert(key, value);
+        }
+    }
+    Ok(env)
+}
+
+/// Stage names of the Dockerfile (`FROM … AS name`).
+fn dockerfile_stages() -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(lake_testkit::repo_root().join("Dockerfile"))?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .collect::<Vec<_>>()
+                .get(3)
+                .map(|s| s.to_string())
+        })
+        .collect())
+}
+
+/// The subcommands `lake --help` lists.
+fn lake_commands() -> Result<Vec<String>> {
+    let out = lake_testkit::run_lake(&["--help"])?;
+    let help = String::from_utf8(out.stdout)?;
+    Ok(help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect())
+}
+
+/// `lake ARGS --help` with `env`: clap has parsed every argument before it
+/// reaches `--help`, so an unknown subcommand, flag or value fails here.
+fn lake_accepts(args: &[String], env: &BTreeMap<String, String>) -> Result<()> {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.push("--help");
+    let out = lake_testkit::run_lake_env(&all, env.clone())?;
+    anyhow::ensure!(
+        out.status.success(),
+        "lake {args:?} is refused:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Every service comes from a pinned image or a Dockerfile stage, publishes
+/// exactly the ports the docs list, has a healthcheck (or is a one-shot that
+/// others wait to complete), and starts after what it depends on; every `lake`
+/// command and environment in it is one lake accepts.
+#[test]
+fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
+    let root = lake_testkit::repo_root();
+    let compose = compose()?;
+    let services = compose
+        .get("services")
+        .and_then(|s| s.as_mapping())
+        .context("services")?;
+    let name = |k: &serde_norway::Value| k.as_str().unwrap_or_default().to_string();
+    let stages = dockerfile_stages()?;
+    let commands = lake_commands()?;
+    let (config, _) =
+        lake_core::Config::load(Some(&root.join("catalog/lake.toml")), &Overrides::default())?;
+
+    let expected_ports: BTreeMap<&str, Vec<&str>> = [
+        ("kafka", vec!["19092:19092"]),
+        ("minio", vec!["9000:9000", "9001:9001"]),
+        ("catalog", vec!["8181:8181"]),
+        ("trino", vec!["8080:8080"]),
+        ("airflow", vec!["8081:8080"]),
+        ("pushgateway", vec!["9091:9091"]),
+        ("prometheus", vec!["9090:9090"]),
+        ("grafana", vec!["3000:3000"]),
+        ("superset", vec!["8088:8088"]),
+    ]
+    .into();
+    let mut completed_by_others = Vec::new();
+    for service in services.values() {
+        if let Some(deps) = service.get("depends_on").and_then(|d| d.as_mapping()) {
+            for (dep, spec) in deps {
+                if spec.get("condition").and_then(|c| c.as_str())
+                    == Some("service_completed_successfully")
+                {
+                    completed_by_others.push(name(dep));
+                }
+            }
+        }
+    }
+
+    let mut lake_services = 0;
+    for (key, service) in services {
+        let svc = name(key);
+        // Image or build.
+        let image = service.get("image").and_then(|i| i.as_str());
+        match service.get("build") {
+            Some(build) => {
+                let target = build.get("target").and_then(|t| t.as_str());
+                let target = target.with_context(|| format!("{svc}: build without a target"))?;
+                assert!(
+                    stages.iter().any(|s| s == target),
+                    "{svc}: no stage {target}"
+                );
+                assert_eq!(build.get("context").and_then(|c| c.as_str()), Some("."));
+                assert!(
+                    image.is_some_and(|i| i.ends_with(":local")),
+                    "{svc}: name the built image"
+                );
+            }
+            None => {
+                let image = image.with_context(|| format!("{svc}: neither image nor build"))?;
+                let (_, tag) = image
+                    .rsplit_once(':')
+                    .with_context(|| format!("{svc}: untagged {image}"))?;
+                assert!(tag != "latest" && !tag.is_empty(), "{svc}: pin {image}");
+            }
+        }
+        // Ports.
+        let ports = match service.get("ports") {
+            Some(p) => strings(p)?,
+            None => Vec::new(),
+        };
+        let want: Vec<String> = expected_ports
+            .get(svc.as_str())
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
+        assert_eq!(ports, want, "{svc}: published ports");
+        // Healthcheck, or a one-shot others wait for.
+        match service.get("healthcheck") {
+            Some(check) => {
+                let test = strings(check.get("test").context("healthcheck.test")?)?;
+                assert_eq!(
+                    test.first().map(String::as_str),
+                    Some("CMD"),
+                    "{svc}: {test:?}"
+                );
+                assert!(test.len() > 1, "{svc}: empty healthcheck");
+            }
+            None => {
+                assert!(
+                    completed_by_others.contains(&svc)
+                        && service.get("restart").and_then(|r| r.as_str()) == Some("no"),
+                    "{svc}: no healthcheck, and not a one-shot others wait to complete"
+                );
+            }
+        }
+        // Start order: every dependency exists and is waited for properly.
+        if let Some(deps) = service.get("depends_on") {
+            let deps = deps
+                .as_mapping()
+                .with_context(|| format!("{svc}: depends_on needs conditions"))?;
+            for (dep, spec) in deps {
+                let dep_name = name(dep);
+                let target = services
+                    .get(dep)
+                    .with_context(|| format!("{svc} depends on missing {dep_name}"))?;
+                match spec.get("condition").and_then(|c| c.as_str()) {
+                    Some("service_healthy") => assert!(
+                        target.get("healthcheck").is_some(),
+                        "{svc} waits for {dep_name} to be healthy; it has no healthcheck"
+                    ),
+                    Some("service_completed_successfully") => {}
+                    other => panic!("{svc} -> {dep_name}: condition {other:?}"),
+                }
+                assert!(
+                    target.get("profiles").is_none() || service.get("profiles").is_some(),
+                    "{svc} depends on {dep_name}, which only starts under a profile"
+                );
+            }
+        }
+        // Host paths mounted exist in the repository.
+        if let Some(volumes) = service.get("volumes") {
+            for volume in strings(volumes)? {
+                if let Some(path) = volume.strip_prefix("./") {
+                    let host = path.split(':').next().unwrap_or_default();
+                    assert!(root.join(host).exists(), "{svc}: ./{host} does not exist");
+                }
+            }
+        }
+        // lake commands and environments.
+        if image == Some("lake:local") {
+            lake_services += 1;
+            let mut env = environment(service)?;
+            if env.get("LAKE_CONFIG").map(String::as_str) == Some("/etc/lake/lake.toml") {
+                // The Dockerfile copies catalog/lake.toml there.
+                env.insert(
+                    "LAKE_CONFIG".into(),
+                    root.join("catalog/lake.toml").display().to_string(),
+                );
+            }
+            let command = strings(service.get("command").context("command")?)?;
+            assert!(
+                commands.contains(&command[0]),
+                "{svc}: `lake {}` is not in `lake --help` ({commands:?})",
+                command[0]
+            );
+            lake_accepts(&command, &env)?;
+            let shown = lake_testkit::run_lake_env(&["config", "show"], env.clone())?;
+            anyhow::ensure!(
+                shown.status.success(),
+                "{svc}: lake refuses its environment:\n{}",
+                String::from_utf8_lossy(&shown.stderr)
+            );
+            let check = strings(&service["healthcheck"]["test"])?;
+            if check.get(1).map(String::as_str) == Some("lake") {
+                lake_accepts(&check[2..], &env)?;
+            }
+        }
+    }
+    assert_eq!(
+        lake_services, 4,
+        "catalog, two generators and ingest run the lake image"
+    );
+
+    // The catalog service listens where Trino and the clients look for it.
+    let catalog = &services["catalog"];
+    assert_eq!(config.server.listen.port(), 8181);
+    let client_env = environment(&services["ingest"])?;
+    assert_eq!(client_env["LAKE_CATALOG__URI"], "http://catalog:8181");
+    let catalog_env = environment(catalog)?;
+    assert_eq!(
+        client_env["LAKE_CATALOG__TOKEN"],
+        catalog_env["LAKE_WRITER_KEY"]
+    );
+    assert_eq!(
+        environment(&services["trino"])?["LAKE_READER_KEY"],
+        catalog_env["LAKE_READER_KEY"]
+    );
+    assert_eq!(
+        strings(&services["trino"]["volumes"])?,
+        ["./trino:/etc/trino:ro"]
+    );
+    assert_eq!(
+        strings(&services["airflow"]["volumes"])?,
+        ["./airflow/dags:/opt/airflow/dags:ro"]
+    );
+    // Every scrape target of Prometheus is a lake service serving /metrics on 9464.
+    let prometheus: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(
+        root.join("deploy/prometheus/prometheus.yml"),
+    )?)?;
+    let names = strings(&prometheus["scrape_configs"][0]["dns_sd_configs"][0]["names"])?;
+    assert_eq!(
+        names,
+        ["catalog", "ingest", "generate-tweets", "generate-speedtest"]
+    );
+    for target in &names {
+        let env = environment(&services[target.as_str()])?;
+        assert_eq!(
+            env.get("LAKE_TELEMETRY__METRICS_ADDR").map(String::as_str),
+            Some("0.0.0.0:9464"),
+            "{target}"
+        );
+    }
+    assert_eq!(
+        environment(&services["airflow"])?["LAKE_TELEMETRY__PUSH_GATEWAY"],
+        "http://pushgateway:9091"
+    );
+    Ok(())
+}
+
+// --- Grafana ------------------------------------------------------------------
+
+/// Every PromQL expression of a dashboard, nested rows included.
+fn expressions(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => expressions(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| expressions(v, out)),
+        _ => {}
+    }
+}
+
+/// The metric names an expression selects: identifiers followed by a label
+/// matcher or a range, and every `lake_` identifier.
+fn selected_metrics(expr: &str) -> Vec<String> {
+    let bytes = expr.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < bytes.len()
+                && ((bytes[i] as char).is_ascii_alphanumeric() || bytes[i] == b'_')
+            {
+                i += 1;
+            }
+            let ident = &expr[start..i];
+            let next = expr[i..].trim_start().chars().next();
+            if ident.starts_with("lake_") || matches!(next, Some('{') | Some('[')) {
+                names.push(ident.to_string());
+            }
+        } else if c == '"' {
+            // Skip label values.
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += 1;
+            }
+            i += 1;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// The provisioned dashboard selects only metrics lake exports (histograms
+/// through their `_bucket` series), shows every one of them, and has the
+/// panels operators look for.
+#[test]
+fn grafana_dashboard_references_only_metrics_lake_exports() -> Result<()> {
+    let root = lake_testkit::repo_root();
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("deploy/grafana/dashboards/lake.json"),
+    )?)?;
+    let mut exprs = Vec::new();
+    expressions(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 15, "{} expressions", exprs.len());
+    let exported = lake_core::metrics::ALL;
+    let mut used = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        let names = selected_metrics(expr);
+        assert!(!names.is_empty(), "`{expr}` selects no metric");
+        for name in names {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|base| base.ends_with("_seconds") && exported.contains(base))
+                })
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(&base),
+                "`{name}` in `{expr}` is not a metric lake exports (lake_core::metrics::ALL)"
+            );
+            used.insert(base.to_string());
+        }
+    }
+    let unused: Vec<_> = exported.iter().filter(|m| !used.contains(**m)).collect();
+    assert!(unused.is_empty(), "exported but on no panel: {unused:?}");
+
+    let titles: Vec<String> = dashboard["panels"]
+        .as_array()
+        .context("panels")?
+        .iter()
+        .filter_map(|p| p["title"].as_str().map(str::to_lowercase))
+        .collect();
+    for topic in [
+        "throughput",
+        "lag",
+        "commit latency",
+        "rejects",
+        "quarantine",
+        "compaction",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(topic)),
+            "no panel about {topic}: {titles:?}"
+        );
+    }
+    // The provisioning points Grafana at this folder and at Prometheus.
+    let provider =
+        std::fs::read_to_string(root.join("deploy/grafana/provisioning/dashboards/lake.yml"))?;
+    assert!(provider.contains("path: /var/lib/grafana/dashboards"));
+    let datasource = std::fs::read_to_string(
+        root.join("deploy/grafana/provisioning/datasources/prometheus.yml"),
+    )?;
+    assert!(
+        datasource.contains("uid: prometheus")
+            && datasource.contains("url: http://prometheus:9090")
+    );
+    Ok(())
+}
+
+#[test]
+fn the_dashboard_check_catches_foreign_metrics() {
+    assert_eq!(
+        selected_metrics("sum by (le, table) (rate(lake_x_seconds_bucket{table=\"a_b\"}[5m]))"),
+        ["lake_x_seconds_bucket"]
+    );
+    assert_eq!(selected_metrics("up{job=\"lake\"}"), ["up"]);
+    assert_eq!(
+        selected_metrics("rate(process_cpu_seconds_total[1m])"),
+        ["process_cpu_seconds_total"]
+    );
+}
