@@ -289,12 +289,17 @@ print("DAGBAG " + json.dumps(out))
     assert_eq!(medallion["max_active_runs"], 1);
     assert_eq!(medallion["catchup"], false);
     let lake = "{{ var.value.get('lake_bin', 'lake') }}";
+    let tasks = medallion["tasks"].as_object().context("tasks")?;
+    assert_eq!(
+        tasks["ingest"]["bash_command"],
+        format!(
+            "{{% if var.value.get('lake_ingest_mode', 'batch') == 'continuous' %}}\
+             echo 'lake_ingest_mode=continuous: a running lake ingest keeps bronze current'\
+             {{% else %}}{lake} ingest --until-caught-up {{{{ var.value.get('lake_ingest_args', '') }}}}\
+             {{% endif %}}"
+        )
+    );
     let expected = [
-        (
-            "ingest",
-            "ingest --until-caught-up {{ var.value.get('lake_ingest_args', '') }}",
-            vec!["transform_silver"],
-        ),
         (
             "transform_silver",
             "transform silver {{ var.value.get('lake_transform_args', '') }}",
@@ -311,8 +316,11 @@ print("DAGBAG " + json.dumps(out))
             vec![],
         ),
     ];
-    let tasks = medallion["tasks"].as_object().context("tasks")?;
-    assert_eq!(tasks.len(), expected.len(), "{tasks:#?}");
+    assert_eq!(tasks.len(), expected.len() + 1, "{tasks:#?}");
+    assert_eq!(
+        tasks["ingest"]["downstream"],
+        serde_json::json!(["transform_silver"])
+    );
     for (id, command, downstream) in expected {
         let task = &tasks[id];
         assert_eq!(task["operator"], "BashOperator", "{id}");
@@ -427,6 +435,20 @@ async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Res
     assert_eq!(second[..3], [3_500, 3_500, 3_500]);
     assert_eq!(second[4], 1_000);
     assert_eq!(second[5], second[3]);
+
+    // Where a continuous `lake ingest` runs (compose), the DAG's ingest step
+    // stands aside: new records stay in Kafka for that process.
+    generate(&kafka, "tweets", 200, 14)?;
+    let mut continuous = env.clone();
+    continuous.push(("AIRFLOW_VAR_LAKE_INGEST_MODE".into(), "continuous".into()));
+    let (ok, log) = airflow.dags_test("lake_medallion", &continuous)?;
+    ensure!(ok, "the run in continuous mode failed:\n{}", tail(&log));
+    assert!(
+        log.contains("lake_ingest_mode=continuous: a running lake ingest keeps bronze current"),
+        "{}",
+        tail(&log)
+    );
+    assert_eq!(counts(&catalog)?, second);
 
     let (ok, log) = airflow.dags_test("lake_maintenance", &env)?;
     ensure!(ok, "maintenance failed:\n{}", tail(&log));

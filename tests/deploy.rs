@@ -419,11 +419,21 @@ fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
         ["catalog", "ingest", "generate-tweets", "generate-speedtest"]
     );
     for target in &names {
-        let env = environment(&services[target.as_str()])?;
-        assert_eq!(
-            env.get("LAKE_TELEMETRY__METRICS_ADDR").map(String::as_str),
-            Some("0.0.0.0:9464"),
-            "{target}"
+        let command = strings(&services[target.as_str()]["command"])?;
+        assert!(
+            command
+                .windows(2)
+                .any(|w| w[0] == "--metrics-addr" && w[1] == "0.0.0.0:9464"),
+            "{target} does not serve metrics on 9464: {command:?}"
+        );
+    }
+    // A metrics address in the environment would be inherited by every
+    // `docker compose exec … lake …` and collide with the service's own.
+    for (key, service) in services {
+        assert!(
+            !environment(service)?.contains_key("LAKE_TELEMETRY__METRICS_ADDR"),
+            "{}: pass --metrics-addr in the command instead",
+            name(key)
         );
     }
     assert_eq!(

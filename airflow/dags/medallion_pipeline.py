@@ -15,6 +15,9 @@ on the Airflow workers, never in this file.
 
 Airflow Variables, read when a task runs (each also settable as AIRFLOW_VAR_<NAME>):
   lake_bin             the lake executable (default: ``lake`` on PATH)
+  lake_ingest_mode     ``batch`` (default): the ingest step runs ``lake ingest --until-caught-up``;
+                       ``continuous``: a long-running ``lake ingest`` keeps bronze current and
+                       the step only says so (two consumers of one topic would race for it)
   lake_ingest_args     extra arguments for ``lake ingest``, e.g. ``tweets --commit-records 500000``
   lake_transform_args  extra flags for both transforms, e.g. ``--dataset tweets``
   lake_compact_args    extra flags for ``lake compact --all``
@@ -84,10 +87,16 @@ with DAG(
     tags=["lake"],
     doc_md=__doc__,
 ) as medallion:
-    ingest = lake_task(
-        "ingest",
-        f"ingest --until-caught-up {_args('lake_ingest_args')}",
-        "Kafka -> bronze up to the end offsets seen at start, then exit.",
+    ingest = BashOperator(
+        task_id="ingest",
+        bash_command=(
+            "{% if var.value.get('lake_ingest_mode', 'batch') == 'continuous' %}"
+            "echo 'lake_ingest_mode=continuous: a running lake ingest keeps bronze current'"
+            "{% else %}"
+            f"{LAKE} ingest --until-caught-up {_args('lake_ingest_args')}"
+            "{% endif %}"
+        ),
+        doc_md="Kafka -> bronze up to the end offsets seen at start, then exit.",
     )
     silver = lake_task(
         "transform_silver",

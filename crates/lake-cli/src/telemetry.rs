@@ -51,6 +51,16 @@ pub fn init_metrics(config: &TelemetryConfig, job: String) -> anyhow::Result<Met
                     tracing::warn!("metrics listener stopped: {e:?}");
                 }
             });
+            // What `install` would do: drain histogram samples between scrapes,
+            // so a process nobody scrapes does not grow.
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
             handle
         }
