@@ -575,3 +575,239 @@ fn the_dashboard_check_catches_foreign_metrics() {
         ["process_cpu_seconds_total"]
     );
 }
+
+// --- Superset -----------------------------------------------------------------
+
+/// Every YAML file under `dir` (recursively), by path relative to it.
+fn yaml_tree(dir: &std::path::Path) -> Result<BTreeMap<String, serde_norway::Value>> {
+    let mut out = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                let relative = path.strip_prefix(dir)?.display().to_string();
+                let value = serde_norway::from_str(&std::fs::read_to_string(&path)?)
+                    .with_context(|| format!("parsing {relative}"))?;
+                out.insert(relative, value);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn text<'a>(value: &'a serde_norway::Value, key: &str) -> Result<&'a str> {
+    value[key]
+        .as_str()
+        .with_context(|| format!("no `{key}` in {value:?}"))
+}
+
+/// The Superset bundle hangs together (charts → datasets → the database,
+/// dashboards → charts), points at the Trino of compose.yaml and its lake
+/// catalog, and every dataset column and metric is one lake's gold tables
+/// have: each is queried through `lake sql` on tables `lake quickstart` built.
+#[test]
+fn superset_dashboards_read_columns_lakes_gold_tables_have() -> Result<()> {
+    let root = lake_testkit::repo_root();
+    let bundle = yaml_tree(&root.join("deploy/superset/dashboards"))?;
+    let of_kind = |kind: &str| -> Vec<(&String, &serde_norway::Value)> {
+        bundle
+            .iter()
+            .filter(|(path, _)| path.starts_with(&format!("{kind}/")))
+            .collect()
+    };
+    assert_eq!(text(&bundle["metadata.yaml"], "type")?, "Dashboard");
+
+    // The database: Trino's service and port, and its lake catalog.
+    let databases = of_kind("databases");
+    assert_eq!(databases.len(), 1);
+    let database = databases[0].1;
+    let trino = properties(&std::fs::read_to_string(
+        root.join("trino/config.properties"),
+    )?)?;
+    let catalog_name = "iceberg";
+    assert!(
+        root.join(format!("trino/catalog/{catalog_name}.properties"))
+            .is_file()
+    );
+    assert_eq!(
+        text(database, "sqlalchemy_uri")?,
+        format!(
+            "trino://lake@trino:{}/{catalog_name}",
+            trino["http-server.http.port"]
+        )
+    );
+    assert!(compose()?["services"]["trino"].is_mapping());
+    let database_uuid = text(database, "uuid")?;
+
+    // Datasets on gold tables; their columns and metrics, queried for real.
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().display().to_string();
+    let out = lake_testkit::run_lake(&[
+        "quickstart",
+        "--records",
+        "2000",
+        "--seed",
+        "5",
+        "--data-dir",
+        &data_dir,
+    ])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let embedded = format!("--embedded={data_dir}");
+    let query = |sql: &str| -> Result<Vec<serde_json::Value>> {
+        let out = lake_testkit::run_lake(&["sql", &embedded, "--format", "json", sql])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let mut datasets = BTreeMap::new();
+    for (path, dataset) in of_kind("datasets") {
+        let table = text(dataset, "table_name")?;
+        assert_eq!(text(dataset, "schema")?, "gold", "{path}");
+        assert_eq!(text(dataset, "database_uuid")?, database_uuid, "{path}");
+        let columns: Vec<&str> = dataset["columns"]
+            .as_sequence()
+            .context("columns")?
+            .iter()
+            .map(|c| text(c, "column_name"))
+            .collect::<Result<_>>()?;
+        let dttm = text(dataset, "main_dttm_col")?;
+        assert!(columns.contains(&dttm), "{path}: {dttm}");
+        let metrics: Vec<(&str, &str)> = dataset["metrics"]
+            .as_sequence()
+            .context("metrics")?
+            .iter()
+            .map(|m| Ok((text(m, "metric_name")?, text(m, "expression")?)))
+            .collect::<Result<_>>()?;
+        let select = columns
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = query(&format!("SELECT {select} FROM gold.{table} LIMIT 1"))?;
+        assert_eq!(rows.len(), 1, "gold.{table} is empty after quickstart");
+        let aggregates = metrics
+            .iter()
+            .map(|(name, e)| format!("{e} AS \"{name}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let totals = query(&format!("SELECT {aggregates} FROM gold.{table}"))?;
+        for (name, _) in &metrics {
+            // Sentiment averages may be negative; every other metric counts something.
+            let value = totals[0][*name].as_f64();
+            assert!(
+                value.is_some_and(|v| v > 0.0 || *name == "avg_sentiment"),
+                "gold.{table}: metric {name} = {:?}",
+                totals[0][*name]
+            );
+        }
+        // The table has no column the dataset leaves out.
+        let all = query(&format!("SELECT * FROM gold.{table} LIMIT 1"))?;
+        let mut have: Vec<&String> = all[0].as_object().context("row")?.keys().collect();
+        have.sort();
+        let mut want: Vec<&str> = columns.clone();
+        want.sort();
+        assert_eq!(have, want, "{path}");
+        datasets.insert(
+            text(dataset, "uuid")?.to_string(),
+            (table.to_string(), columns, metrics),
+        );
+    }
+    assert_eq!(datasets.len(), 4);
+
+    // Charts use their dataset's columns and metrics.
+    let mut charts = BTreeMap::new();
+    for (path, chart) in of_kind("charts") {
+        let (table, columns, metrics) = datasets
+            .get(text(chart, "dataset_uuid")?)
+            .with_context(|| format!("{path}: unknown dataset"))?;
+        let params = &chart["params"];
+        assert_eq!(
+            params["datasource"].as_str(),
+            Some(format!("{table}__table").as_str())
+        );
+        assert_eq!(params["viz_type"], chart["viz_type"], "{path}");
+        let metric_names: Vec<&str> = metrics.iter().map(|(name, _)| *name).collect();
+        let mut used_metrics = Vec::new();
+        for key in [
+            "metric",
+            "timeseries_limit_metric",
+            "series_limit_metric",
+            "x_axis_sort",
+        ] {
+            used_metrics.extend(params[key].as_str());
+        }
+        if let Some(list) = params["metrics"].as_sequence() {
+            used_metrics.extend(list.iter().filter_map(|m| m.as_str()));
+        }
+        assert!(!used_metrics.is_empty(), "{path}: no metric");
+        for metric in used_metrics {
+            assert!(
+                metric_names.contains(&metric),
+                "{path}: metric {metric} not in {table}"
+            );
+        }
+        let mut used_columns: Vec<&str> = Vec::new();
+        for key in ["x_axis", "series"] {
+            used_columns.extend(params[key].as_str());
+        }
+        if let Some(list) = params["groupby"].as_sequence() {
+            used_columns.extend(list.iter().filter_map(|c| c.as_str()));
+        }
+        if let Some(filters) = params["adhoc_filters"].as_sequence() {
+            used_columns.extend(filters.iter().filter_map(|f| f["subject"].as_str()));
+        }
+        for column in used_columns {
+            assert!(
+                columns.contains(&column),
+                "{path}: column {column} not in {table}"
+            );
+        }
+        charts.insert(
+            text(chart, "uuid")?.to_string(),
+            text(chart, "slice_name")?.to_string(),
+        );
+    }
+
+    // Dashboards: the seed's three, placing every chart once.
+    let mut titles = Vec::new();
+    let mut placed = Vec::new();
+    for (path, dashboard) in of_kind("dashboards") {
+        titles.push(text(dashboard, "dashboard_title")?.to_string());
+        for (_, node) in dashboard["position"].as_mapping().context("position")? {
+            if node["type"].as_str() == Some("CHART") {
+                let uuid = text(&node["meta"], "uuid")?;
+                let name = charts
+                    .get(uuid)
+                    .with_context(|| format!("{path}: unknown chart"))?;
+                assert_eq!(node["meta"]["sliceName"].as_str(), Some(name.as_str()));
+                placed.push(uuid.to_string());
+            }
+        }
+    }
+    titles.sort();
+    assert_eq!(
+        titles,
+        [
+            "Real-time trends",
+            "Tweet analytics overview",
+            "User engagement"
+        ]
+    );
+    placed.sort();
+    assert_eq!(
+        placed,
+        charts.keys().cloned().collect::<Vec<_>>(),
+        "each chart once"
+    );
+    Ok(())
+}
