@@ -11,10 +11,10 @@ ARG AIRFLOW_VERSION=3.3.2
 ARG SUPERSET_VERSION=5.0.0
 
 FROM rust:${RUST_VERSION}-${DEBIAN} AS build
-# librdkafka is built from source by rdkafka-sys (make, a C/C++ compiler); TLS
-# comes from the system OpenSSL.
+# librdkafka, zstd and aws-lc are built from source by their -sys crates (make, cmake,
+# a C/C++ compiler); librdkafka's TLS comes from the system OpenSSL.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential libssl-dev pkg-config perl python3 \
+    && apt-get install -y --no-install-recommends build-essential cmake libssl-dev pkg-config perl python3 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
