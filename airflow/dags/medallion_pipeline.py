@@ -75,17 +75,23 @@ def lake_task(task_id: str, command: str, doc: str) -> BashOperator:
     return BashOperator(task_id=task_id, bash_command=f"{LAKE} {command}", doc_md=doc)
 
 
-with DAG(
-    dag_id="lake_medallion",
-    description="Kafka -> bronze -> silver -> gold, then compaction",
-    schedule=SCHEDULE,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    # One run at a time: a second run would only wait on the first one's commits.
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["lake"],
-    doc_md=__doc__,
+def lake_dag(dag_id: str, description: str, schedule: str) -> DAG:
+    return DAG(
+        dag_id=dag_id,
+        description=description,
+        schedule=schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        # One run at a time: a second run would only wait on the first one's commits.
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["lake"],
+        doc_md=__doc__,
+    )
+
+
+with lake_dag(
+    "lake_medallion", "Kafka -> bronze -> silver -> gold, then compaction", SCHEDULE
 ) as medallion:
     ingest = BashOperator(
         task_id="ingest",
@@ -116,16 +122,10 @@ with DAG(
     ingest >> silver >> gold >> compact
 
 
-with DAG(
-    dag_id="lake_maintenance",
-    description="Retention, compaction, manifests, snapshot expiry, orphan files",
-    schedule=MAINTENANCE_SCHEDULE,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["lake"],
-    doc_md=__doc__,
+with lake_dag(
+    "lake_maintenance",
+    "Retention, compaction, manifests, snapshot expiry, orphan files",
+    MAINTENANCE_SCHEDULE,
 ) as maintenance:
     lake_task(
         "maintain_all",
