@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, ensure};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, KafkaMock, Services, lake_bin, python, repo_root, run_lake,
-    run_lake_env,
+    CatalogProcess, CatalogSpec, KafkaMock, Services, lake_bin, python, repo_root, run_lake_ok,
 };
 use serde_json::Value;
 
@@ -188,37 +187,30 @@ fn names(tasks: &[&str]) -> BTreeSet<String> {
 fn generate(kafka: &KafkaMock, dataset: &str, count: u64, seed: u64) -> Result<()> {
     let bootstrap = kafka.bootstrap();
     let (count, seed) = (count.to_string(), seed.to_string());
-    let out = run_lake(&[
-        "generate",
-        dataset,
-        "--brokers",
-        &bootstrap,
-        "--rate",
-        "0",
-        "--count",
-        &count,
-        "--seed",
-        &seed,
-    ])?;
-    ensure!(
-        out.status.success(),
-        "lake generate failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_lake_ok(
+        &[
+            "generate",
+            dataset,
+            "--brokers",
+            &bootstrap,
+            "--rate",
+            "0",
+            "--count",
+            &count,
+            "--seed",
+            &seed,
+        ],
+        Vec::<(String, String)>::new(),
+    )?;
     Ok(())
 }
 
 /// One number from `lake sql` as the reader.
 fn scalar(catalog: &CatalogProcess, query: &str) -> Result<u64> {
-    let out = run_lake_env(
+    let out = run_lake_ok(
         &["sql", "--format", "json", query],
         catalog.lake_env(Role::Reader),
     )?;
-    ensure!(
-        out.status.success(),
-        "lake sql {query:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("parsing {}", String::from_utf8_lossy(&out.stdout)))?;
     rows.first()

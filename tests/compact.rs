@@ -14,7 +14,9 @@ use iceberg::spec::Operation;
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 use lake_core::config::Role;
-use lake_testkit::{CatalogProcess, CatalogSpec, KafkaMock, LakeProcess, Services, run_lake_env};
+use lake_testkit::{
+    CatalogProcess, CatalogSpec, KafkaMock, LakeProcess, Services, run_lake_env, run_lake_ok,
+};
 
 /// The first batch: about four hours of event time from here, and 30 % of
 /// its records two hours late, so that each ingest commit writes files into
@@ -36,10 +38,8 @@ struct Setup {
 
 impl Setup {
     fn lake(&self, args: &[&str]) -> Result<String> {
-        let out = run_lake_env(args, self.catalog.lake_env(Role::Writer))?;
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        ensure!(out.status.success(), "lake {args:?} failed:\n{stderr}");
-        Ok(stderr)
+        let out = run_lake_ok(args, self.catalog.lake_env(Role::Writer))?;
+        Ok(String::from_utf8_lossy(&out.stderr).to_string())
     }
 
     /// The generator's arguments for `count` tweets from `seed` at `start`.

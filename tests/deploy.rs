@@ -211,12 +211,7 @@ fn lake_commands() -> Result<Vec<String>> {
 fn lake_accepts(args: &[String], env: &BTreeMap<String, String>) -> Result<()> {
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
     all.push("--help");
-    let out = lake_testkit::run_lake_env(&all, env.clone())?;
-    anyhow::ensure!(
-        out.status.success(),
-        "lake {args:?} is refused:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lake_testkit::run_lake_ok(&all, env.clone())?;
     Ok(())
 }
 
@@ -370,12 +365,8 @@ fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
                 command[0]
             );
             lake_accepts(&command, &env)?;
-            let shown = lake_testkit::run_lake_env(&["config", "show"], env.clone())?;
-            anyhow::ensure!(
-                shown.status.success(),
-                "{svc}: lake refuses its environment:\n{}",
-                String::from_utf8_lossy(&shown.stderr)
-            );
+            lake_testkit::run_lake_ok(&["config", "show"], env.clone())
+                .with_context(|| format!("{svc}: lake refuses its environment"))?;
             let check = strings(&service["healthcheck"]["test"])?;
             if check.get(1).map(String::as_str) == Some("lake") {
                 lake_accepts(&check[2..], &env)?;
@@ -645,28 +636,24 @@ fn superset_dashboards_read_columns_lakes_gold_tables_have() -> Result<()> {
     // Datasets on gold tables; their columns and metrics, queried for real.
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().display().to_string();
-    let out = lake_testkit::run_lake(&[
-        "quickstart",
-        "--records",
-        "2000",
-        "--seed",
-        "5",
-        "--data-dir",
-        &data_dir,
-    ])?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lake_testkit::run_lake_ok(
+        &[
+            "quickstart",
+            "--records",
+            "2000",
+            "--seed",
+            "5",
+            "--data-dir",
+            &data_dir,
+        ],
+        Vec::<(String, String)>::new(),
+    )?;
     let embedded = format!("--embedded={data_dir}");
     let query = |sql: &str| -> Result<Vec<serde_json::Value>> {
-        let out = lake_testkit::run_lake(&["sql", &embedded, "--format", "json", sql])?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = lake_testkit::run_lake_ok(
+            &["sql", &embedded, "--format", "json", sql],
+            Vec::<(String, String)>::new(),
+        )?;
         Ok(serde_json::from_slice(&out.stdout)?)
     };
     let mut datasets = BTreeMap::new();

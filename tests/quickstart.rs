@@ -4,17 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
-use lake_testkit::run_lake;
+use anyhow::{Context, Result, bail};
+use lake_testkit::{run_lake, run_lake_ok};
 use serde_json::Value;
 
 const RECORDS: u64 = 3_000;
 
 /// Runs `lake` and returns its stdout, failing with its stderr.
 fn lake(args: &[&str]) -> Result<String> {
-    let out = run_lake(args)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.success(), "lake {args:?} failed:\n{stderr}");
+    let out = run_lake_ok(args, Vec::<(String, String)>::new())?;
     Ok(String::from_utf8(out.stdout)?)
 }
 

@@ -579,6 +579,23 @@ pub fn run_lake_env<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     Ok(lake_command(args, env, dir.path()).output()?)
 }
 
+/// [`run_lake_env`] that must succeed: a failure is an error carrying the
+/// command and its stderr.
+pub fn run_lake_ok<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<std::process::Output> {
+    let out = run_lake_env(args, env)?;
+    if !out.status.success() {
+        bail!(
+            "lake {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
 /// A `lake` process in the background; killed (SIGKILL) when dropped.
 pub struct LakeProcess {
     child: std::process::Child,
