@@ -161,6 +161,9 @@ fn main() {
             stderr.contains(&format!("{tweets} rows committed, 0 rejected")),
             "{stderr}"
         );
+        if std::env::var_os("LAKE_BENCH_LOG").is_some() {
+            eprintln!("{stderr}");
+        }
         let peak_mb: f64 = common::peak_mb(&stderr);
         let waited: f64 = stderr
             .split("first record after ")
