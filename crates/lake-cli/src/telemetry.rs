@@ -1,5 +1,6 @@
 //! Logs (tracing, to stderr) and metrics (Prometheus exporter, off by default).
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,8 +14,11 @@ pub fn init_logs(config: &TelemetryConfig, default: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(config.log.as_deref().unwrap_or(default)))
         .unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only for a person at a terminal: Airflow task logs, `docker
+    // logs` and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),
