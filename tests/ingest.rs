@@ -480,6 +480,82 @@ async fn two_processes_in_one_group_survive_a_kill_and_a_zombie() -> Result<()> 
     Ok(())
 }
 
+/// KIP-848's consumer protocol moves a few partitions at a time: a member
+/// keeps reading the partitions it keeps while others leave and join.
+#[tokio::test]
+async fn the_consumer_group_protocol_moves_partitions_without_loss_or_doubles() -> Result<()> {
+    const FIRST: u64 = 30_000;
+    const MORE: u64 = 120_000;
+    const PARTITIONS: i32 = 6;
+    let harness = Harness::start().await?;
+    harness.kafka.create_topic("tweets", PARTITIONS)?;
+    harness.produce("tweets", FIRST, 7, &[])?;
+    let bootstrap = harness.kafka.bootstrap();
+    // Epochs end at 50 000 records or at shutdown: A's first one, holding
+    // all of the first 30 000, is still open when B arrives.
+    let args = Harness::ingest_args(
+        &bootstrap,
+        &[
+            "--group-protocol",
+            "consumer",
+            "--commit-interval",
+            "10m",
+            "--commit-records",
+            "50000",
+        ],
+    );
+    let env = harness.env();
+
+    let mut a = LakeProcess::spawn(&args, env.clone())?;
+    a.wait_for_log("assigned", Duration::from_secs(60))?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // B joins: A hands over some partitions, drops its epoch and reads the
+    // partitions it keeps again from the table.
+    let mut b = LakeProcess::spawn(&args, env.clone())?;
+    b.wait_for_log("assigned", Duration::from_secs(60))?;
+    let a_log = a.log();
+    let dropped = a_log
+        .lines()
+        .find(|line| line.contains("partitions revoked"))
+        .and_then(|line| line.split("records=").nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        dropped.is_some_and(|n| n > 0) && a.running(),
+        "A dropped an epoch when it gave up partitions, and went on:\n{a_log}"
+    );
+    harness.produce("tweets", MORE, 8, &[])?;
+    // A leaves: B takes its partitions on top of its own, mid-epoch; A
+    // comes back and takes some again.
+    a.signal("TERM")?;
+    let status = a.wait(Duration::from_secs(40))?;
+    assert!(status.success(), "{}", a.log());
+    let mut a = LakeProcess::spawn(&args, env.clone())?;
+    a.wait_for_log("assigned", Duration::from_secs(60))?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for process in [&mut a, &mut b] {
+        process.signal("TERM")?;
+        let status = process.wait(Duration::from_secs(40))?;
+        assert!(status.success(), "{}", process.log());
+    }
+    // Whatever is left, then every offset exactly once.
+    let mut finish = args.clone();
+    finish.push("--until-caught-up");
+    let out = run_lake_env(&finish, env)?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let end = ends(&bootstrap, "tweets", PARTITIONS)?;
+    let bronze = harness.table("tweets_raw").await?;
+    assert_eq!(
+        assert_complete(&bronze, PARTITIONS, &end).await?,
+        (FIRST + MORE) as usize
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn hostile_records_go_to_the_dead_letter_table_with_their_reason() -> Result<()> {
     let harness = Harness::start().await?;

@@ -530,6 +530,7 @@ the same --group-id to share the partitions.
 Examples:
   lake ingest                                  # both datasets, until Ctrl-C
   lake ingest tweets --until-caught-up         # what is in the topic now, then exit (Airflow)
+  lake ingest tweets --until-caught-up --group-protocol consumer   # Kafka 4+: no 3 s join wait
   lake ingest speedtest --topic speedtest=speed.raw --table speedtest=bronze.speed
   lake ingest -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN -X sasl.username=…")]
 pub struct IngestArgs {
@@ -552,6 +553,10 @@ pub struct IngestArgs {
     /// Consumer group; processes sharing it share the partitions
     #[arg(long, default_value = "lake-ingest")]
     pub group_id: String,
+
+    /// How the group shares partitions out (librdkafka's group.protocol)
+    #[arg(long, value_enum, default_value = "classic")]
+    pub group_protocol: GroupProtocolArg,
 
     /// Commit at least this often
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -592,6 +597,23 @@ pub struct IngestArgs {
     /// Give up when no broker answers within this long
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: std::time::Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GroupProtocolArg {
+    /// Every broker; a new group waits the broker's initial rebalance delay (3 s)
+    Classic,
+    /// KIP-848, Kafka 4.0+: no initial delay, incremental rebalances, broker-side session timeout
+    Consumer,
+}
+
+impl From<GroupProtocolArg> for lake_ingest::GroupProtocol {
+    fn from(value: GroupProtocolArg) -> Self {
+        match value {
+            GroupProtocolArg::Classic => Self::Classic,
+            GroupProtocolArg::Consumer => Self::Consumer,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -5,6 +5,10 @@
 //! Offsets come from the tables, never from Kafka: on every assignment the
 //! consumer asks each sink for its table's offsets and starts there. Kafka's
 //! committed offsets are written after each table commit, for lag displays.
+//! Both group protocols work: eager (classic range/roundrobin) rebalances
+//! revoke everything and assign afresh; incremental ones (KIP-848's consumer
+//! protocol, classic cooperative-sticky) add and remove a few partitions,
+//! and the partitions kept are read again from their epoch's start.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use lake_core::metrics as names;
 use lake_table::LakeCatalog;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
@@ -32,11 +36,36 @@ const CHANNEL_CHUNKS: usize = 16;
 /// Records between checks of the commit and stop conditions.
 const CHECK_EVERY: u32 = 256;
 
+/// How the consumer group shares partitions out (librdkafka's `group.protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// Join/sync rounds led by a member; works with every broker. A new
+    /// group waits the broker's `group.initial.rebalance.delay.ms` (3 s by
+    /// default) before its first assignment.
+    #[default]
+    Classic,
+    /// KIP-848: the broker assigns partitions through heartbeats, with no
+    /// initial delay; needs Kafka 4.0 or later. The session timeout is the
+    /// broker's (`group.consumer.session.timeout.ms`, 45 s by default).
+    Consumer,
+}
+
+impl GroupProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
 /// How `lake ingest` runs.
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
     pub routes: Vec<Route>,
     pub group_id: String,
+    /// Overridden by `-X group.protocol=…`, as every librdkafka default is.
+    pub group_protocol: GroupProtocol,
     /// Commit an epoch after this long…
     pub commit_interval: Duration,
     /// …or this many payload bytes…
@@ -62,6 +91,7 @@ impl Default for IngestOptions {
         Self {
             routes: Vec::new(),
             group_id: "lake-ingest".to_string(),
+            group_protocol: GroupProtocol::Classic,
             commit_interval: Duration::from_secs(10),
             commit_bytes: None,
             commit_records: None,
@@ -200,12 +230,20 @@ impl ConsumerContext for IngestContext {
         tpl: &mut TopicPartitionList,
     ) {
         let mut shared = lock(&self.shared);
+        let incremental = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Incremental: only the new partitions, which join the
+                // running epoch from their table's offsets.
                 if let Err(e) = assign(&mut shared, tpl) {
                     tracing::error!(error = %e, "cannot read the tables' offsets for the new assignment");
                     shared.error = Some(e);
-                    let _ = consumer.unassign();
+                    if !incremental {
+                        let _ = consumer.unassign();
+                    }
                     return;
                 }
                 let assigned: Vec<String> = tpl
@@ -214,33 +252,58 @@ impl ConsumerContext for IngestContext {
                     .map(|e| format!("{}[{}]@{:?}", e.topic(), e.partition(), e.offset()))
                     .collect();
                 tracing::info!(partitions = ?assigned, "assigned; starting from the tables' offsets");
-                if let Err(e) = consumer.assign(tpl) {
+                let result = if incremental {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = result {
                     shared.error = Some(e.into());
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let dropped = abort_epochs(&mut shared);
                 tracing::info!(
                     partitions = tpl.count(),
+                    records = dropped,
                     "partitions revoked; dropping the uncommitted epoch"
                 );
-                abort_epochs(&mut shared);
-                for state in shared.topics.values_mut() {
-                    state.assigned.clear();
-                    state.start.clear();
+                if incremental {
+                    forget(&mut shared, tpl);
+                    if let Err(e) = consumer.incremental_unassign(tpl) {
+                        shared.error = Some(e.into());
+                        return;
+                    }
+                    if let Err(e) = reread_kept(consumer, &shared) {
+                        tracing::error!(error = %e, "cannot rewind the partitions kept");
+                        shared.error = Some(e);
+                    }
+                } else {
+                    for state in shared.topics.values_mut() {
+                        state.assigned.clear();
+                        state.start.clear();
+                    }
+                    let _ = consumer.unassign();
                 }
-                let _ = consumer.unassign();
             }
             other => {
                 tracing::warn!(error = ?other, "rebalance error");
                 abort_epochs(&mut shared);
-                let _ = consumer.unassign();
+                if incremental {
+                    forget(&mut shared, tpl);
+                    let _ = consumer.incremental_unassign(tpl);
+                    if let Err(e) = reread_kept(consumer, &shared) {
+                        shared.error = Some(e);
+                    }
+                } else {
+                    let _ = consumer.unassign();
+                }
             }
         }
     }
 }
 
-/// Sets every newly assigned partition's start to its table's offset.
-fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> Result<()> {
+fn by_topic(tpl: &TopicPartitionList) -> BTreeMap<String, Vec<i32>> {
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for element in tpl.elements() {
         by_topic
@@ -248,7 +311,51 @@ fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> Result<()> {
             .or_default()
             .push(element.partition());
     }
-    for (topic, partitions) in by_topic {
+    by_topic
+}
+
+/// Drops revoked partitions from the consumer's state.
+fn forget(shared: &mut Shared, tpl: &TopicPartitionList) {
+    for (topic, partitions) in by_topic(tpl) {
+        if let Some(state) = shared.topics.get_mut(&topic) {
+            for partition in partitions {
+                state.assigned.remove(&partition);
+                state.start.remove(&partition);
+            }
+        }
+    }
+}
+
+/// After an incremental revocation dropped the epoch, positions every
+/// partition still assigned back at its epoch's start (the table's offset),
+/// and resumes any that `--until-caught-up` had paused. Seeking also
+/// discards what librdkafka prefetched past that point, so no record of the
+/// dropped epoch can reach the next one.
+fn reread_kept(consumer: &BaseConsumer<IngestContext>, shared: &Shared) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for state in shared.topics.values() {
+        for &partition in &state.assigned {
+            let offset = state
+                .start
+                .get(&partition)
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            tpl.add_partition_offset(&state.route.topic, partition, offset)?;
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    let sought = consumer.seek_partitions(tpl.clone(), Duration::from_secs(10))?;
+    for element in sought.elements() {
+        element.error()?;
+    }
+    consumer.resume(&tpl)?;
+    Ok(())
+}
+
+/// Sets every newly assigned partition's start to its table's offset.
+fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> Result<()> {
+    for (topic, partitions) in by_topic(tpl) {
         let Some(state) = shared.topics.get_mut(&topic) else {
             continue;
         };
@@ -272,16 +379,20 @@ fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> Result<()> {
     Ok(())
 }
 
-fn abort_epochs(shared: &mut Shared) {
+/// Drops every uncommitted epoch; returns how many records they held.
+fn abort_epochs(shared: &mut Shared) -> u64 {
     let mut aborted = 0;
+    let mut records = 0;
     for state in shared.topics.values_mut() {
         if state.has_epoch() {
             aborted += 1;
+            records += state.epoch_records;
             let _ = request(&state.sink, |reply| Command::Abort { reply });
         }
         state.reset_epoch();
     }
     shared.rewinds += aborted;
+    records
 }
 
 /// Sends a command to a sink and waits for its answer (from the consumer
@@ -396,24 +507,31 @@ pub async fn ingest(
 }
 
 fn prepare_consumer_config(kafka: &mut ClientConfig, options: &IngestOptions) -> Result<()> {
-    if let Some(strategy) = kafka.get("partition.assignment.strategy")
-        && strategy.contains("cooperative")
-    {
-        return Err(Error::Invalid(format!(
-            "partition.assignment.strategy `{strategy}`: lake ingest needs an eager strategy \
-             (range or roundrobin), because each assignment restarts from the tables' offsets"
-        )));
-    }
+    let protocol = kafka
+        .get("group.protocol")
+        .unwrap_or(options.group_protocol.as_str())
+        .to_string();
     kafka
         .set("group.id", &options.group_id)
+        .set("group.protocol", &protocol)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
+    if protocol == GroupProtocol::Classic.as_str() {
+        // librdkafka refuses these with the consumer protocol, where the
+        // broker assigns and times sessions out.
+        for (key, value) in [
+            ("partition.assignment.strategy", "roundrobin"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+        ] {
+            if kafka.get(key).is_none() {
+                kafka.set(key, value);
+            }
+        }
+    }
     for (key, value) in [
         ("auto.offset.reset", "earliest"),
-        ("partition.assignment.strategy", "roundrobin"),
-        ("session.timeout.ms", "10000"),
-        ("heartbeat.interval.ms", "1000"),
         // Bounds what librdkafka prefetches, whatever the partition count:
         // 64 MiB keeps the writer fed between fetches and the process under
         // half a gigabyte.
@@ -537,6 +655,13 @@ fn consume(
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    let reason = consumer
+                        .client()
+                        .fatal_error()
+                        .map_or_else(|| code.to_string(), |(_, reason)| reason);
+                    return Err(Error::Kafka(fatal_hint(&reason, &kafka)));
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "Kafka reported an error; retrying"),
                 None => {}
             }
@@ -615,6 +740,20 @@ fn consume(
     // Leave the group now, with nothing uncommitted, so partitions move on.
     consumer.unsubscribe();
     Ok(summary)
+}
+
+/// librdkafka's fatal error, with what to do when the brokers predate the
+/// consumer group protocol.
+fn fatal_hint(reason: &str, kafka: &ClientConfig) -> String {
+    let consumer_protocol = kafka.get("group.protocol") == Some(GroupProtocol::Consumer.as_str());
+    if consumer_protocol && reason.contains("ConsumerGroupHeartbeat") {
+        format!(
+            "{reason}: the brokers do not support the consumer group protocol (KIP-848, \
+             Kafka 4.0 or later); use --group-protocol classic"
+        )
+    } else {
+        reason.to_string()
+    }
 }
 
 fn send_chunk(state: &mut TopicState) -> Result<()> {
@@ -724,4 +863,68 @@ fn table_covers_start_end(shared: &Shared) -> bool {
             .iter()
             .all(|(p, &high)| high == 0 || state.table.get(p).is_some_and(|&o| o >= high))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(protocol: GroupProtocol, extra: &[(&str, &str)]) -> ClientConfig {
+        let mut kafka = ClientConfig::new();
+        for (key, value) in extra {
+            kafka.set(*key, *value);
+        }
+        let options = IngestOptions {
+            group_protocol: protocol,
+            ..IngestOptions::default()
+        };
+        prepare_consumer_config(&mut kafka, &options).expect("prepared");
+        kafka
+    }
+
+    #[test]
+    fn classic_groups_get_lake_session_and_assignment_defaults() {
+        let kafka = prepared(GroupProtocol::Classic, &[("session.timeout.ms", "3000")]);
+        assert_eq!(kafka.get("group.protocol"), Some("classic"));
+        assert_eq!(
+            kafka.get("partition.assignment.strategy"),
+            Some("roundrobin")
+        );
+        assert_eq!(kafka.get("session.timeout.ms"), Some("3000"));
+        assert_eq!(kafka.get("heartbeat.interval.ms"), Some("1000"));
+        assert_eq!(kafka.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn consumer_protocol_leaves_assignment_and_sessions_to_the_broker() {
+        let kafka = prepared(GroupProtocol::Consumer, &[]);
+        assert_eq!(kafka.get("group.protocol"), Some("consumer"));
+        for key in [
+            "partition.assignment.strategy",
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+        ] {
+            assert_eq!(kafka.get(key), None, "{key}");
+        }
+        // -X group.protocol wins over the option, like every other -X.
+        let kafka = prepared(GroupProtocol::Classic, &[("group.protocol", "consumer")]);
+        assert_eq!(kafka.get("group.protocol"), Some("consumer"));
+        assert_eq!(kafka.get("session.timeout.ms"), None);
+    }
+
+    #[test]
+    fn an_old_broker_refusing_the_consumer_protocol_is_named_with_the_way_out() {
+        let reason =
+            "ConsumerGroupHeartbeat fatal error: Local: Required feature not supported by broker";
+        let consumer = prepared(GroupProtocol::Consumer, &[]);
+        assert_eq!(
+            fatal_hint(reason, &consumer),
+            format!(
+                "{reason}: the brokers do not support the consumer group protocol (KIP-848, \
+                 Kafka 4.0 or later); use --group-protocol classic"
+            )
+        );
+        let classic = prepared(GroupProtocol::Classic, &[]);
+        assert_eq!(fatal_hint("Broker: Fenced", &classic), "Broker: Fenced");
+    }
 }

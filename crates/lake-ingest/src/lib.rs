@@ -15,5 +15,5 @@ mod sink;
 
 pub use bronze::Route;
 pub use error::{Error, Result};
-pub use ingest::{IngestOptions, IngestSummary, ingest};
+pub use ingest::{GroupProtocol, IngestOptions, IngestSummary, ingest};
 pub use sink::bronze_writer_options;

@@ -16,6 +16,7 @@ pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<ExitCode> {
     let options = IngestOptions {
         routes: routes.clone(),
         group_id: args.group_id.clone(),
+        group_protocol: args.group_protocol.into(),
         commit_interval: args.commit_interval,
         commit_bytes: args.commit_bytes.map(|b| b.as_u64()),
         commit_records: args.commit_records,
