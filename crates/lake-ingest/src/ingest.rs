@@ -268,35 +268,16 @@ impl ConsumerContext for IngestContext {
                     records = dropped,
                     "partitions revoked; dropping the uncommitted epoch"
                 );
-                if incremental {
-                    forget(&mut shared, tpl);
-                    if let Err(e) = consumer.incremental_unassign(tpl) {
-                        shared.error = Some(e.into());
-                        return;
-                    }
-                    if let Err(e) = reread_kept(consumer, &shared) {
-                        tracing::error!(error = %e, "cannot rewind the partitions kept");
-                        shared.error = Some(e);
-                    }
-                } else {
-                    for state in shared.topics.values_mut() {
-                        state.assigned.clear();
-                        state.start.clear();
-                    }
-                    let _ = consumer.unassign();
+                if let Err(e) = release(consumer, &mut shared, tpl, incremental) {
+                    tracing::error!(error = %e, "cannot release the revoked partitions");
+                    shared.error = Some(e);
                 }
             }
             other => {
                 tracing::warn!(error = ?other, "rebalance error");
                 abort_epochs(&mut shared);
-                if incremental {
-                    forget(&mut shared, tpl);
-                    let _ = consumer.incremental_unassign(tpl);
-                    if let Err(e) = reread_kept(consumer, &shared) {
-                        shared.error = Some(e);
-                    }
-                } else {
-                    let _ = consumer.unassign();
+                if let Err(e) = release(consumer, &mut shared, tpl, incremental) {
+                    shared.error = Some(e);
                 }
             }
         }
@@ -314,8 +295,25 @@ fn by_topic(tpl: &TopicPartitionList) -> BTreeMap<String, Vec<i32>> {
     by_topic
 }
 
-/// Drops revoked partitions from the consumer's state.
-fn forget(shared: &mut Shared, tpl: &TopicPartitionList) {
+/// Gives partitions back once the epoch is dropped: every partition (eager
+/// protocols), or those in `tpl`, the rest being read again from their
+/// epoch's start (incremental ones).
+fn release(
+    consumer: &BaseConsumer<IngestContext>,
+    shared: &mut Shared,
+    tpl: &TopicPartitionList,
+    incremental: bool,
+) -> Result<()> {
+    if !incremental {
+        for state in shared.topics.values_mut() {
+            state.assigned.clear();
+            state.start.clear();
+        }
+        // An eager unassign fails only while the consumer closes, when
+        // nothing stays assigned either way.
+        let _ = consumer.unassign();
+        return Ok(());
+    }
     for (topic, partitions) in by_topic(tpl) {
         if let Some(state) = shared.topics.get_mut(&topic) {
             for partition in partitions {
@@ -324,6 +322,8 @@ fn forget(shared: &mut Shared, tpl: &TopicPartitionList) {
             }
         }
     }
+    consumer.incremental_unassign(tpl)?;
+    reread_kept(consumer, shared)
 }
 
 /// After an incremental revocation dropped the epoch, positions every
