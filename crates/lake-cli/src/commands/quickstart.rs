@@ -81,6 +81,8 @@ async fn pipeline(
     let options = IngestOptions {
         routes: routes.clone(),
         group_id: "lake-quickstart".into(),
+        // The in-process mock speaks KIP-848: no 3 s wait for the group to form.
+        group_protocol: lake_ingest::GroupProtocol::Consumer,
         until_caught_up: true,
         progress: std::io::stderr().is_terminal(),
         ..IngestOptions::default()
