@@ -517,27 +517,24 @@ fn prepare_consumer_config(kafka: &mut ClientConfig, options: &IngestOptions) ->
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
-    if protocol == GroupProtocol::Classic.as_str() {
-        // librdkafka refuses these with the consumer protocol, where the
-        // broker assigns and times sessions out.
-        for (key, value) in [
-            ("partition.assignment.strategy", "roundrobin"),
-            ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "1000"),
-        ] {
-            if kafka.get(key).is_none() {
-                kafka.set(key, value);
-            }
-        }
-    }
-    for (key, value) in [
+    let mut defaults = vec![
         ("auto.offset.reset", "earliest"),
         // Bounds what librdkafka prefetches, whatever the partition count:
         // 64 MiB keeps the writer fed between fetches and the process under
         // half a gigabyte.
         ("queued.max.messages.kbytes", "65536"),
         ("statistics.interval.ms", "5000"),
-    ] {
+    ];
+    if protocol == GroupProtocol::Classic.as_str() {
+        // librdkafka refuses these with the consumer protocol, where the
+        // broker assigns and times sessions out.
+        defaults.extend([
+            ("partition.assignment.strategy", "roundrobin"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+        ]);
+    }
+    for (key, value) in defaults {
         if kafka.get(key).is_none() {
             kafka.set(key, value);
         }
