@@ -13,6 +13,7 @@ use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use lake_core::config::Role;
 use lake_testkit::{
     CatalogProcess, CatalogSpec, KafkaMock, LakeProcess, Services, run_lake, run_lake_env,
+    run_lake_ok,
 };
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -236,12 +237,7 @@ async fn a_hundred_thousand_tweets_land_exactly_once() -> Result<()> {
     }
     // A second run finds nothing new and commits nothing.
     let snapshots = bronze.metadata().snapshots().count();
-    let out = run_lake_env(&args, harness.env())?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_lake_ok(&args, harness.env())?;
     let again = harness.table("tweets_raw").await?;
     assert_eq!(again.metadata().snapshots().count(), snapshots);
     Ok(())
@@ -395,12 +391,7 @@ async fn killing_ingest_a_dozen_times_loses_and_doubles_nothing() -> Result<()> 
 
     let mut finish = args.clone();
     finish.push("--until-caught-up");
-    let out = run_lake_env(&finish, harness.env())?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_lake_ok(&finish, harness.env())?;
     let bronze = harness.table("tweets_raw").await?;
     let total = assert_complete(&bronze, PARTITIONS, &end).await?;
     assert_eq!(total, RECORDS as usize);
@@ -415,6 +406,14 @@ async fn killing_ingest_a_dozen_times_loses_and_doubles_nothing() -> Result<()> 
         })
         .collect();
     assert_eq!(ids.len(), RECORDS as usize, "no tweet twice");
+    Ok(())
+}
+
+/// SIGTERM, and the process must commit what it holds and exit 0.
+fn stop(process: &mut LakeProcess) -> Result<()> {
+    process.signal("TERM")?;
+    let status = process.wait(Duration::from_secs(40))?;
+    assert!(status.success(), "{}", process.log());
     Ok(())
 }
 
@@ -471,9 +470,7 @@ async fn two_processes_in_one_group_survive_a_kill_and_a_zombie() -> Result<()> 
     let rows = wait_for_rows(&harness, RECORDS as usize, Duration::from_secs(120)).await?;
     assert_eq!(rows, RECORDS as usize, "A:\n{}\nB:\n{}", a.log(), b.log());
     for process in [&mut a, &mut b] {
-        process.signal("TERM")?;
-        let status = process.wait(Duration::from_secs(40))?;
-        assert!(status.success(), "{}", process.log());
+        stop(process)?;
     }
     let bronze = harness.table("tweets_raw").await?;
     assert_eq!(assert_complete(&bronze, 3, &end).await?, RECORDS as usize);
@@ -527,26 +524,17 @@ async fn the_consumer_group_protocol_moves_partitions_without_loss_or_doubles() 
     harness.produce("tweets", MORE, 8, &[])?;
     // A leaves: B takes its partitions on top of its own, mid-epoch; A
     // comes back and takes some again.
-    a.signal("TERM")?;
-    let status = a.wait(Duration::from_secs(40))?;
-    assert!(status.success(), "{}", a.log());
+    stop(&mut a)?;
     let mut a = LakeProcess::spawn(&args, env.clone())?;
     a.wait_for_log("assigned", Duration::from_secs(60))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for process in [&mut a, &mut b] {
-        process.signal("TERM")?;
-        let status = process.wait(Duration::from_secs(40))?;
-        assert!(status.success(), "{}", process.log());
+        stop(process)?;
     }
     // Whatever is left, then every offset exactly once.
     let mut finish = args.clone();
     finish.push("--until-caught-up");
-    let out = run_lake_env(&finish, env)?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_lake_ok(&finish, env)?;
     let end = ends(&bootstrap, "tweets", PARTITIONS)?;
     let bronze = harness.table("tweets_raw").await?;
     assert_eq!(
