@@ -6,6 +6,8 @@
 //! local warehouse, API keys per role — and serves it on a listener it owns,
 //! so port 0 works and the bound address is known before the first request.
 
+mod refusals;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -183,8 +185,18 @@ impl CatalogServer {
             warehouse = %warehouse.to_url(),
             "catalog ready"
         );
+        // rustberg compresses what it answers, which would leave its refusals
+        // unreadable to `explain_refusals`; it is asked for plain bodies and
+        // the compression happens outside, as the client asked.
+        let key_names = Arc::new(refusals::KeyNames::new(server)?);
         let router = app
             .into_router()
+            .layer(axum::middleware::from_fn(refusals::uncompressed))
+            .layer(axum::middleware::from_fn_with_state(
+                key_names,
+                refusals::explain_refusals,
+            ))
+            .layer(tower_http::compression::CompressionLayer::new())
             .layer(axum::middleware::from_fn(record_request));
         Ok(Self {
             router,
