@@ -259,7 +259,9 @@ impl ConsumerContext for IngestContext {
                 };
                 if let Err(e) = result {
                     shared.error = Some(e.into());
+                    return;
                 }
+                commit_table_offsets(consumer, tpl);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let dropped = abort_epochs(&mut shared);
@@ -377,6 +379,29 @@ fn assign(shared: &mut Shared, tpl: &mut TopicPartitionList) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Tells Kafka where the tables are for newly assigned partitions. A member
+/// that died between its table commit and its Kafka commit leaves Kafka's
+/// offsets behind the table; if nothing new arrives, no later epoch would
+/// correct them, and lag displays reading the group would show records that
+/// are long in bronze. For lag only: the tables stay the source of truth.
+fn commit_table_offsets(consumer: &BaseConsumer<IngestContext>, assigned: &TopicPartitionList) {
+    let mut known = TopicPartitionList::new();
+    for element in assigned.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            let _ = known.add_partition_offset(
+                element.topic(),
+                element.partition(),
+                Offset::Offset(offset),
+            );
+        }
+    }
+    if known.count() > 0
+        && let Err(e) = consumer.commit(&known, CommitMode::Async)
+    {
+        tracing::debug!(error = %e, "committing the tables' offsets to Kafka for lag");
+    }
 }
 
 /// Drops every uncommitted epoch; returns how many records they held.
