@@ -1,7 +1,7 @@
 //! airflow/dags/medallion_pipeline.py under the Airflow that `tests/run`
 //! installs: the file imports cleanly into a DagBag with the expected tasks in
 //! order, and `airflow dags test` runs the real `lake` binary against the
-//! catalog on PostgreSQL + s3s-fs and librdkafka's mock cluster, building gold;
+//! catalog on PostgreSQL + s3s-fs and the Kafka broker of `tests/run`, building gold;
 //! a failing step fails the run and commits nothing after it.
 
 #![allow(clippy::unwrap_used)]
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, ensure};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, KafkaMock, Services, lake_bin, python, repo_root, run_lake_ok,
+    CatalogProcess, CatalogSpec, Kafka, Services, lake_bin, python, repo_root, run_lake_ok,
 };
 use serde_json::Value;
 
@@ -184,15 +184,30 @@ fn names(tasks: &[&str]) -> BTreeSet<String> {
     tasks.iter().map(|t| t.to_string()).collect()
 }
 
-fn generate(kafka: &KafkaMock, dataset: &str, count: u64, seed: u64) -> Result<()> {
-    let bootstrap = kafka.bootstrap();
+/// This test's topic for each dataset, on the shared broker.
+fn topic(topics: &(String, String), dataset: &str) -> String {
+    match dataset {
+        "tweets" => topics.0.clone(),
+        _ => topics.1.clone(),
+    }
+}
+
+fn generate(
+    kafka: &Kafka,
+    topics: &(String, String),
+    dataset: &str,
+    count: u64,
+    seed: u64,
+) -> Result<()> {
     let (count, seed) = (count.to_string(), seed.to_string());
     run_lake_ok(
         &[
             "generate",
             dataset,
             "--brokers",
-            &bootstrap,
+            kafka.brokers(),
+            "--topic",
+            &topic(topics, dataset),
             "--rate",
             "0",
             "--count",
@@ -334,18 +349,24 @@ print("DAGBAG " + json.dumps(out))
 async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Result<()> {
     let services = Services::from_env();
     let catalog = CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?;
-    let kafka = KafkaMock::start(1)?;
-    kafka.create_topic("tweets", 3)?;
-    kafka.create_topic("speedtest_raw", 3)?;
-    generate(&kafka, "tweets", 3_000, 11)?;
-    generate(&kafka, "speedtest", 1_000, 12)?;
+    let kafka = Kafka::from_env();
+    let topics = (Kafka::unique("tweets"), Kafka::unique("speedtest_raw"));
+    kafka.create_topic(&topics.0, 3).await?;
+    kafka.create_topic(&topics.1, 3).await?;
+    generate(&kafka, &topics, "tweets", 3_000, 11)?;
+    generate(&kafka, &topics, "speedtest", 1_000, 12)?;
     let airflow = Airflow::new()?;
 
     let mut env = catalog.lake_env(Role::Writer);
-    env.push(("LAKE_KAFKA__BROKERS".into(), kafka.bootstrap()));
+    env.push(("LAKE_KAFKA__BROKERS".into(), kafka.brokers().into()));
     env.push((
         "AIRFLOW_VAR_LAKE_INGEST_ARGS".into(),
-        "--group-id airflow-test".into(),
+        format!(
+            "--group-id {} --topic tweets={} --topic speedtest={}",
+            Kafka::unique("airflow-test"),
+            topics.0,
+            topics.1
+        ),
     ));
     // As in compose.yaml: each step pushes its metrics when it ends.
     let gateway = PushCapture::start()?;
@@ -409,7 +430,7 @@ async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Res
 
     // A step that fails (the catalog refuses the key) fails the run, and the
     // steps after it never start: nothing new reaches bronze, silver or gold.
-    generate(&kafka, "tweets", 500, 13)?;
+    generate(&kafka, &topics, "tweets", 500, 13)?;
     let mut broken = env.clone();
     broken.retain(|(k, _)| k != "LAKE_CATALOG__TOKEN");
     broken.push(("LAKE_CATALOG__TOKEN".into(), "rb_not_a_key".into()));
@@ -430,7 +451,7 @@ async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Res
 
     // Where a continuous `lake ingest` runs (compose), the DAG's ingest step
     // stands aside: new records stay in Kafka for that process.
-    generate(&kafka, "tweets", 200, 14)?;
+    generate(&kafka, &topics, "tweets", 200, 14)?;
     let mut continuous = env.clone();
     continuous.push(("AIRFLOW_VAR_LAKE_INGEST_MODE".into(), "continuous".into()));
     let (ok, log) = airflow.dags_test("lake_medallion", &continuous)?;

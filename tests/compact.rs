@@ -1,6 +1,6 @@
 //! `lake compact` as a process on a bronze table of hundreds of small files,
 //! while `lake ingest` keeps appending to it, against the catalog on
-//! PostgreSQL + s3s-fs and librdkafka's mock cluster.
+//! PostgreSQL + s3s-fs and the Kafka broker of `tests/run`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,7 +15,7 @@ use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, KafkaMock, LakeProcess, Services, run_lake_env, run_lake_ok,
+    CatalogProcess, CatalogSpec, Kafka, LakeProcess, Services, run_lake_env, run_lake_ok,
 };
 
 /// The first batch: about four hours of event time from here, and 30 % of
@@ -26,13 +26,15 @@ const OLD: &str = "2026-01-01T00:00:00Z";
 const NEW: &str = "2026-01-03T00:00:00Z";
 const OLD_TWEETS: u64 = 60_000;
 const NEW_TWEETS: u64 = 30_000;
-/// The mock broker keeps about 5 MiB per partition and drops older
-/// records; 24 partitions hold all 90 k tweets.
+/// Partitions of the topic: each ingest commit of a few hundred records
+/// spreads over many of them, and the hours they fall in.
 const PARTITIONS: i32 = 24;
 
 struct Setup {
     catalog: CatalogProcess,
-    kafka: KafkaMock,
+    kafka: Kafka,
+    topic: String,
+    group: String,
     dir: tempfile::TempDir,
 }
 
@@ -95,9 +97,9 @@ impl Setup {
             "--rate".into(),
             rate.to_string(),
             "--topic".into(),
-            "tweets".into(),
+            self.topic.clone(),
             "--brokers".into(),
-            self.kafka.bootstrap(),
+            self.kafka.brokers().into(),
         ]);
         args
     }
@@ -147,11 +149,14 @@ async fn compaction_while_ingest_appends_keeps_every_row() -> Result<()> {
     let services = Services::from_env();
     let setup = Setup {
         catalog: CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?,
-        kafka: KafkaMock::start(1)?,
+        kafka: Kafka::from_env(),
+        topic: Kafka::unique("tweets"),
+        group: Kafka::unique("small-files"),
         dir: tempfile::tempdir()?,
     };
-    setup.kafka.create_topic("tweets", PARTITIONS)?;
-    let bootstrap = setup.kafka.bootstrap();
+    setup.kafka.create_topic(&setup.topic, PARTITIONS).await?;
+    let bootstrap = setup.kafka.brokers();
+    let route = format!("tweets={}", setup.topic);
 
     // Hundreds of small files: a commit every few hundred records (ingest
     // checks the record trigger every 256 records).
@@ -164,9 +169,11 @@ async fn compaction_while_ingest_appends_keeps_every_row() -> Result<()> {
         "tweets",
         "--until-caught-up",
         "--brokers",
-        &bootstrap,
+        bootstrap,
+        "--topic",
+        &route,
         "--group-id",
-        "small-files",
+        &setup.group,
         "--commit-records",
         "50",
     ])?;
@@ -193,9 +200,11 @@ async fn compaction_while_ingest_appends_keeps_every_row() -> Result<()> {
             "ingest",
             "tweets",
             "--brokers",
-            &bootstrap,
+            bootstrap,
+            "--topic",
+            &route,
             "--group-id",
-            "small-files",
+            &setup.group,
             "--commit-records",
             "1000",
             "--commit-interval",

@@ -1,11 +1,11 @@
-//! `lake generate` as a process: into librdkafka's mock cluster and into
-//! files, and failing fast when Kafka is not there.
+//! `lake generate` as a process: into the Kafka broker of `tests/run` and
+//! into files, and failing fast when Kafka is not there.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use lake_testkit::{KafkaMock, consume_all, run_lake};
+use lake_testkit::{Kafka, run_lake};
 
 const START: &str = "2026-01-01T00:00:00Z";
 
@@ -19,10 +19,8 @@ fn file_lines(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
 
 #[test]
 fn two_hundred_thousand_tweets_reach_kafka_and_all_come_back() -> Result<()> {
-    let kafka = KafkaMock::start(3)?;
-    // The mock keeps only the newest 5 MiB per partition: zstd and eight
-    // partitions hold all 200 000 tweets (about 25 000 per partition).
-    kafka.create_topic("tweets", 8)?;
+    let kafka = Kafka::from_env();
+    let topic = Kafka::unique("tweets");
     let common = [
         "generate",
         "tweets",
@@ -43,16 +41,29 @@ fn two_hundred_thousand_tweets_reach_kafka_and_all_come_back() -> Result<()> {
         "-X",
         "compression.type=zstd",
     ];
+    // The topic does not exist: generate creates it through the admin API.
     let mut args = common.to_vec();
-    let bootstrap = kafka.bootstrap();
-    args.extend(["--brokers", &bootstrap]);
+    args.extend([
+        "--brokers",
+        kafka.brokers(),
+        "--topic",
+        &topic,
+        "--partitions",
+        "8",
+    ]);
     let out = run_lake(&args)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("generated 200000 tweets"), "{stderr}");
     assert!(stderr.contains("delivered 200000, failed 0"), "{stderr}");
+    assert_eq!(kafka.partitions(&topic)?, 8);
+    assert_eq!(
+        kafka.end_offsets(&topic)?.values().sum::<i64>(),
+        200_000,
+        "the broker holds each record once: the idempotent producer sent no doubles"
+    );
 
-    let consumed = consume_all(&bootstrap, "tweets", 200_000, Duration::from_secs(120))?;
+    let consumed = kafka.consume_all(&topic, 200_000, Duration::from_secs(120))?;
     assert_eq!(consumed.len(), 200_000, "every record once, no more");
 
     // One user's records stay on one partition (key = user id)…

@@ -1,6 +1,7 @@
 //! `lake ingest` as a process against the catalog on PostgreSQL + s3s-fs and
-//! librdkafka's mock cluster: exact counts and values, crashes, group
-//! rebalances, a zombie, hostile input.
+//! the Kafka broker of `tests/run`: exact counts and values, crashes, group
+//! rebalances, a zombie, hostile input — each under both group protocols,
+//! `classic` and KIP-848's `consumer`, which the broker runs for real.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -12,84 +13,117 @@ use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, KafkaMock, LakeProcess, Services, run_lake, run_lake_env,
-    run_lake_ok,
+    CatalogProcess, CatalogSpec, Kafka, LakeProcess, Services, run_lake_env, run_lake_ok,
 };
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const START: &str = "2026-01-01T00:00:00Z";
 
+/// Runs a scenario once per group protocol, as two tests:
+/// `<scenario>::classic` and `<scenario>::consumer`.
+macro_rules! with_each_group_protocol {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn classic() -> anyhow::Result<()> {
+                super::$scenario("classic").await
+            }
+
+            #[tokio::test]
+            async fn consumer() -> anyhow::Result<()> {
+                super::$scenario("consumer").await
+            }
+        }
+    )*};
+}
+
+with_each_group_protocol!(
+    a_hundred_thousand_tweets_land_exactly_once,
+    killing_ingest_a_dozen_times_loses_and_doubles_nothing,
+    two_processes_in_one_group_survive_a_kill_and_a_zombie,
+    members_joining_and_leaving_move_partitions_without_loss_or_doubles,
+    hostile_records_go_to_the_dead_letter_table_with_their_reason,
+    until_caught_up_takes_exactly_what_was_there_at_start,
+    evolve_schema_adds_new_fields_as_columns,
+);
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// One test's catalog, and its own topic and consumer group on the shared
+/// broker.
 struct Harness {
     catalog: CatalogProcess,
-    kafka: KafkaMock,
+    kafka: Kafka,
+    topic: String,
+    group: String,
+    protocol: &'static str,
     _files: tempfile::TempDir,
     files: std::path::PathBuf,
 }
 
 impl Harness {
-    async fn start() -> Result<Self> {
+    async fn start(protocol: &'static str) -> Result<Self> {
         let services = Services::from_env();
         let catalog = CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?;
-        let kafka = KafkaMock::start(3)?;
         let files = tempfile::tempdir()?;
         let path = files.path().to_path_buf();
         Ok(Self {
             catalog,
-            kafka,
+            kafka: Kafka::from_env(),
+            topic: Kafka::unique("tweets"),
+            group: Kafka::unique("bronze"),
+            protocol,
             _files: files,
             files: path,
         })
     }
 
-    /// Produces `count` tweets to `topic` (zstd, so the mock keeps them all)
-    /// and returns their payloads, as the same seed writes them to a file.
-    fn produce(&self, topic: &str, count: u64, seed: u64, extra: &[&str]) -> Result<Vec<String>> {
-        let (count, seed) = (count.to_string(), seed.to_string());
-        let bootstrap = self.kafka.bootstrap();
-        let mut common = vec![
-            "generate", "tweets", "--count", &count, "--rate", "0", "--seed", &seed, "--start",
-            START, "--users", "5000",
-        ];
-        common.extend(extra);
-        let mut to_kafka = common.clone();
+    /// The generator's arguments for `count` tweets from `seed`.
+    fn generate_args(count: u64, seed: u64, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "generate",
+            "tweets",
+            "--count",
+            &count.to_string(),
+            "--rate",
+            "0",
+            "--seed",
+            &seed.to_string(),
+            "--start",
+            START,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if !extra.contains(&"--users") {
+            args.extend(["--users".to_string(), "5000".to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Produces `count` tweets to the topic and returns their payloads, as
+    /// the same seed writes them to a file.
+    fn produce(&self, count: u64, seed: u64, extra: &[&str]) -> Result<Vec<String>> {
+        let mut to_kafka = Self::generate_args(count, seed, extra);
         to_kafka.extend([
-            "--topic",
-            topic,
-            "--brokers",
-            &bootstrap,
-            "-X",
-            "compression.type=zstd",
+            "--topic".into(),
+            self.topic.clone(),
+            "--brokers".into(),
+            self.kafka.brokers().into(),
         ]);
-        let out = run_lake(&to_kafka)?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.generate_file(&common, &format!("{topic}-{seed}"))
+        run_lake_ok(&strs(&to_kafka), Vec::<(String, String)>::new())?;
+        self.lines(count, seed, extra)
     }
 
     /// The tweets `seed` generates, from a file only.
-    fn lines(&self, count: u64, seed: u64) -> Result<Vec<String>> {
-        let (count, seed) = (count.to_string(), seed.to_string());
-        let common = vec![
-            "generate", "tweets", "--count", &count, "--rate", "0", "--seed", &seed, "--start",
-            START, "--users", "5000",
-        ];
-        self.generate_file(&common, &format!("lines-{seed}"))
-    }
-
-    fn generate_file(&self, common: &[&str], name: &str) -> Result<Vec<String>> {
-        let file = self.files.join(format!("{name}.jsonl"));
-        let path = file.display().to_string();
-        let mut to_file = common.to_vec();
-        to_file.extend(["--out", &path]);
-        let out = run_lake(&to_file)?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    fn lines(&self, count: u64, seed: u64, extra: &[&str]) -> Result<Vec<String>> {
+        let file = self.files.join(format!("{seed}-{count}.jsonl"));
+        let mut to_file = Self::generate_args(count, seed, extra);
+        to_file.extend(["--out".into(), file.display().to_string()]);
+        run_lake_ok(&strs(&to_file), Vec::<(String, String)>::new())?;
         Ok(std::fs::read_to_string(&file)?
             .lines()
             .map(str::to_string)
@@ -100,17 +134,51 @@ impl Harness {
         self.catalog.lake_env(Role::Writer)
     }
 
-    fn ingest_args<'a>(bootstrap: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec![
+    /// `lake ingest tweets` from this test's topic, in its group, with its
+    /// group protocol.
+    fn ingest_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
             "ingest",
             "tweets",
             "--brokers",
-            bootstrap,
+            self.kafka.brokers(),
+            "--topic",
+            &format!("tweets={}", self.topic),
             "--group-id",
-            "bronze",
-        ];
-        args.extend(extra);
+            &self.group,
+            "--group-protocol",
+            self.protocol,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         args
+    }
+
+    /// Settings that let the group hand a dead member's partitions on within
+    /// seconds: the session timeout is the client's under the classic
+    /// protocol and the broker's under KIP-848 (tests/run sets it to 6 s).
+    fn fast_failover(&self, classic_session_ms: u32) -> Vec<String> {
+        if self.protocol == "classic" {
+            vec![
+                "-X".into(),
+                format!("session.timeout.ms={classic_session_ms}"),
+                "-X".into(),
+                "heartbeat.interval.ms=500".into(),
+            ]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn producer(&self) -> Result<BaseProducer> {
+        Ok(self
+            .kafka
+            .client_config()
+            .set("message.max.bytes", "20000000")
+            .set("compression.type", "zstd")
+            .create()?)
     }
 
     async fn table(&self, name: &str) -> Result<Table> {
@@ -121,6 +189,33 @@ impl Harness {
                 name.into(),
             ))
             .await?)
+    }
+
+    /// Every partition's next offset as the bronze table records it.
+    async fn table_offsets(&self) -> Result<BTreeMap<i32, i64>> {
+        let bronze = self.table("tweets_raw").await?;
+        let key = format!("lake.kafka.{}", self.topic);
+        let (_, offsets) = lake_table::files::summary_lookup(&bronze, &key)
+            .ok_or_else(|| anyhow::anyhow!("no {key} in the bronze snapshots"))?;
+        let offsets: BTreeMap<String, i64> = serde_json::from_str(&offsets)?;
+        offsets
+            .into_iter()
+            .map(|(p, o)| Ok((p.parse()?, o)))
+            .collect()
+    }
+
+    /// Kafka's view of the group, through Kafka's own admin client, agrees
+    /// with the table: the broker ran it with this test's protocol, and the
+    /// offsets committed to Kafka are the ones the table recorded.
+    async fn assert_kafka_agrees(&self) -> Result<()> {
+        let view = self.kafka.group(&self.group)?;
+        assert_eq!(view.protocol.to_lowercase(), self.protocol, "{view:?}");
+        assert_eq!(
+            view.offsets_of(&self.topic),
+            self.table_offsets().await?,
+            "committed offsets in Kafka against the bronze snapshot"
+        );
+        Ok(())
     }
 }
 
@@ -200,19 +295,15 @@ async fn assert_bronze_equals(table: &Table, expected: &[String]) -> Result<()> 
     Ok(())
 }
 
-#[tokio::test]
-async fn a_hundred_thousand_tweets_land_exactly_once() -> Result<()> {
-    let harness = Harness::start().await?;
-    harness.kafka.create_topic("tweets", 3)?;
-    let produced = harness.produce("tweets", 100_000, 1, &[])?;
+async fn a_hundred_thousand_tweets_land_exactly_once(protocol: &'static str) -> Result<()> {
+    let harness = Harness::start(protocol).await?;
+    // No topic yet: `lake generate` creates it through the admin API.
+    let produced = harness.produce(100_000, 1, &["--partitions", "3"])?;
     assert_eq!(produced.len(), 100_000);
+    assert_eq!(harness.kafka.partitions(&harness.topic)?, 3);
 
-    let bootstrap = harness.kafka.bootstrap();
-    let args = Harness::ingest_args(
-        &bootstrap,
-        &["--until-caught-up", "--commit-records", "30000"],
-    );
-    let out = run_lake_env(&args, harness.env())?;
+    let args = harness.ingest_args(&["--until-caught-up", "--commit-records", "30000"]);
+    let out = run_lake_env(&strs(&args), harness.env())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // Reads may exceed 100 000 when a rebalance discards an epoch; what
@@ -226,20 +317,26 @@ async fn a_hundred_thousand_tweets_land_exactly_once() -> Result<()> {
     assert_bronze_equals(&bronze, &produced).await?;
     let by_partition = coordinates(&bronze).await?;
     assert_eq!(by_partition.values().map(Vec::len).sum::<usize>(), 100_000);
-    // The snapshot records where each partition ends.
-    let offsets = lake_table::files::summary_lookup(&bronze, "lake.kafka.tweets").expect("offsets");
-    let offsets: BTreeMap<String, i64> = serde_json::from_str(&offsets.1)?;
+    // The snapshot records where each partition ends…
+    let offsets = harness.table_offsets().await?;
     for (partition, seen) in &by_partition {
-        assert_eq!(
-            offsets[&partition.to_string()],
-            seen.last().expect("rows") + 1
-        );
+        assert_eq!(offsets[partition], seen.last().expect("rows") + 1);
     }
-    // A second run finds nothing new and commits nothing.
+    assert_eq!(offsets, harness.kafka.end_offsets(&harness.topic)?);
+    // …and Kafka holds the same offsets for the group.
+    harness.assert_kafka_agrees().await?;
+
+    // Kafka's offsets fall behind the table (a process killed between its
+    // table commit and its Kafka commit leaves them so; here an operator's
+    // reset). A second run finds nothing new and commits nothing to the
+    // table, and brings Kafka's view back to the table's.
+    let rewound = harness.kafka.rewind_group(&harness.group, &harness.topic)?;
+    assert!(rewound.offsets_of(&harness.topic).values().all(|&o| o == 0));
     let snapshots = bronze.metadata().snapshots().count();
-    run_lake_ok(&args, harness.env())?;
+    run_lake_ok(&strs(&args), harness.env())?;
     let again = harness.table("tweets_raw").await?;
     assert_eq!(again.metadata().snapshots().count(), snapshots);
+    harness.assert_kafka_agrees().await?;
     Ok(())
 }
 
@@ -281,24 +378,6 @@ async fn assert_complete(
     Ok(by_partition.values().map(Vec::len).sum())
 }
 
-/// End offset of every partition of `topic`.
-fn ends(bootstrap: &str, topic: &str, partitions: i32) -> Result<BTreeMap<i32, i64>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    (0..partitions)
-        .map(|p| {
-            Ok((
-                p,
-                consumer
-                    .fetch_watermarks(topic, p, Duration::from_secs(10))?
-                    .1,
-            ))
-        })
-        .collect()
-}
-
 /// A small deterministic generator for kill moments.
 struct Moments(u64);
 
@@ -311,73 +390,52 @@ impl Moments {
     }
 }
 
-#[tokio::test]
-async fn killing_ingest_a_dozen_times_loses_and_doubles_nothing() -> Result<()> {
+/// Waits until `process` logs an assignment holding at least one partition
+/// (under KIP-848 a member may first be assigned nothing while a dead
+/// member's partitions wait for its session to expire).
+fn wait_for_partitions(process: &mut LakeProcess, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = process.log();
+        if log
+            .lines()
+            .any(|line| line.contains("assigned;") && line.contains('@'))
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(process.running(), "ingest exited:\n{log}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no partitions assigned within {timeout:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn killing_ingest_a_dozen_times_loses_and_doubles_nothing(
+    protocol: &'static str,
+) -> Result<()> {
     const RECORDS: u64 = 500_000;
     const PARTITIONS: i32 = 40;
-    let harness = Harness::start().await?;
-    // The mock drops a partition's oldest records past 5 MiB (about 32 000
-    // zstd tweets); 40 partitions and 50 000 users keep each far below.
-    harness.kafka.create_topic("tweets", PARTITIONS)?;
-    let bootstrap = harness.kafka.bootstrap();
-    let count = RECORDS.to_string();
-    let out = run_lake(&[
-        "generate",
-        "tweets",
-        "--count",
-        &count,
-        "--rate",
-        "0",
-        "--seed",
-        "2",
-        "--start",
-        START,
-        "--users",
-        "50000",
-        "--brokers",
-        &bootstrap,
-        "-X",
-        "compression.type=zstd",
-    ])?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let end = ends(&bootstrap, "tweets", PARTITIONS)?;
+    let harness = Harness::start(protocol).await?;
+    harness
+        .kafka
+        .create_topic(&harness.topic, PARTITIONS)
+        .await?;
+    harness.produce(RECORDS, 2, &["--users", "50000"])?;
+    let end = harness.kafka.end_offsets(&harness.topic)?;
     assert_eq!(end.values().sum::<i64>(), RECORDS as i64);
-    let fullest = end.values().max().copied().unwrap_or_default();
-    assert!(
-        fullest < 26_000,
-        "a partition holds {fullest}: the mock would drop some"
-    );
 
-    // A short session timeout lets the group hand a killed process's
-    // partitions to its successor in seconds.
-    let args = Harness::ingest_args(
-        &bootstrap,
-        &[
-            "--commit-records",
-            "20000",
-            "--commit-interval",
-            "1s",
-            "-X",
-            "session.timeout.ms=3000",
-            "-X",
-            "heartbeat.interval.ms=500",
-        ],
-    );
+    let mut args = harness.ingest_args(&["--commit-records", "20000", "--commit-interval", "1s"]);
+    args.extend(harness.fast_failover(3000));
     let mut moments = Moments(0x5eed_1234_abcd);
-    let mut kills = 0;
     for _ in 0..10 {
-        let mut process = LakeProcess::spawn(&args, harness.env())?;
-        process.wait_for_log("assigned", Duration::from_secs(60))?;
+        let mut process = LakeProcess::spawn(&strs(&args), harness.env())?;
+        wait_for_partitions(&mut process, Duration::from_secs(60))?;
         std::thread::sleep(Duration::from_millis(moments.next_millis(200, 2500)));
         assert!(process.running(), "ingest ended early:\n{}", process.log());
         process.kill()?;
-        kills += 1;
     }
-    assert!(kills >= 10);
     let bronze = harness.table("tweets_raw").await?;
     let before = coordinates(&bronze)
         .await?
@@ -390,8 +448,8 @@ async fn killing_ingest_a_dozen_times_loses_and_doubles_nothing() -> Result<()> 
     );
 
     let mut finish = args.clone();
-    finish.push("--until-caught-up");
-    run_lake_ok(&finish, harness.env())?;
+    finish.push("--until-caught-up".into());
+    run_lake_ok(&strs(&finish), harness.env())?;
     let bronze = harness.table("tweets_raw").await?;
     let total = assert_complete(&bronze, PARTITIONS, &end).await?;
     assert_eq!(total, RECORDS as usize);
@@ -406,7 +464,35 @@ async fn killing_ingest_a_dozen_times_loses_and_doubles_nothing() -> Result<()> 
         })
         .collect();
     assert_eq!(ids.len(), RECORDS as usize, "no tweet twice");
+    harness.assert_kafka_agrees().await?;
     Ok(())
+}
+
+/// Waits until the ingest process serving metrics on `port` has read at
+/// least `records` records.
+async fn wait_for_records_read(port: u16, records: u64, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    loop {
+        let read: f64 = match reqwest::get(&url).await {
+            Ok(response) => response
+                .text()
+                .await?
+                .lines()
+                .filter(|line| line.starts_with(lake_core::metrics::INGEST_RECORDS_TOTAL))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+            Err(_) => 0.0,
+        };
+        if read >= records as f64 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{read} of {records} records read within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// SIGTERM, and the process must commit what it holds and exit 0.
@@ -432,25 +518,18 @@ async fn wait_for_rows(harness: &Harness, want: usize, timeout: Duration) -> Res
     }
 }
 
-#[tokio::test]
-async fn two_processes_in_one_group_survive_a_kill_and_a_zombie() -> Result<()> {
+async fn two_processes_in_one_group_survive_a_kill_and_a_zombie(
+    protocol: &'static str,
+) -> Result<()> {
     const RECORDS: u64 = 90_000;
-    let harness = Harness::start().await?;
-    harness.kafka.create_topic("tweets", 3)?;
-    harness.produce("tweets", RECORDS, 3, &[])?;
-    let bootstrap = harness.kafka.bootstrap();
-    let end = ends(&bootstrap, "tweets", 3)?;
-    let args = Harness::ingest_args(
-        &bootstrap,
-        &[
-            "--commit-interval",
-            "1s",
-            "--commit-records",
-            "5000",
-            "-X",
-            "session.timeout.ms=6000",
-        ],
-    );
+    let harness = Harness::start(protocol).await?;
+    harness.kafka.create_topic(&harness.topic, 3).await?;
+    harness.produce(RECORDS, 3, &[])?;
+    let end = harness.kafka.end_offsets(&harness.topic)?;
+    // Sessions of 6 s: the client's (classic) or the broker's (KIP-848).
+    let mut args = harness.ingest_args(&["--commit-interval", "1s", "--commit-records", "5000"]);
+    args.extend(harness.fast_failover(6000));
+    let args = strs(&args);
     let env = harness.env();
 
     let mut a = LakeProcess::spawn(&args, env.clone())?;
@@ -474,42 +553,43 @@ async fn two_processes_in_one_group_survive_a_kill_and_a_zombie() -> Result<()> 
     }
     let bronze = harness.table("tweets_raw").await?;
     assert_eq!(assert_complete(&bronze, 3, &end).await?, RECORDS as usize);
+    harness.assert_kafka_agrees().await?;
     Ok(())
 }
 
-/// KIP-848's consumer protocol moves a few partitions at a time: a member
-/// keeps reading the partitions it keeps while others leave and join.
-#[tokio::test]
-async fn the_consumer_group_protocol_moves_partitions_without_loss_or_doubles() -> Result<()> {
+/// Members join and leave while one holds an open epoch: under the classic
+/// protocol every rebalance revokes everything (eager), under KIP-848 only
+/// the partitions that move, and the member reads the partitions it keeps
+/// again from the table. Either way, every offset lands once.
+async fn members_joining_and_leaving_move_partitions_without_loss_or_doubles(
+    protocol: &'static str,
+) -> Result<()> {
     const FIRST: u64 = 30_000;
     const MORE: u64 = 120_000;
     const PARTITIONS: i32 = 6;
-    let harness = Harness::start().await?;
-    harness.kafka.create_topic("tweets", PARTITIONS)?;
-    harness.produce("tweets", FIRST, 7, &[])?;
-    let bootstrap = harness.kafka.bootstrap();
+    let harness = Harness::start(protocol).await?;
+    harness
+        .kafka
+        .create_topic(&harness.topic, PARTITIONS)
+        .await?;
+    harness.produce(FIRST, 7, &[])?;
     // Epochs end at 50 000 records or at shutdown: A's first one, holding
     // all of the first 30 000, is still open when B arrives.
-    let args = Harness::ingest_args(
-        &bootstrap,
-        &[
-            "--group-protocol",
-            "consumer",
-            "--commit-interval",
-            "10m",
-            "--commit-records",
-            "50000",
-        ],
-    );
+    let args = harness.ingest_args(&["--commit-interval", "10m", "--commit-records", "50000"]);
+    let args = strs(&args);
     let env = harness.env();
 
-    let mut a = LakeProcess::spawn(&args, env.clone())?;
-    a.wait_for_log("assigned", Duration::from_secs(60))?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics = lake_testkit::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics}");
+    let mut with_metrics = args.clone();
+    with_metrics.extend(["--metrics-addr", &metrics_addr]);
+    let mut a = LakeProcess::spawn(&with_metrics, env.clone())?;
+    wait_for_partitions(&mut a, Duration::from_secs(60))?;
+    wait_for_records_read(metrics, FIRST, Duration::from_secs(60)).await?;
     // B joins: A hands over some partitions, drops its epoch and reads the
     // partitions it keeps again from the table.
     let mut b = LakeProcess::spawn(&args, env.clone())?;
-    b.wait_for_log("assigned", Duration::from_secs(60))?;
+    wait_for_partitions(&mut b, Duration::from_secs(60))?;
     let a_log = a.log();
     let dropped = a_log
         .lines()
@@ -521,12 +601,12 @@ async fn the_consumer_group_protocol_moves_partitions_without_loss_or_doubles() 
         dropped.is_some_and(|n| n > 0) && a.running(),
         "A dropped an epoch when it gave up partitions, and went on:\n{a_log}"
     );
-    harness.produce("tweets", MORE, 8, &[])?;
+    harness.produce(MORE, 8, &[])?;
     // A leaves: B takes its partitions on top of its own, mid-epoch; A
     // comes back and takes some again.
     stop(&mut a)?;
     let mut a = LakeProcess::spawn(&args, env.clone())?;
-    a.wait_for_log("assigned", Duration::from_secs(60))?;
+    wait_for_partitions(&mut a, Duration::from_secs(60))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for process in [&mut a, &mut b] {
         stop(process)?;
@@ -535,20 +615,26 @@ async fn the_consumer_group_protocol_moves_partitions_without_loss_or_doubles() 
     let mut finish = args.clone();
     finish.push("--until-caught-up");
     run_lake_ok(&finish, env)?;
-    let end = ends(&bootstrap, "tweets", PARTITIONS)?;
+    let end = harness.kafka.end_offsets(&harness.topic)?;
     let bronze = harness.table("tweets_raw").await?;
     assert_eq!(
         assert_complete(&bronze, PARTITIONS, &end).await?,
         (FIRST + MORE) as usize
     );
+    harness.assert_kafka_agrees().await?;
     Ok(())
 }
 
-#[tokio::test]
-async fn hostile_records_go_to_the_dead_letter_table_with_their_reason() -> Result<()> {
-    let harness = Harness::start().await?;
-    harness.kafka.create_topic("tweets", 1)?;
-    let good = harness.lines(50, 4)?;
+async fn hostile_records_go_to_the_dead_letter_table_with_their_reason(
+    protocol: &'static str,
+) -> Result<()> {
+    let harness = Harness::start(protocol).await?;
+    // The broker takes records up to 1 MiB unless the topic allows more.
+    harness
+        .kafka
+        .create_topic_with(&harness.topic, 1, &[("max.message.bytes", "20000000")])
+        .await?;
+    let good = harness.lines(50, 4, &[])?;
     let huge = format!(
         r#"{{"tweet_id":"x","pad":"{}"}}"#,
         "a".repeat(5 * 1024 * 1024)
@@ -582,18 +668,14 @@ async fn hostile_records_go_to_the_dead_letter_table_with_their_reason() -> Resu
         (Some(b"{} {}".to_vec()), "invalid JSON"),
     ];
     // Good and bad interleaved on one partition, so offsets tell them apart.
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", harness.kafka.bootstrap())
-        .set("message.max.bytes", "20000000")
-        .set("compression.type", "zstd")
-        .create()?;
+    let producer = harness.producer()?;
     let mut expected_rejects = BTreeMap::new();
     let mut expected_good = Vec::new();
     let mut offset = 0i64;
     for (i, line) in good.iter().enumerate() {
         producer
             .send(
-                BaseRecord::<str, [u8]>::to("tweets")
+                BaseRecord::<str, [u8]>::to(&harness.topic)
                     .key("k")
                     .payload(line.as_bytes()),
             )
@@ -601,7 +683,7 @@ async fn hostile_records_go_to_the_dead_letter_table_with_their_reason() -> Resu
         expected_good.push(line.clone());
         offset += 1;
         if let Some((payload, reason)) = hostile.get(i) {
-            let record = BaseRecord::<str, [u8]>::to("tweets").key("k");
+            let record = BaseRecord::<str, [u8]>::to(&harness.topic).key("k");
             let record = match payload {
                 Some(bytes) => record.payload(bytes.as_slice()),
                 None => record,
@@ -614,9 +696,8 @@ async fn hostile_records_go_to_the_dead_letter_table_with_their_reason() -> Resu
     producer.flush(Duration::from_secs(30))?;
     assert_eq!(expected_rejects.len(), hostile.len());
 
-    let bootstrap = harness.kafka.bootstrap();
-    let args = Harness::ingest_args(&bootstrap, &["--until-caught-up"]);
-    let out = run_lake_env(&args, harness.env())?;
+    let args = harness.ingest_args(&["--until-caught-up"]);
+    let out = run_lake_env(&strs(&args), harness.env())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -667,18 +748,15 @@ async fn hostile_records_go_to_the_dead_letter_table_with_their_reason() -> Resu
     Ok(())
 }
 
-#[tokio::test]
-async fn until_caught_up_takes_exactly_what_was_there_at_start() -> Result<()> {
-    let harness = Harness::start().await?;
-    harness.kafka.create_topic("tweets", 3)?;
-    harness.produce("tweets", 60_000, 5, &[])?;
-    let bootstrap = harness.kafka.bootstrap();
-    let at_start = ends(&bootstrap, "tweets", 3)?;
-    let args = Harness::ingest_args(
-        &bootstrap,
-        &["--until-caught-up", "--commit-records", "10000"],
-    );
-    let mut ingest = LakeProcess::spawn(&args, harness.env())?;
+async fn until_caught_up_takes_exactly_what_was_there_at_start(
+    protocol: &'static str,
+) -> Result<()> {
+    let harness = Harness::start(protocol).await?;
+    harness.kafka.create_topic(&harness.topic, 3).await?;
+    harness.produce(60_000, 5, &[])?;
+    let at_start = harness.kafka.end_offsets(&harness.topic)?;
+    let args = harness.ingest_args(&["--until-caught-up", "--commit-records", "10000"]);
+    let mut ingest = LakeProcess::spawn(&strs(&args), harness.env())?;
     // Ingest reads the end offsets before joining the group; from its
     // assignment on, whatever arrives is past them.
     ingest.wait_for_log("assigned", Duration::from_secs(60))?;
@@ -692,10 +770,10 @@ async fn until_caught_up_takes_exactly_what_was_there_at_start() -> Result<()> {
             "5000",
             "--seed",
             "6",
+            "--topic",
+            &harness.topic,
             "--brokers",
-            &bootstrap,
-            "-X",
-            "compression.type=zstd",
+            harness.kafka.brokers(),
         ])
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -709,14 +787,11 @@ async fn until_caught_up_takes_exactly_what_was_there_at_start() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn evolve_schema_adds_new_fields_as_columns() -> Result<()> {
-    let harness = Harness::start().await?;
-    harness.kafka.create_topic("tweets", 1)?;
-    let lines = harness.lines(200, 7)?;
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", harness.kafka.bootstrap())
-        .create()?;
+async fn evolve_schema_adds_new_fields_as_columns(protocol: &'static str) -> Result<()> {
+    let harness = Harness::start(protocol).await?;
+    harness.kafka.create_topic(&harness.topic, 1).await?;
+    let lines = harness.lines(200, 7, &[])?;
+    let producer = harness.producer()?;
     // The second half carries a field the table does not have yet.
     for (i, line) in lines.iter().enumerate() {
         let payload = if i >= 100 {
@@ -726,7 +801,7 @@ async fn evolve_schema_adds_new_fields_as_columns() -> Result<()> {
         };
         producer
             .send(
-                BaseRecord::<str, str>::to("tweets")
+                BaseRecord::<str, str>::to(&harness.topic)
                     .key("k")
                     .payload(&payload),
             )
@@ -734,9 +809,8 @@ async fn evolve_schema_adds_new_fields_as_columns() -> Result<()> {
     }
     producer.flush(Duration::from_secs(30))?;
 
-    let bootstrap = harness.kafka.bootstrap();
-    let args = Harness::ingest_args(&bootstrap, &["--until-caught-up", "--evolve-schema"]);
-    let out = run_lake_env(&args, harness.env())?;
+    let args = harness.ingest_args(&["--until-caught-up", "--evolve-schema"]);
+    let out = run_lake_env(&strs(&args), harness.env())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -772,5 +846,38 @@ async fn evolve_schema_adds_new_fields_as_columns() -> Result<()> {
         let want = (offset >= 100).then(|| format!("app-{}", offset % 3));
         assert_eq!(value, want, "offset {offset}");
     }
+    Ok(())
+}
+
+/// Where the brokers should be, nothing listens (a stopped broker): ingest
+/// gives up within --connect-timeout and names the brokers it tried.
+#[tokio::test]
+async fn a_stopped_broker_fails_ingest_within_the_connect_timeout() -> Result<()> {
+    let harness = Harness::start("classic").await?;
+    let brokers = format!("127.0.0.1:{}", lake_testkit::free_port());
+    let started = Instant::now();
+    let out = run_lake_env(
+        &[
+            "ingest",
+            "tweets",
+            "--brokers",
+            &brokers,
+            "--connect-timeout",
+            "3s",
+            "--until-caught-up",
+        ],
+        harness.env(),
+    )?;
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no Kafka broker at {brokers} answered within 3s")),
+        "{stderr}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3 + 5),
+        "gave up after {elapsed:?}"
+    );
     Ok(())
 }

@@ -1,5 +1,10 @@
 //! `lake quickstart`, `lake sql`, `lake status`, `lake snapshots` as processes
 //! on the embedded catalog quickstart leaves behind.
+//!
+//! The one place the suite's Kafka is librdkafka's mock cluster: quickstart
+//! promises to run with no services at all, so it starts the mock inside its
+//! own process, and that is what these tests hold it to. Every other ingest
+//! and generate test runs on the real broker `tests/run` starts.
 
 use std::collections::BTreeMap;
 use std::path::Path;

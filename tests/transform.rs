@@ -1,5 +1,5 @@
-//! `lake transform` as a process over tables `lake ingest` filled from
-//! librdkafka's mock cluster, against the catalog on PostgreSQL + s3s-fs:
+//! `lake transform` as a process over tables `lake ingest` filled from the
+//! Kafka broker of `tests/run`, against the catalog on PostgreSQL + s3s-fs:
 //! silver and gold equal a plain computation from the bronze payloads, are
 //! the same however the input was split into runs, and rebuild only what
 //! changed.
@@ -16,7 +16,7 @@ use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, KafkaMock, Services, run_lake, run_lake_env, run_lake_ok,
+    CatalogProcess, CatalogSpec, Kafka, Services, run_lake, run_lake_env, run_lake_ok,
 };
 use serde_json::Value;
 
@@ -26,16 +26,56 @@ const PARTITIONS: i32 = 6;
 /// microseconds, dates as epoch days, floats in full.
 type Rows = Vec<BTreeMap<String, String>>;
 
+/// One test's topics on the shared broker, one per dataset.
+#[derive(Clone)]
+struct Topics {
+    kafka: Kafka,
+    tweets: String,
+    speedtest: String,
+}
+
+impl Topics {
+    async fn create() -> Result<Self> {
+        let topics = Topics {
+            kafka: Kafka::from_env(),
+            tweets: Kafka::unique("tweets"),
+            speedtest: Kafka::unique("speedtest_raw"),
+        };
+        topics
+            .kafka
+            .create_topic(&topics.tweets, PARTITIONS)
+            .await?;
+        topics
+            .kafka
+            .create_topic(&topics.speedtest, PARTITIONS)
+            .await?;
+        Ok(topics)
+    }
+
+    fn of(&self, dataset: &str) -> &str {
+        match dataset {
+            "tweets" => &self.tweets,
+            _ => &self.speedtest,
+        }
+    }
+}
+
 struct Lake {
     catalog: CatalogProcess,
-    kafka: std::rc::Rc<KafkaMock>,
+    topics: Topics,
+    /// Consumer groups are broker-wide: this lake's have its own suffix.
+    suffix: String,
 }
 
 impl Lake {
-    async fn start(kafka: std::rc::Rc<KafkaMock>) -> Result<Self> {
+    async fn start(topics: Topics) -> Result<Self> {
         let services = Services::from_env();
         let catalog = CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?;
-        Ok(Lake { catalog, kafka })
+        Ok(Lake {
+            catalog,
+            topics,
+            suffix: Kafka::unique(""),
+        })
     }
 
     fn lake(&self, args: &[&str]) -> Result<String> {
@@ -44,16 +84,20 @@ impl Lake {
     }
 
     fn ingest(&self, group: &str) -> Result<String> {
-        let bootstrap = self.kafka.bootstrap();
+        let topics = &self.topics;
         self.lake(&[
             "ingest",
             "tweets",
             "speedtest",
             "--until-caught-up",
             "--brokers",
-            &bootstrap,
+            topics.kafka.brokers(),
+            "--topic",
+            &format!("tweets={}", topics.tweets),
+            "--topic",
+            &format!("speedtest={}", topics.speedtest),
             "--group-id",
-            group,
+            &format!("{group}{}", self.suffix),
         ])
     }
 
@@ -118,19 +162,16 @@ fn format_column(column: &dyn Array) -> Result<Vec<String>> {
         .collect())
 }
 
-fn produce(kafka: &KafkaMock, dataset: &str, topic: &str, args: &[&str]) -> Result<()> {
-    let bootstrap = kafka.bootstrap();
+fn produce(topics: &Topics, dataset: &str, args: &[&str]) -> Result<()> {
     let mut all = vec![
         "generate",
         dataset,
         "--topic",
-        topic,
+        topics.of(dataset),
         "--brokers",
-        &bootstrap,
+        topics.kafka.brokers(),
         "--rate",
         "0",
-        "-X",
-        "compression.type=zstd",
     ];
     all.extend(args);
     let out = run_lake(&all)?;
@@ -140,13 +181,6 @@ fn produce(kafka: &KafkaMock, dataset: &str, topic: &str, args: &[&str]) -> Resu
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
-}
-
-fn kafka() -> Result<std::rc::Rc<KafkaMock>> {
-    let kafka = KafkaMock::start(1)?;
-    kafka.create_topic("tweets", PARTITIONS)?;
-    kafka.create_topic("speedtest_raw", PARTITIONS)?;
-    Ok(std::rc::Rc::new(kafka))
 }
 
 const FAULTS: &[&str] = &[
@@ -287,8 +321,8 @@ const DAY: i64 = 24 * HOUR;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn silver_and_gold_equal_a_plain_computation() -> Result<()> {
-    let kafka = kafka()?;
-    let lake = Lake::start(kafka.clone()).await?;
+    let topics = Topics::create().await?;
+    let lake = Lake::start(topics.clone()).await?;
     let mut tweet_args = vec![
         "--count",
         "12000",
@@ -302,7 +336,7 @@ async fn silver_and_gold_equal_a_plain_computation() -> Result<()> {
         "400",
     ];
     tweet_args.extend(FAULTS);
-    produce(&kafka, "tweets", "tweets", &tweet_args)?;
+    produce(&topics, "tweets", &tweet_args)?;
     let mut speed_args = vec![
         "--count",
         "6000",
@@ -316,7 +350,7 @@ async fn silver_and_gold_equal_a_plain_computation() -> Result<()> {
         "300",
     ];
     speed_args.extend(FAULTS);
-    produce(&kafka, "speedtest", "speedtest_raw", &speed_args)?;
+    produce(&topics, "speedtest", &speed_args)?;
     lake.ingest("bronze")?;
     // Too many broken rows: the run fails loudly and commits nothing.
     let out = run_lake_env(
@@ -659,9 +693,9 @@ async fn snapshots(lake: &Lake) -> Result<Vec<Option<i64>>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_rounds_equal_one_run_and_a_rerun_changes_nothing() -> Result<()> {
-    let kafka = kafka()?;
-    let rounds = Lake::start(kafka.clone()).await?;
-    let once = Lake::start(kafka.clone()).await?;
+    let topics = Topics::create().await?;
+    let rounds = Lake::start(topics.clone()).await?;
+    let once = Lake::start(topics.clone()).await?;
     for round in 0..5u32 {
         let seed = (100 + round).to_string();
         let start = format!("2026-01-01T{:02}:00:00Z", 2 * round);
@@ -678,8 +712,8 @@ async fn five_rounds_equal_one_run_and_a_rerun_changes_nothing() -> Result<()> {
             "300",
         ];
         args.extend(FAULTS);
-        produce(&kafka, "tweets", "tweets", &args)?;
-        produce(&kafka, "speedtest", "speedtest_raw", &args)?;
+        produce(&topics, "tweets", &args)?;
+        produce(&topics, "speedtest", &args)?;
         if round == 3 {
             // Round 1's first records again: duplicates across runs.
             let again = [
@@ -694,8 +728,8 @@ async fn five_rounds_equal_one_run_and_a_rerun_changes_nothing() -> Result<()> {
                 "--users",
                 "300",
             ];
-            produce(&kafka, "tweets", "tweets", &again)?;
-            produce(&kafka, "speedtest", "speedtest_raw", &again)?;
+            produce(&topics, "tweets", &again)?;
+            produce(&topics, "speedtest", &again)?;
         }
         rounds.ingest("rounds")?;
         rounds.transform()?;
@@ -740,8 +774,8 @@ async fn files_by_partition(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn late_rows_rebuild_exactly_their_gold_partitions() -> Result<()> {
-    let kafka = kafka()?;
-    let lake = Lake::start(kafka.clone()).await?;
+    let topics = Topics::create().await?;
+    let lake = Lake::start(topics.clone()).await?;
     // Hours 10, 11 and 12 of one day.
     let args = [
         "--count",
@@ -755,7 +789,7 @@ async fn late_rows_rebuild_exactly_their_gold_partitions() -> Result<()> {
         "--users",
         "300",
     ];
-    produce(&kafka, "tweets", "tweets", &args)?;
+    produce(&topics, "tweets", &args)?;
     lake.ingest("bronze")?;
     lake.transform()?;
     let hourly = files_by_partition(&lake, "gold.popular_hashtags_by_hour").await?;
@@ -777,7 +811,7 @@ async fn late_rows_rebuild_exactly_their_gold_partitions() -> Result<()> {
         "--users",
         "300",
     ];
-    produce(&kafka, "tweets", "tweets", &late)?;
+    produce(&topics, "tweets", &late)?;
     lake.ingest("bronze")?;
     let log = lake.transform()?;
     assert!(log.contains("gold.popular_hashtags_by_hour: "), "{log}");
