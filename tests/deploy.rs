@@ -31,7 +31,7 @@ fn properties(text: &str) -> Result<BTreeMap<String, String>> {
 #[test]
 fn trino_catalog_matches_the_catalog_server() -> Result<()> {
     let root = lake_testkit::repo_root();
-    let path = root.join("trino/catalog/iceberg.properties");
+    let path = root.join("trino/catalog/iceberg_catalog.properties");
     let trino = properties(
         &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
     )?;
@@ -41,7 +41,7 @@ fn trino_catalog_matches_the_catalog_server() -> Result<()> {
         trino
             .get(key)
             .map(String::as_str)
-            .with_context(|| format!("iceberg.properties has no {key}"))
+            .with_context(|| format!("iceberg_catalog.properties has no {key}"))
     };
 
     assert_eq!(get("connector.name")?, "iceberg");
@@ -97,6 +97,38 @@ fn trino_catalog_matches_the_catalog_server() -> Result<()> {
         assert!(
             get(secret)?.starts_with("${ENV:"),
             "{secret} must come from the environment"
+        );
+    }
+    Ok(())
+}
+
+/// The Kafka and Trino that compose deploys are the versions the suite runs
+/// against (pinned in tests/run), and the docs name them.
+#[test]
+fn compose_deploys_the_kafka_and_trino_the_tests_run() -> Result<()> {
+    let root = lake_testkit::repo_root();
+    let run = std::fs::read_to_string(root.join("tests/run"))?;
+    let pinned = |name: &str| -> Result<String> {
+        run.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+            .with_context(|| format!("tests/run pins no {name}"))
+    };
+    let (kafka, trino) = (pinned("KAFKA_VERSION")?, pinned("TRINO_VERSION")?);
+    let compose = compose()?;
+    let image = |svc: &str| -> Result<String> {
+        Ok(compose["services"][svc]["image"]
+            .as_str()
+            .with_context(|| format!("{svc} has no image"))?
+            .to_string())
+    };
+    assert_eq!(image("kafka")?, format!("apache/kafka:{kafka}"));
+    assert_eq!(image("trino")?, format!("trinodb/trino:{trino}"));
+    for doc in ["README.md", "docs/trino-dbeaver.md", "docs/deployment.md"] {
+        let text = std::fs::read_to_string(root.join(doc))?;
+        assert!(
+            text.contains(&format!("Kafka {kafka}")) && text.contains(&format!("Trino {trino}")),
+            "{doc} names the tested Kafka {kafka} and Trino {trino}"
         );
     }
     Ok(())
@@ -618,7 +650,7 @@ fn superset_dashboards_read_columns_lakes_gold_tables_have() -> Result<()> {
     let trino = properties(&std::fs::read_to_string(
         root.join("trino/config.properties"),
     )?)?;
-    let catalog_name = "iceberg";
+    let catalog_name = "iceberg_catalog";
     assert!(
         root.join(format!("trino/catalog/{catalog_name}.properties"))
             .is_file()
