@@ -738,10 +738,13 @@ async fn trino_reads_every_table_lake_writes_and_lake_reads_what_trino_writes() 
         assert_eq!(stack.trino_count(CATALOG, table).await?, *rows, "{table}");
     }
 
-    // The writer key can: Trino fills a table (made here through the REST
-    // API, see docs/trino-dbeaver.md on CREATE TABLE), and lake reads it.
+    // The writer key can: Trino creates and fills tables, and lake reads them.
     let writer = &stack.writer;
-    create_notes_table(&stack.catalog).await?;
+    stack
+        .trino(&format!(
+            "CREATE TABLE {writer}.gold.analyst_notes (id bigint, note varchar)"
+        ))
+        .await?;
     stack
         .trino(&format!(
             "INSERT INTO {writer}.gold.analyst_notes VALUES (1, 'fast'), (2, 'exact')"
@@ -752,6 +755,26 @@ async fn trino_reads_every_table_lake_writes_and_lake_reads_what_trino_writes() 
         serde_json::to_value(&notes)?,
         serde_json::json!([{"id": 1, "note": "fast"}, {"id": 2, "note": "exact"}])
     );
+    let ctas = "SELECT location, sum(test_count) AS tests, avg(avg_latency) AS latency \
+                FROM gold.speedtest_agg GROUP BY location";
+    stack
+        .trino(&format!(
+            "CREATE TABLE {writer}.gold.speed_by_location AS {}",
+            ctas.replace("gold.", &format!("{writer}.gold."))
+        ))
+        .await?;
+    let trino = stack
+        .trino(&format!("SELECT * FROM {CATALOG}.gold.speed_by_location"))
+        .await?;
+    ensure!(!trino.rows.is_empty(), "CREATE TABLE AS wrote no rows");
+    let lake = stack.lake_sql("SELECT * FROM gold.speed_by_location", None)?;
+    if let Some(diff) = differences(&trino_rows(&trino)?, &lake_rows(&trino, &lake)?) {
+        bail!("a table Trino created: lake sql and Trino differ: {diff}");
+    }
+    let lake = stack.lake_sql(ctas, None)?;
+    if let Some(diff) = differences(&trino_rows(&trino)?, &lake_rows(&trino, &lake)?) {
+        bail!("Trino's CREATE TABLE AS against the same query in lake sql: {diff}");
+    }
     let tables: BTreeMap<String, (i64, i64, f64)> = stack.lake_tables()?;
 
     // lake's maintenance: compaction, then expiry (deleting the files only
@@ -900,29 +923,6 @@ async fn trino_reads_every_table_lake_writes_and_lake_reads_what_trino_writes() 
 
     stack.trino.drop_catalog(&stack.writer).await?;
     stack.trino.drop_catalog(CATALOG).await?;
-    Ok(())
-}
-
-/// `gold.analyst_notes (id bigint, note varchar)`, created with the writer
-/// key through the REST API.
-async fn create_notes_table(catalog: &CatalogProcess) -> Result<()> {
-    use iceberg::Catalog;
-    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
-    let schema = Schema::builder()
-        .with_fields(vec![
-            NestedField::optional(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
-            NestedField::optional(2, "note", Type::Primitive(PrimitiveType::String)).into(),
-        ])
-        .build()?;
-    let creation = iceberg::TableCreation::builder()
-        .name("analyst_notes".into())
-        .schema(schema)
-        .build();
-    catalog
-        .rest_catalog(Role::Writer)
-        .await?
-        .create_table(&iceberg::NamespaceIdent::new("gold".into()), creation)
-        .await?;
     Ok(())
 }
 

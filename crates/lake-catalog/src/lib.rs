@@ -7,6 +7,7 @@
 //! so port 0 works and the bound address is known before the first request.
 
 mod refusals;
+mod staging;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -189,8 +190,17 @@ impl CatalogServer {
         // unreadable to `explain_refusals`; it is asked for plain bodies and
         // the compression happens outside, as the client asked.
         let key_names = Arc::new(refusals::KeyNames::new(server)?);
-        let router = app
-            .into_router()
+        let inner = app.into_router();
+        let staging = staging::Staging {
+            inner: inner.clone(),
+            warehouse: warehouse.to_url(),
+            storage: Arc::new(storage.clone()),
+        };
+        let router = inner
+            .layer(axum::middleware::from_fn_with_state(
+                staging,
+                staging::stage_without_files,
+            ))
             .layer(axum::middleware::from_fn(refusals::uncompressed))
             .layer(axum::middleware::from_fn_with_state(
                 key_names,
