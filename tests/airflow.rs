@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, ensure};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, Kafka, Services, lake_bin, python, repo_root, run_lake_ok,
+    CatalogProcess, CatalogSpec, DatasetTopics, Kafka, Services, lake_bin, python, repo_root,
+    run_lake_ok,
 };
 use serde_json::Value;
 
@@ -184,39 +185,14 @@ fn names(tasks: &[&str]) -> BTreeSet<String> {
     tasks.iter().map(|t| t.to_string()).collect()
 }
 
-/// This test's topic for each dataset, on the shared broker.
-fn topic(topics: &(String, String), dataset: &str) -> String {
-    match dataset {
-        "tweets" => topics.0.clone(),
-        _ => topics.1.clone(),
-    }
-}
-
-fn generate(
-    kafka: &Kafka,
-    topics: &(String, String),
-    dataset: &str,
-    count: u64,
-    seed: u64,
-) -> Result<()> {
+fn generate(topics: &DatasetTopics, dataset: &str, count: u64, seed: u64) -> Result<()> {
     let (count, seed) = (count.to_string(), seed.to_string());
-    run_lake_ok(
-        &[
-            "generate",
-            dataset,
-            "--brokers",
-            kafka.brokers(),
-            "--topic",
-            &topic(topics, dataset),
-            "--rate",
-            "0",
-            "--count",
-            &count,
-            "--seed",
-            &seed,
-        ],
-        Vec::<(String, String)>::new(),
-    )?;
+    let mut args = vec![
+        "generate", dataset, "--rate", "0", "--count", &count, "--seed", &seed,
+    ];
+    let routes = topics.generate_args(dataset);
+    args.extend(routes.iter().map(String::as_str));
+    run_lake_ok(&args, Vec::<(String, String)>::new())?;
     Ok(())
 }
 
@@ -349,23 +325,22 @@ print("DAGBAG " + json.dumps(out))
 async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Result<()> {
     let services = Services::from_env();
     let catalog = CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?;
-    let kafka = Kafka::from_env();
-    let topics = (Kafka::unique("tweets"), Kafka::unique("speedtest_raw"));
-    kafka.create_topic(&topics.0, 3).await?;
-    kafka.create_topic(&topics.1, 3).await?;
-    generate(&kafka, &topics, "tweets", 3_000, 11)?;
-    generate(&kafka, &topics, "speedtest", 1_000, 12)?;
+    let topics = DatasetTopics::create(3).await?;
+    generate(&topics, "tweets", 3_000, 11)?;
+    generate(&topics, "speedtest", 1_000, 12)?;
     let airflow = Airflow::new()?;
 
+    // The brokers come from the environment, as in compose.yaml; the DAG's
+    // ingest step reads this test's topics, in a group of its own.
     let mut env = catalog.lake_env(Role::Writer);
-    env.push(("LAKE_KAFKA__BROKERS".into(), kafka.brokers().into()));
+    env.push(("LAKE_KAFKA__BROKERS".into(), topics.kafka.brokers().into()));
     env.push((
         "AIRFLOW_VAR_LAKE_INGEST_ARGS".into(),
         format!(
             "--group-id {} --topic tweets={} --topic speedtest={}",
             Kafka::unique("airflow-test"),
-            topics.0,
-            topics.1
+            topics.tweets,
+            topics.speedtest
         ),
     ));
     // As in compose.yaml: each step pushes its metrics when it ends.
@@ -430,7 +405,7 @@ async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Res
 
     // A step that fails (the catalog refuses the key) fails the run, and the
     // steps after it never start: nothing new reaches bronze, silver or gold.
-    generate(&kafka, &topics, "tweets", 500, 13)?;
+    generate(&topics, "tweets", 500, 13)?;
     let mut broken = env.clone();
     broken.retain(|(k, _)| k != "LAKE_CATALOG__TOKEN");
     broken.push(("LAKE_CATALOG__TOKEN".into(), "rb_not_a_key".into()));
@@ -451,7 +426,7 @@ async fn dags_test_runs_lake_into_gold_and_a_failing_step_fails_the_run() -> Res
 
     // Where a continuous `lake ingest` runs (compose), the DAG's ingest step
     // stands aside: new records stay in Kafka for that process.
-    generate(&kafka, &topics, "tweets", 200, 14)?;
+    generate(&topics, "tweets", 200, 14)?;
     let mut continuous = env.clone();
     continuous.push(("AIRFLOW_VAR_LAKE_INGEST_MODE".into(), "continuous".into()));
     let (ok, log) = airflow.dags_test("lake_medallion", &continuous)?;

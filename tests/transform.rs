@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context, Result, ensure};
@@ -16,7 +18,8 @@ use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, Kafka, Services, run_lake, run_lake_env, run_lake_ok,
+    CatalogProcess, CatalogSpec, DatasetTopics, Kafka, Services, run_lake, run_lake_env,
+    run_lake_ok,
 };
 use serde_json::Value;
 
@@ -26,49 +29,15 @@ const PARTITIONS: i32 = 6;
 /// microseconds, dates as epoch days, floats in full.
 type Rows = Vec<BTreeMap<String, String>>;
 
-/// One test's topics on the shared broker, one per dataset.
-#[derive(Clone)]
-struct Topics {
-    kafka: Kafka,
-    tweets: String,
-    speedtest: String,
-}
-
-impl Topics {
-    async fn create() -> Result<Self> {
-        let topics = Topics {
-            kafka: Kafka::from_env(),
-            tweets: Kafka::unique("tweets"),
-            speedtest: Kafka::unique("speedtest_raw"),
-        };
-        topics
-            .kafka
-            .create_topic(&topics.tweets, PARTITIONS)
-            .await?;
-        topics
-            .kafka
-            .create_topic(&topics.speedtest, PARTITIONS)
-            .await?;
-        Ok(topics)
-    }
-
-    fn of(&self, dataset: &str) -> &str {
-        match dataset {
-            "tweets" => &self.tweets,
-            _ => &self.speedtest,
-        }
-    }
-}
-
 struct Lake {
     catalog: CatalogProcess,
-    topics: Topics,
+    topics: DatasetTopics,
     /// Consumer groups are broker-wide: this lake's have its own suffix.
     suffix: String,
 }
 
 impl Lake {
-    async fn start(topics: Topics) -> Result<Self> {
+    async fn start(topics: DatasetTopics) -> Result<Self> {
         let services = Services::from_env();
         let catalog = CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?;
         Ok(Lake {
@@ -84,21 +53,12 @@ impl Lake {
     }
 
     fn ingest(&self, group: &str) -> Result<String> {
-        let topics = &self.topics;
-        self.lake(&[
-            "ingest",
-            "tweets",
-            "speedtest",
-            "--until-caught-up",
-            "--brokers",
-            topics.kafka.brokers(),
-            "--topic",
-            &format!("tweets={}", topics.tweets),
-            "--topic",
-            &format!("speedtest={}", topics.speedtest),
-            "--group-id",
-            &format!("{group}{}", self.suffix),
-        ])
+        let group = format!("{group}{}", self.suffix);
+        let mut args = vec!["ingest", "tweets", "speedtest", "--until-caught-up"];
+        let routes = self.topics.ingest_args();
+        args.extend(routes.iter().map(String::as_str));
+        args.extend(["--group-id", &group]);
+        self.lake(&args)
     }
 
     fn transform(&self) -> Result<String> {
@@ -162,17 +122,10 @@ fn format_column(column: &dyn Array) -> Result<Vec<String>> {
         .collect())
 }
 
-fn produce(topics: &Topics, dataset: &str, args: &[&str]) -> Result<()> {
-    let mut all = vec![
-        "generate",
-        dataset,
-        "--topic",
-        topics.of(dataset),
-        "--brokers",
-        topics.kafka.brokers(),
-        "--rate",
-        "0",
-    ];
+fn produce(topics: &DatasetTopics, dataset: &str, args: &[&str]) -> Result<()> {
+    let routes = topics.generate_args(dataset);
+    let mut all = vec!["generate", dataset, "--rate", "0"];
+    all.extend(routes.iter().map(String::as_str));
     all.extend(args);
     let out = run_lake(&all)?;
     ensure!(
@@ -321,7 +274,7 @@ const DAY: i64 = 24 * HOUR;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn silver_and_gold_equal_a_plain_computation() -> Result<()> {
-    let topics = Topics::create().await?;
+    let topics = DatasetTopics::create(PARTITIONS).await?;
     let lake = Lake::start(topics.clone()).await?;
     let mut tweet_args = vec![
         "--count",
@@ -672,11 +625,7 @@ fn same_content(a: &Content, b: &Content) -> Option<String> {
         return Some(format!("{} rows against {}", a.len(), b.len()));
     }
     for (x, y) in a.iter().zip(b) {
-        let close = x.1.len() == y.1.len()
-            && x.1.iter().zip(&y.1).all(|(p, q)| {
-                (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0)
-            });
-        if x.0 != y.0 || !close {
+        if x.0 != y.0 || !support::floats_agree(&x.1, &y.1) {
             return Some(format!("{x:?} against {y:?}"));
         }
     }
@@ -693,7 +642,7 @@ async fn snapshots(lake: &Lake) -> Result<Vec<Option<i64>>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_rounds_equal_one_run_and_a_rerun_changes_nothing() -> Result<()> {
-    let topics = Topics::create().await?;
+    let topics = DatasetTopics::create(PARTITIONS).await?;
     let rounds = Lake::start(topics.clone()).await?;
     let once = Lake::start(topics.clone()).await?;
     for round in 0..5u32 {
@@ -774,7 +723,7 @@ async fn files_by_partition(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn late_rows_rebuild_exactly_their_gold_partitions() -> Result<()> {
-    let topics = Topics::create().await?;
+    let topics = DatasetTopics::create(PARTITIONS).await?;
     let lake = Lake::start(topics.clone()).await?;
     // Hours 10, 11 and 12 of one day.
     let args = [

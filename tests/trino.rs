@@ -8,12 +8,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result, bail, ensure};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, Kafka, QueryError, Rows, Services, Trino, run_java, run_lake_ok,
+    CatalogProcess, CatalogSpec, DatasetTopics, Kafka, QueryError, Rows, Services, Trino, run_java,
+    run_lake_ok,
 };
 use serde_json::Value;
 
@@ -96,10 +99,8 @@ const TIME_TRAVEL_QUERIES: &[DocQuery] = &[
 /// on it.
 struct Stack {
     catalog: CatalogProcess,
-    kafka: Kafka,
+    topics: DatasetTopics,
     trino: Trino,
-    tweets: String,
-    speedtests: String,
     group: String,
     /// The catalog acting with the writer key.
     writer: String,
@@ -108,20 +109,13 @@ struct Stack {
 impl Stack {
     async fn start() -> Result<Self> {
         let services = Services::from_env();
-        let catalog = CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?;
-        let kafka = Kafka::from_env();
-        let stack = Stack {
-            catalog,
-            tweets: Kafka::unique("tweets"),
-            speedtests: Kafka::unique("speedtest_raw"),
+        Ok(Stack {
+            catalog: CatalogProcess::start(CatalogSpec::postgres_s3(&services).await?).await?,
+            topics: DatasetTopics::create(4).await?,
             group: Kafka::unique("bronze"),
             writer: Kafka::unique("iceberg_writer").replace('-', "_"),
-            kafka,
             trino: Trino::from_env(),
-        };
-        stack.kafka.create_topic(&stack.tweets, 4).await?;
-        stack.kafka.create_topic(&stack.speedtests, 4).await?;
-        Ok(stack)
+        })
     }
 
     fn lake(&self, args: &[&str]) -> Result<String> {
@@ -137,19 +131,12 @@ impl Stack {
         // two hours), none in the future.
         let span = jiff::SignedDuration::from_secs((count / 10) as i64 + 60);
         let start = (jiff::Timestamp::now() - span).to_string();
-        for (dataset, topic) in [("tweets", &self.tweets), ("speedtest", &self.speedtests)] {
+        for dataset in ["tweets", "speedtest"] {
             let (count, seed) = (count.to_string(), seed.to_string());
-            self.lake(&[
-                "generate",
-                dataset,
-                "--brokers",
-                self.kafka.brokers(),
-                "--topic",
-                topic,
-                "--rate",
-                "0",
-                "--count",
-                &count,
+            let mut args = vec!["generate", dataset, "--rate", "0", "--count", &count];
+            let routes = self.topics.generate_args(dataset);
+            args.extend(routes.iter().map(String::as_str));
+            args.extend([
                 "--seed",
                 &seed,
                 "--start",
@@ -166,22 +153,14 @@ impl Stack {
                 "0.02",
                 "--invalid",
                 "0.02",
-            ])?;
+            ]);
+            self.lake(&args)?;
         }
-        self.lake(&[
-            "ingest",
-            "tweets",
-            "speedtest",
-            "--until-caught-up",
-            "--brokers",
-            self.kafka.brokers(),
-            "--topic",
-            &format!("tweets={}", self.tweets),
-            "--topic",
-            &format!("speedtest={}", self.speedtests),
-            "--group-id",
-            &self.group,
-        ])?;
+        let mut args = vec!["ingest", "tweets", "speedtest", "--until-caught-up"];
+        let routes = self.topics.ingest_args();
+        args.extend(routes.iter().map(String::as_str));
+        args.extend(["--group-id", &self.group]);
+        self.lake(&args)?;
         Ok(())
     }
 
@@ -413,11 +392,7 @@ fn differences(trino: &[Row], lake: &[Row]) -> Option<String> {
         ));
     }
     for (x, y) in trino.iter().zip(lake) {
-        let close = x.1.len() == y.1.len()
-            && x.1.iter().zip(&y.1).all(|(p, q)| {
-                (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0)
-            });
-        if x.0 != y.0 || !close {
+        if x.0 != y.0 || !support::floats_agree(&x.1, &y.1) {
             return Some(format!("Trino {x:?} against lake {y:?}"));
         }
     }

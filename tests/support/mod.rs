@@ -16,6 +16,16 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 
+/// Floating-point columns of one row as two computations give them: equal to
+/// 1e-9 relative (sums and averages differ in the last bits with the order of
+/// addition); NaN stands for null and equals NaN.
+pub fn floats_agree(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(p, q)| {
+            (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0)
+        })
+}
+
 /// One microsecond-precision hour.
 pub const HOUR_MICROS: i64 = 3_600_000_000;
 /// 2026-01-01T00:00:00Z in microseconds.

@@ -53,6 +53,60 @@ impl GroupView {
     }
 }
 
+/// One test's topics on the shared broker, one per dataset, and the `lake`
+/// arguments that route each dataset through its own.
+#[derive(Clone, Debug)]
+pub struct DatasetTopics {
+    pub kafka: Kafka,
+    pub tweets: String,
+    pub speedtest: String,
+}
+
+impl DatasetTopics {
+    /// Creates both topics, each with `partitions` partitions.
+    pub async fn create(partitions: i32) -> Result<Self> {
+        let topics = Self {
+            kafka: Kafka::from_env(),
+            tweets: Kafka::unique("tweets"),
+            speedtest: Kafka::unique("speedtest_raw"),
+        };
+        for topic in [&topics.tweets, &topics.speedtest] {
+            topics.kafka.create_topic(topic, partitions).await?;
+        }
+        Ok(topics)
+    }
+
+    /// The topic of `dataset` (`tweets` or `speedtest`).
+    pub fn of(&self, dataset: &str) -> &str {
+        match dataset {
+            "tweets" => &self.tweets,
+            _ => &self.speedtest,
+        }
+    }
+
+    /// `--brokers … --topic tweets=… --topic speedtest=…` for `lake ingest`.
+    pub fn ingest_args(&self) -> Vec<String> {
+        vec![
+            "--brokers".into(),
+            self.kafka.brokers().into(),
+            "--topic".into(),
+            format!("tweets={}", self.tweets),
+            "--topic".into(),
+            format!("speedtest={}", self.speedtest),
+        ]
+    }
+
+    /// `--brokers … --topic …` for `lake generate dataset`.
+    pub fn generate_args(&self, dataset: &str) -> Vec<String> {
+        vec![
+            "--brokers".into(),
+            self.kafka.brokers().into(),
+            "--topic".into(),
+            self.of(dataset).into(),
+        ]
+    }
+}
+
 impl Kafka {
     /// The broker `tests/run` started (`LAKE_TEST_KAFKA_BROKERS`).
     pub fn from_env() -> Self {

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use lake_core::config::{S3Config, StorageConfig};
 
 pub use catalog::{CatalogProcess, CatalogSpec, Keys, PySnapshot, PyTable, storage_env};
-pub use kafka::{Consumed, GroupView, Kafka};
+pub use kafka::{Consumed, DatasetTopics, GroupView, Kafka};
 pub use process::{LakeProcess, run_lake, run_lake_env, run_lake_ok};
 pub use trino::{Column, QueryError, Rows, Trino};
 
