@@ -126,11 +126,7 @@ impl Stack {
     /// Generates `count` records of each dataset whose event times end now,
     /// with every kind of fault, and ingests them.
     fn produce_and_ingest(&self, count: u64, seed: u64) -> Result<()> {
-        // Ten records per second of event time, ending a minute ago: today's
-        // rows for the seed's `date = CURRENT_DATE` (late ones reach back
-        // two hours), none in the future.
-        let span = jiff::SignedDuration::from_secs((count / 10) as i64 + 60);
-        let start = (jiff::Timestamp::now() - span).to_string();
+        let (start, per_second) = todays_window(count);
         for dataset in ["tweets", "speedtest"] {
             let (count, seed) = (count.to_string(), seed.to_string());
             let mut args = vec!["generate", dataset, "--rate", "0", "--count", &count];
@@ -142,7 +138,7 @@ impl Stack {
                 "--start",
                 &start,
                 "--events-per-second",
-                "10",
+                &per_second,
                 "--users",
                 "400",
                 "--duplicates",
@@ -274,6 +270,32 @@ impl Stack {
             current.insert(table.clone(), loaded.metadata().current_snapshot_id());
         }
         Ok(current)
+    }
+}
+
+/// Where `count` records' event times go: ten a second, ending a minute ago,
+/// and all of them today (UTC), so that the seed's `date = CURRENT_DATE`
+/// finds them (late ones reach back two hours) and none lies in the future.
+/// Just after midnight the span shrinks, or the test waits a few seconds.
+fn todays_window(count: u64) -> (String, String) {
+    use jiff::SignedDuration;
+    loop {
+        let now = jiff::Timestamp::now();
+        let midnight = now
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .start_of_day()
+            .map(|d| d.timestamp())
+            .unwrap_or(now);
+        let end = now - SignedDuration::from_secs(60);
+        let room = end.duration_since(midnight);
+        if room < SignedDuration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            continue;
+        }
+        let span = room.min(SignedDuration::from_secs((count / 10) as i64));
+        let start = end - span;
+        let per_second = count as f64 / span.as_secs_f64();
+        return (start.to_string(), format!("{per_second:.3}"));
     }
 }
 
@@ -468,6 +490,8 @@ async fn trino_reads_every_table_lake_writes_and_lake_reads_what_trino_writes() 
             "silver.tweets_quarantine",
         ]
     );
+
+    eprintln!("lake tables (rows, files, MB): {tables:?}");
 
     // Every table through Trino with the reader key: lake's row counts.
     for (table, (rows, _, _)) in &tables {
@@ -778,6 +802,7 @@ async fn trino_reads_every_table_lake_writes_and_lake_reads_what_trino_writes() 
             .sum();
         retained.insert(table.clone(), deleted);
     }
+    eprintln!("rows retention dropped: {retained:?}");
     stack.lake(&["compact", "--all", "--min-input-files", "2"])?;
     stack.lake(&[
         "maintain",
