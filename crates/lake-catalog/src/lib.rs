@@ -186,9 +186,11 @@ impl CatalogServer {
             warehouse = %warehouse.to_url(),
             "catalog ready"
         );
-        // rustberg compresses what it answers, which would leave its refusals
-        // unreadable to `explain_refusals`; it is asked for plain bodies and
-        // the compression happens outside, as the client asked.
+        // Around rustberg, inside out: staged creates that leave no file
+        // under the table's location (staging.rs); plain bodies from
+        // rustberg, whose own compression would leave its refusals unreadable
+        // to the next layer, which rewords them (refusals.rs); compression as
+        // the client asked; metrics of every request.
         let key_names = Arc::new(refusals::KeyNames::new(server)?);
         let inner = app.into_router();
         let staging = staging::Staging {
