@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use lake_core::config::KafkaConfig;
 use lake_core::datasets::Dataset;
-use lake_generate::{Generator, GeneratorConfig, RunLimits, Target, kafka, run};
+use lake_generate::{Generator, GeneratorConfig, RunLimits, Target, run};
 use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
+use lake_kafka as kafka;
 use lake_table::TableWriter;
 
 mod common;

@@ -543,11 +543,11 @@ pub struct IngestArgs {
     pub brokers: Option<String>,
 
     /// Read a dataset from another topic, repeatable: --topic tweets=my_tweets
-    #[arg(long, value_name = "DATASET=TOPIC", value_parser = lake_generate::kafka::parse_property)]
+    #[arg(long, value_name = "DATASET=TOPIC", value_parser = lake_kafka::parse_property)]
     pub topic: Vec<(String, String)>,
 
     /// Write a dataset to another table, repeatable: --table tweets=bronze.tw
-    #[arg(long, value_name = "DATASET=NS.TABLE", value_parser = lake_generate::kafka::parse_property)]
+    #[arg(long, value_name = "DATASET=NS.TABLE", value_parser = lake_kafka::parse_property)]
     pub table: Vec<(String, String)>,
 
     /// Consumer group; processes sharing it share the partitions
@@ -591,7 +591,7 @@ pub struct IngestArgs {
     pub shutdown_timeout: std::time::Duration,
 
     /// Any librdkafka property, repeatable: -X isolation.level=read_uncommitted
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = lake_generate::kafka::parse_property)]
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = lake_kafka::parse_property)]
     pub property: Vec<(String, String)>,
 
     /// Give up when no broker answers within this long
@@ -735,7 +735,7 @@ pub struct GenerateArgs {
     pub out: Option<String>,
 
     /// Any librdkafka property, repeatable: -X compression.type=zstd
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = lake_generate::kafka::parse_property)]
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = lake_kafka::parse_property)]
     pub property: Vec<(String, String)>,
 
     /// Give up when no broker answers within this long

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use lake_core::config::KafkaConfig;
 use lake_core::datasets::Dataset;
-use lake_generate::{Generator, GeneratorConfig, RunLimits, Target, kafka, run};
+use lake_generate::{Generator, GeneratorConfig, RunLimits, Target, run};
+use lake_kafka as kafka;
 
 const TWEETS: u64 = 1_000_000;
 const START: i64 = 1_767_225_600_000_000;

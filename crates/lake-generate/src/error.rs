@@ -5,12 +5,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No broker answered within the connect timeout.
-    #[error("{0}")]
-    Unreachable(String),
-    /// Kafka refused something (bad settings, topic creation, a send).
-    #[error("kafka: {0}")]
-    Kafka(String),
+    /// Kafka refused the producer's settings.
+    #[error("invalid Kafka settings: {0}")]
+    Settings(#[source] rdkafka::error::KafkaError),
+    /// A record could not be handed to the producer.
+    #[error("kafka: cannot send: {0}")]
+    Send(#[source] rdkafka::error::KafkaError),
     /// The output file could not be written.
     #[error("{0}")]
     Io(String),

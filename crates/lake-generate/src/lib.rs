@@ -9,7 +9,6 @@
 pub mod error;
 pub mod faults;
 pub mod generator;
-pub mod kafka;
 pub mod run;
 mod shape;
 pub mod speedtest;

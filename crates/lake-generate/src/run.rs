@@ -141,7 +141,7 @@ impl Sink {
                 let deliveries = Arc::new(Deliveries::default());
                 let producer = config
                     .create_with_context(DeliveryCounter(deliveries.clone()))
-                    .map_err(|e| Error::Kafka(format!("invalid Kafka settings: {e}")))?;
+                    .map_err(Error::Settings)?;
                 Ok(Sink::Kafka {
                     producer,
                     topic: topic.clone(),
@@ -182,7 +182,7 @@ impl Sink {
                             producer.poll(Duration::from_millis(10));
                             record = back;
                         }
-                        Err((e, _)) => return Err(Error::Kafka(format!("cannot send: {e}"))),
+                        Err((e, _)) => return Err(Error::Send(e)),
                     }
                 }
             }

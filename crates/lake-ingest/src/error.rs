@@ -16,7 +16,7 @@ pub enum Error {
     #[error(transparent)]
     Arrow(#[from] arrow_schema::ArrowError),
     #[error(transparent)]
-    Generate(#[from] lake_generate::Error),
+    KafkaClient(#[from] lake_kafka::Error),
     /// Settings or table contents that cannot work.
     #[error("{0}")]
     Invalid(String),

@@ -585,8 +585,7 @@ fn consume(
         .unwrap_or_default()
         .to_string();
     for topic in &topics {
-        let partitions =
-            lake_generate::kafka::topic_partitions(&kafka, topic, options.kafka_timeout)?;
+        let partitions = lake_kafka::topic_partitions(&kafka, topic, options.kafka_timeout)?;
         if partitions == 0 {
             return Err(Error::Kafka(format!(
                 "topic `{topic}` does not exist at {brokers}; create it (lake generate does) or check --topic"

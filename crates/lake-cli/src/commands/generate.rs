@@ -45,8 +45,8 @@ pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode>
         Some("-") => (Target::File(None), "stdout".to_string()),
         Some(path) => (Target::File(Some(path.into())), path.to_string()),
         None => {
-            let client = lake_generate::kafka::client_config(&config.kafka, &args.property);
-            let info = lake_generate::kafka::ensure_topic(
+            let client = lake_kafka::client_config(&config.kafka, &args.property);
+            let info = lake_kafka::ensure_topic(
                 &client,
                 &topic,
                 args.partitions,

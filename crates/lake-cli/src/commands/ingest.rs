@@ -12,7 +12,7 @@ use crate::cli::IngestArgs;
 
 pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<ExitCode> {
     let routes = routes(&args)?;
-    let kafka = lake_generate::kafka::client_config(&config.kafka, &args.property);
+    let kafka = lake_kafka::client_config(&config.kafka, &args.property);
     let options = IngestOptions {
         routes: routes.clone(),
         group_id: args.group_id.clone(),

@@ -72,7 +72,7 @@ async fn pipeline(
         args.records,
         args.data_dir.display()
     );
-    let client = lake_generate::kafka::client_config(&kafka_config, &[]);
+    let client = lake_kafka::client_config(&kafka_config, &[]);
     let seed = args.seed.unwrap_or_else(|| run_id.unsigned_abs());
     for (i, route) in routes.iter().enumerate() {
         generate(route, &client, args.records, seed.wrapping_add(i as u64)).await?;

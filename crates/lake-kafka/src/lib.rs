@@ -1,5 +1,5 @@
 //! Kafka client settings and checks shared by every lake command that talks
-//! to Kafka.
+//! to Kafka (`lake generate`, `lake ingest`).
 
 use std::time::Duration;
 
@@ -8,9 +8,50 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::error::{Error, Result};
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// librdkafka refused the settings (an unknown property, a bad value).
+    #[error("invalid Kafka settings: {0}")]
+    Settings(#[source] Box<KafkaError>),
+    /// No broker answered within the timeout.
+    #[error(
+        "no Kafka broker at {brokers} answered within {}s ({cause}); check --brokers / \
+         kafka.brokers and that the cluster is up",
+        timeout.as_secs()
+    )]
+    Unreachable {
+        brokers: String,
+        timeout: Duration,
+        cause: String,
+        #[source]
+        source: Option<Box<KafkaError>>,
+    },
+    /// The admin request creating a topic failed.
+    #[error("cannot create topic `{topic}`: {source}")]
+    CreateTopic {
+        topic: String,
+        #[source]
+        source: Box<KafkaError>,
+    },
+    /// The cluster answered the creation of a topic with an error.
+    #[error(
+        "topic `{topic}` does not exist and creating it failed ({code}); create it with your \
+         Kafka tools or enable auto-creation"
+    )]
+    TopicRefused {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    /// A topic was created but the cluster's metadata does not show it.
+    #[error("topic `{0}` was created but does not show up in the cluster metadata")]
+    TopicNotVisible(String),
+}
 
 /// A librdkafka configuration: `kafka.brokers`, then `kafka.properties`,
 /// then `-X key=value` pairs, later ones winning.
@@ -44,12 +85,13 @@ pub struct TopicInfo {
     pub created: bool,
 }
 
-fn unreachable(brokers: &str, timeout: Duration, cause: impl std::fmt::Display) -> Error {
-    Error::Unreachable(format!(
-        "no Kafka broker at {brokers} answered within {}s ({cause}); check --brokers / \
-         kafka.brokers and that the cluster is up",
-        timeout.as_secs()
-    ))
+fn unreachable(brokers: &str, timeout: Duration, source: Option<KafkaError>, cause: &str) -> Error {
+    Error::Unreachable {
+        brokers: brokers.to_string(),
+        timeout,
+        cause: cause.to_string(),
+        source: source.map(Box::new),
+    }
 }
 
 /// Confirms the cluster answers, and returns how many partitions `topic`
@@ -59,14 +101,17 @@ pub fn topic_partitions(config: &ClientConfig, topic: &str, timeout: Duration) -
         .get("bootstrap.servers")
         .unwrap_or_default()
         .to_string();
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| Error::Kafka(format!("invalid Kafka settings: {e}")))?;
+    let consumer: BaseConsumer = config.create().map_err(|e| Error::Settings(Box::new(e)))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| unreachable(&brokers, timeout, e))?;
+        .map_err(|e| unreachable(&brokers, timeout, Some(e.clone()), &e.to_string()))?;
     if metadata.brokers().is_empty() {
-        return Err(unreachable(&brokers, timeout, "no brokers in the metadata"));
+        return Err(unreachable(
+            &brokers,
+            timeout,
+            None,
+            "no brokers in the metadata",
+        ));
     }
     Ok(metadata
         .topics()
@@ -92,9 +137,8 @@ pub async fn ensure_topic(
             created: false,
         });
     }
-    let admin: AdminClient<DefaultClientContext> = config
-        .create()
-        .map_err(|e| Error::Kafka(format!("invalid Kafka settings: {e}")))?;
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().map_err(|e| Error::Settings(Box::new(e)))?;
     let options = AdminOptions::new()
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));
@@ -108,17 +152,15 @@ pub async fn ensure_topic(
             &options,
         )
         .await
-        .map_err(|e| Error::Kafka(format!("cannot create topic `{topic}`: {e}")))?;
+        .map_err(|source| Error::CreateTopic {
+            topic: topic.to_string(),
+            source: Box::new(source),
+        })?;
     for result in results {
         match result {
             Ok(_) => {}
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(Error::Kafka(format!(
-                    "topic `{name}` does not exist and creating it failed ({code}); create it \
-                     with your Kafka tools or enable auto-creation"
-                )));
-            }
+            Err((topic, code)) => return Err(Error::TopicRefused { topic, code }),
         }
     }
     // Metadata catches up with a new topic a moment later.
@@ -133,9 +175,7 @@ pub async fn ensure_topic(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(Error::Kafka(format!(
-        "topic `{topic}` was created but does not show up in the cluster metadata"
-    )))
+    Err(Error::TopicNotVisible(topic.to_string()))
 }
 
 #[cfg(test)]
