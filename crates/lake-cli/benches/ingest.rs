@@ -14,20 +14,19 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use lake_core::config::KafkaConfig;
-use lake_core::datasets::Dataset;
 use lake_generate::{Generator, GeneratorConfig, RunLimits, Target, run};
 use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
 use lake_kafka as kafka;
 use lake_table::TableWriter;
 
 mod common;
-use common::{START, median};
+use common::{START, median, tweets_spec};
 
 const PARTITIONS: i32 = 128;
 const RUNS: usize = 3;
 
 fn generator(tweets: u64) -> Generator {
-    let mut config = GeneratorConfig::new(Dataset::Tweets, 42, START);
+    let mut config = GeneratorConfig::new(lake_generate::Stream::Tweets, 42, START);
     config.events_per_second = tweets as f64 / 3600.0;
     Generator::new(config)
 }
@@ -192,7 +191,7 @@ fn main() {
         payloads.extend_from_slice(regenerate.next_record().payload);
         ends.push(payloads.len());
     }
-    let (schema, spec) = lake_ingest::bronze::bronze_definition(Dataset::Tweets).expect("schema");
+    let (schema, spec) = lake_ingest::bronze::bronze_definition(&tweets_spec()).expect("schema");
     let mut ceiling = Vec::new();
     for run_number in 0..RUNS {
         let table = runtime
@@ -207,10 +206,10 @@ fn main() {
             iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
                 .expect("arrow"),
         );
-        let decoder = RecordDecoder::new(Dataset::Tweets, "tweets", arrow, false);
+        let decoder = RecordDecoder::new(&tweets_spec(), "tweets", arrow, false);
         let started = Instant::now();
         let rows = runtime.block_on(async {
-            let distinct = lake_ingest::bronze::distinct_columns(Dataset::Tweets);
+            let distinct = lake_ingest::bronze::distinct_columns(&tweets_spec());
             let mut writer =
                 TableWriter::new(&table, lake_ingest::bronze_writer_options(&distinct))
                     .await

@@ -50,6 +50,11 @@ pub struct GlobalArgs {
     /// http://pushgateway:9091 (telemetry.push_gateway)
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "URL")]
     pub push_gateway: Option<String>,
+
+    /// The pipeline directory declaring the datasets (pipeline.dir) [default:
+    /// ./pipeline when it exists, else the built-in tweets and speedtest]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR")]
+    pub pipeline: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -76,7 +81,11 @@ pub enum Command {
     /// Inspect the effective configuration
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Generate the tweet or speed-test stream into Kafka or a file
+    /// Write the shipped datasets into a pipeline directory, to copy and change
+    Init(InitArgs),
+    /// Check a pipeline directory: every file, type, key, rule and model
+    Validate,
+    /// Generate the tweet or speed-test stream, or replay a file, into Kafka or a file
     Generate(Box<GenerateArgs>),
     /// Ingest Kafka topics into bronze Iceberg tables, exactly once
     Ingest(Box<IngestArgs>),
@@ -108,7 +117,9 @@ impl Command {
             | Command::Sql(_)
             | Command::Tables(_)
             | Command::Snapshots(_)
-            | Command::Status(_) => "warn",
+            | Command::Status(_)
+            | Command::Init(_)
+            | Command::Validate => "warn",
             _ => "info",
         }
     }
@@ -122,9 +133,12 @@ impl Command {
         match self {
             Command::Catalog(_) => "lake_catalog".into(),
             Command::Config(_) => "lake_config".into(),
-            Command::Generate(args) => {
-                format!("lake_generate{}", value(args.dataset.to_possible_value()))
-            }
+            Command::Init(_) => "lake_init".into(),
+            Command::Validate => "lake_validate".into(),
+            Command::Generate(args) => match &args.dataset {
+                Some(dataset) => format!("lake_generate_{dataset}"),
+                None => "lake_generate".into(),
+            },
             Command::Ingest(_) => "lake_ingest".into(),
             Command::Transform(args) => {
                 format!("lake_transform{}", value(args.layer.to_possible_value()))
@@ -444,43 +458,43 @@ pub struct CompactArgs {
 /// `lake transform`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-silver: bronze rows appended since the last run are deduplicated against the whole silver
-table (the copy read first from Kafka wins), flattened and typed; rows that break a quality
-rule go to silver.<name>_quarantine with the rule's name. Clean and quarantined rows are
-committed together with the bronze snapshot consumed, so a rerun with nothing new commits
-nothing and a crash never doubles a row.
+silver: each dataset's silver.sql runs over the bronze rows appended since the last run; lake
+keeps the first copy of each silver key (the copy read first from Kafka) and drops keys already
+in the silver table or its quarantine; rows that break a rule of dataset.toml go to the
+quarantine with the rule's name (or are dropped, or counted, as the rule says). Clean and
+quarantined rows are committed together with the bronze snapshot consumed, so a rerun with
+nothing new commits nothing and a crash never doubles a row.
 
 gold: the hours and days that received silver rows since the last run (late rows included)
-are aggregated again from silver and replace exactly those gold partitions, in one overwrite
-commit per table.
+are aggregated again by each gold/*.sql and replace exactly those gold partitions, in one
+overwrite commit per table.
 
-Tables: silver.tweets_clean, silver.speedtest_clean (+ _quarantine);
-gold.popular_hashtags_by_hour, gold.active_users_by_day, gold.tweet_volume_by_region,
-gold.tweet_metrics_by_language, gold.speedtest_agg.
+The datasets come from the pipeline directory (--pipeline, ./pipeline) or, without one, the
+built-in tweets and speedtest; `lake init` writes those out to change.
 
 Examples:
-  lake transform all                             # silver, then gold, both datasets
+  lake transform all                             # silver, then gold, every dataset
   lake transform silver --dataset tweets --fail-on-quarantine-ratio 0.05
-  lake transform models --out ./models           # the shipped SQL, to edit
-  lake transform gold --models ./models          # run with edited models")]
+  lake transform models                          # the SQL each model runs
+  lake --pipeline ./pipeline transform all       # your own datasets")]
 pub struct TransformArgs {
     /// What to build
     #[arg(value_enum)]
     pub layer: LayerArg,
 
-    /// Which dataset's tables
-    #[arg(long, value_enum, default_value = "all")]
-    pub dataset: TransformDatasetArg,
+    /// Only this dataset's tables [default: every dataset of the pipeline]
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
 
-    /// A directory of model SQL (silver/*.sql, gold/*.sql) overriding the shipped files
-    #[arg(long, value_name = "DIR")]
+    /// Replaced by --pipeline DIR (`lake init` writes the shipped datasets to edit)
+    #[arg(long, value_name = "DIR", hide = true)]
     pub models: Option<std::path::PathBuf>,
 
     /// Fail, committing nothing, when more than this share of a silver run's rows break a rule
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
     pub fail_on_quarantine_ratio: Option<f64>,
 
-    /// With `models`: write the shipped model files into this directory
+    /// With `models`: write each model's SQL into this directory
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
 }
@@ -502,12 +516,38 @@ pub enum LayerArg {
     Gold,
     /// Silver, then gold
     All,
-    /// Print (or with --out, write) the shipped model SQL
+    /// Print (or with --out, write) the SQL each model runs
     Models,
 }
 
+/// `lake init`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Writes DIR/datasets/<name>/ for each example: dataset.toml (topic, key, event time, payload
+schema, bronze and silver settings, quality rules), silver.sql and gold/*.sql — the datasets
+lake runs when no pipeline directory is given. Copy one to declare your own topic; `lake
+validate` checks what you wrote, and docs/datasets.md describes every key.
+
+Examples:
+  lake init                                # ./pipeline with tweets and speedtest
+  lake init --example speedtest my-pipeline
+  lake --pipeline my-pipeline validate")]
+pub struct InitArgs {
+    /// Where to write the pipeline
+    #[arg(value_name = "DIR", default_value = "pipeline")]
+    pub dir: PathBuf,
+
+    /// Which shipped dataset to write
+    #[arg(long, value_enum, default_value = "all")]
+    pub example: ExampleArg,
+
+    /// Overwrite files that exist
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TransformDatasetArg {
+pub enum ExampleArg {
     Tweets,
     Speedtest,
     All,
@@ -516,11 +556,12 @@ pub enum TransformDatasetArg {
 /// `lake ingest`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Each dataset's topic lands in its bronze table (tweets -> bronze.tweets_raw,
-speedtest_raw -> bronze.speedtest_raw), created if missing and partitioned by hour of
-event time, with the raw record and its Kafka coordinates. Records that cannot be stored
-(invalid JSON or UTF-8, wrong types, missing id or event time, too large, empty) go to
-bronze.<table>_rejects with the reason, in the same atomic commit as the data.
+Each dataset's topic lands in its bronze table (built in: tweets -> bronze.tweets_raw,
+speedtest_raw -> bronze.speedtest_raw; else as its dataset.toml says), created if missing and
+partitioned by the hour (or day) of event time, with the raw record and its Kafka coordinates.
+Records that cannot be stored (invalid JSON or UTF-8, wrong types, a missing `not null` field,
+too large, empty) go to bronze.<table>_rejects with the reason, in the same atomic commit as the
+data.
 
 Exactly once: every commit records the next Kafka offset of each partition in the table's
 snapshot, and consumption always starts from the table, so a crash, a restart or a
@@ -534,9 +575,9 @@ Examples:
   lake ingest speedtest --topic speedtest=speed.raw --table speedtest=bronze.speed
   lake ingest -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN -X sasl.username=…")]
 pub struct IngestArgs {
-    /// Datasets to ingest [default: tweets speedtest]
-    #[arg(value_enum)]
-    pub datasets: Vec<DatasetArg>,
+    /// Datasets to ingest [default: every dataset of the pipeline]
+    #[arg(value_name = "DATASET")]
+    pub datasets: Vec<String>,
 
     /// Kafka bootstrap servers (kafka.brokers) [default: localhost:9092]
     #[arg(long, value_name = "HOST:PORT,…")]
@@ -622,26 +663,12 @@ pub enum KeyArg {
     None,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum DatasetArg {
-    /// Seed 000: tweets with users, hashtags, mentions, languages, regions
-    Tweets,
-    /// Seed 002: network speed tests by city
-    Speedtest,
-}
-
-impl From<DatasetArg> for lake_core::datasets::Dataset {
-    fn from(value: DatasetArg) -> Self {
-        match value {
-            DatasetArg::Tweets => lake_core::datasets::Dataset::Tweets,
-            DatasetArg::Speedtest => lake_core::datasets::Dataset::Speedtest,
-        }
-    }
-}
-
 /// `lake generate`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
+The built-in streams are the seeds' (tweets, speedtest); a dataset of your pipeline names one
+with `generator = \"tweets\"`, or is fed from a file with --from.
+
 Examples:
   # 1000 tweets/s into Kafka until Ctrl-C, with 1% duplicates and late records:
   lake generate tweets --brokers localhost:9092 --duplicates 0.01 --late 0.01
@@ -652,19 +679,30 @@ Examples:
   # To a file (newline-delimited JSON) instead of Kafka; `-` is stdout:
   lake generate tweets --count 10000 --out tweets.jsonl
 
+  # Replay a file of your own records, 500 a second, keyed by the dataset's key:
+  lake --pipeline ./pipeline generate orders --from orders.jsonl --rate 500
+
 Same --seed and --start (and the same fault settings) give byte-identical output.
 Malformed records are broken one of three ways: truncated JSON, a non-numeric string
-in a numeric or list field, or a missing required field (id or event time).")]
+in a numeric or list field, or a missing required field (id or event time). --from sends
+each line as it is, malformed ones included.")]
 pub struct GenerateArgs {
-    /// Which stream
-    #[arg(value_enum)]
-    pub dataset: DatasetArg,
+    /// Which dataset: a built-in stream, or a dataset of the pipeline (with --from)
+    #[arg(value_name = "DATASET", required_unless_present = "from")]
+    pub dataset: Option<String>,
+
+    /// Send the lines of this file (newline-delimited JSON, `-` is stdin)
+    /// instead of generating
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "seed", "start", "events_per_second", "duplicates", "malformed", "late", "invalid"
+    ])]
+    pub from: Option<PathBuf>,
 
     /// Kafka bootstrap servers (kafka.brokers) [default: localhost:9092]
     #[arg(long, value_name = "HOST:PORT,…")]
     pub brokers: Option<String>,
 
-    /// Topic [default: tweets | speedtest_raw]
+    /// Topic [default: the dataset's]
     #[arg(long)]
     pub topic: Option<String>,
 
@@ -725,8 +763,9 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0.0, value_name = "RATE")]
     pub invalid: f64,
 
-    /// Message key: `user` keeps each user's records in order on one partition;
-    /// `none` spreads records evenly over the partitions
+    /// Message key: `user` keeps each user's records in order on one partition
+    /// (with --from: the dataset's key); `none` spreads records evenly over the
+    /// partitions
     #[arg(long, value_enum, default_value = "user")]
     pub key: KeyArg,
 
@@ -848,6 +887,7 @@ impl Cli {
         let mut o = Overrides::new();
         o.set("catalog.uri", g.catalog_uri.as_ref())?
             .set("catalog.token", g.token.as_ref())?
+            .set("pipeline.dir", g.pipeline.as_ref())?
             .set("telemetry.log_format", g.log_format.map(LogFormat::from))?
             .set("telemetry.metrics_addr", g.metrics_addr)?
             .set("telemetry.push_gateway", g.push_gateway.as_ref())?;

@@ -26,7 +26,14 @@ pub const DEFAULT_CATALOG_ADDR: &str = "127.0.0.1:8181";
 
 /// Top-level sections; environment variables outside them are ignored so that
 /// unrelated `LAKE_…` variables (a test harness's, a shell's) cannot break loading.
-const SECTIONS: [&str; 5] = ["catalog", "storage", "server", "telemetry", "kafka"];
+const SECTIONS: [&str; 6] = [
+    "catalog",
+    "storage",
+    "server",
+    "telemetry",
+    "kafka",
+    "pipeline",
+];
 
 /// The effective configuration of one `lake` invocation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +49,17 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// How lake reaches Kafka.
     pub kafka: KafkaConfig,
+    /// Which datasets lake works on.
+    pub pipeline: PipelineConfig,
+}
+
+/// Where the datasets are declared.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The pipeline directory (`datasets/<name>/dataset.toml`, …) [default:
+    /// `./pipeline` when it exists, else the built-in tweets and speedtest].
+    pub dir: Option<PathBuf>,
 }
 
 /// Kafka connection settings shared by `lake generate` and `lake ingest`.

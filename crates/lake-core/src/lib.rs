@@ -3,7 +3,6 @@
 
 pub mod catalog;
 pub mod config;
-pub mod datasets;
 pub mod error;
 pub mod metrics;
 pub mod storage;

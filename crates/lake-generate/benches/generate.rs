@@ -9,7 +9,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use lake_core::config::KafkaConfig;
-use lake_core::datasets::Dataset;
 use lake_generate::{Generator, GeneratorConfig, RunLimits, Target, run};
 use lake_kafka as kafka;
 
@@ -17,7 +16,7 @@ const TWEETS: u64 = 1_000_000;
 const START: i64 = 1_767_225_600_000_000;
 
 fn generator(seed: u64) -> Generator {
-    let mut config = GeneratorConfig::new(Dataset::Tweets, seed, START);
+    let mut config = GeneratorConfig::new(lake_generate::Stream::Tweets, seed, START);
     config.faults.duplicates = 0.01;
     config.faults.late = 0.01;
     config.faults.malformed = 0.001;

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use lake_core::datasets::Dataset;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
@@ -17,10 +16,44 @@ const RECENT: usize = 1024;
 /// Event times scatter this far (µs) around the clock, as real streams do.
 const JITTER_MICROS: i64 = 200_000;
 
+/// The streams lake generates: the seeds' datasets. A dataset names one in
+/// its `dataset.toml` (`generator = "tweets"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Seed 000: a Twitter-like stream.
+    Tweets,
+    /// Seed 002: network speed tests.
+    Speedtest,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 2] = [Stream::Tweets, Stream::Speedtest];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Tweets => "tweets",
+            Stream::Speedtest => "speedtest",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The field whose value keys a generated record's Kafka message: the
+    /// user, so one user's records stay in order on one partition.
+    pub fn key_field(self) -> &'static str {
+        match self {
+            Stream::Tweets => "user.user_id",
+            Stream::Speedtest => "user_id",
+        }
+    }
+}
+
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct GeneratorConfig {
-    pub dataset: Dataset,
+    pub stream: Stream,
     pub seed: u64,
     /// Event time of the first record, microseconds since the epoch.
     pub start_micros: i64,
@@ -33,9 +66,9 @@ pub struct GeneratorConfig {
 }
 
 impl GeneratorConfig {
-    pub fn new(dataset: Dataset, seed: u64, start_micros: i64) -> Self {
+    pub fn new(stream: Stream, seed: u64, start_micros: i64) -> Self {
         Self {
-            dataset,
+            stream,
             seed,
             start_micros,
             events_per_second: 1000.0,
@@ -46,10 +79,10 @@ impl GeneratorConfig {
     }
 }
 
-/// One generated record, borrowed from the generator's buffers.
+/// One record, borrowed from its source's buffers.
 #[derive(Debug)]
 pub struct Record<'a> {
-    /// The Kafka key: the user id.
+    /// The Kafka key (the user id of generated records); empty for none.
     pub key: &'a [u8],
     /// The JSON payload (broken, for malformed records).
     pub payload: &'a [u8],
@@ -123,11 +156,11 @@ pub struct Generator {
 impl Generator {
     pub fn new(config: GeneratorConfig) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
-        let model = match config.dataset {
-            Dataset::Tweets => {
+        let model = match config.stream {
+            Stream::Tweets => {
                 Model::Tweets(Box::new(TweetModel::new(config.seed, config.population)))
             }
-            Dataset::Speedtest => {
+            Stream::Speedtest => {
                 Model::Speedtest(SpeedtestModel::new(config.seed, config.population))
             }
         };

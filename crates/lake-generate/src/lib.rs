@@ -9,6 +9,7 @@
 pub mod error;
 pub mod faults;
 pub mod generator;
+pub mod replay;
 pub mod run;
 mod shape;
 pub mod speedtest;
@@ -16,5 +17,6 @@ mod tweets;
 
 pub use error::{Error, Result};
 pub use faults::{Fault, FaultRates, InvalidKind, MalformedKind};
-pub use generator::{Counts, Generator, GeneratorConfig, Record};
-pub use run::{RunLimits, Summary, Target, run};
+pub use generator::{Counts, Generator, GeneratorConfig, Record, Stream};
+pub use replay::Replay;
+pub use run::{Records, RunLimits, Summary, Target, run};

@@ -18,7 +18,31 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use crate::error::{Error, Result};
-use crate::generator::{Counts, Generator};
+use crate::generator::{Counts, Generator, Record};
+
+/// Where records come from: a generator (endless) or a replayed file.
+pub trait Records {
+    /// The next record; `None` when there are no more.
+    fn next_record(&mut self) -> Result<Option<Record<'_>>>;
+    /// What was produced so far.
+    fn counts(&self) -> Counts;
+    /// The records' name in metrics (`dataset` label).
+    fn label(&self) -> &str;
+}
+
+impl Records for Generator {
+    fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        Ok(Some(Generator::next_record(self)))
+    }
+
+    fn counts(&self) -> Counts {
+        Generator::counts(self)
+    }
+
+    fn label(&self) -> &str {
+        self.config().stream.name()
+    }
+}
 
 /// Records between progress updates, rate checks and producer polls.
 const CHUNK: u32 = 256;
@@ -173,7 +197,11 @@ impl Sink {
                 ..
             } => {
                 let record = BaseRecord::to(topic.as_str()).payload(payload);
-                let mut record = if *keyed { record.key(key) } else { record };
+                let mut record = if *keyed && !key.is_empty() {
+                    record.key(key)
+                } else {
+                    record
+                };
                 loop {
                     match producer.send(record) {
                         Ok(()) => return Ok(()),
@@ -248,16 +276,16 @@ fn limiter(rate: u32) -> Option<(Limiter, u32)> {
     Some((RateLimiter::direct(quota), burst))
 }
 
-/// Generates until the count or duration is reached or `stop` is set,
-/// sending every record to `target`. Blocking: run it on its own thread.
+/// Sends records until the count or duration is reached, the records run
+/// out, or `stop` is set. Blocking: run it on its own thread.
 pub fn run(
-    generator: &mut Generator,
+    records: &mut dyn Records,
     target: &Target,
     limits: &RunLimits,
     stop: &AtomicBool,
 ) -> Result<Summary> {
     let mut sink = Sink::open(target)?;
-    let dataset = generator.config().dataset.name();
+    let dataset = records.label().to_string();
     let bar = progress_bar(limits);
     let limiter = limiter(limits.rate);
     let clock = DefaultClock::default();
@@ -291,15 +319,21 @@ pub fn run(
                 }
             }
         }
-        for _ in 0..chunk {
-            let record = generator.next_record();
+        let mut taken = 0u32;
+        let mut exhausted = false;
+        while taken < chunk {
+            let Some(record) = records.next_record()? else {
+                exhausted = true;
+                break;
+            };
             summary.bytes += record.payload.len() as u64;
             sink.send(record.key, record.payload)?;
+            taken += 1;
         }
-        sent += u64::from(chunk);
+        sent += u64::from(taken);
         sink.poll();
-        metrics::counter!(names::GENERATE_RECORDS_TOTAL, "dataset" => dataset)
-            .increment(u64::from(chunk));
+        metrics::counter!(names::GENERATE_RECORDS_TOTAL, "dataset" => dataset.clone())
+            .increment(u64::from(taken));
         if let Some(bar) = &bar {
             bar.set_position(sent);
             let errors = sink.errors();
@@ -307,8 +341,11 @@ pub fn run(
                 bar.set_message(format!("{errors} delivery errors"));
             }
         }
+        if exhausted {
+            break;
+        }
     }
-    summary.counts = generator.counts();
+    summary.counts = records.counts();
     if let Some(bar) = &bar {
         bar.set_message("flushing");
     }

@@ -2,47 +2,37 @@
 //! offsets each bronze snapshot records.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::{NamespaceIdent, TableIdent};
-use lake_core::datasets::{Dataset, EventTime};
+use lake_spec::{DatasetSpec, Granularity};
 use lake_table::LakeCatalog;
 
 use crate::error::{Error, Result};
 
-/// Field ids of the metadata columns; far above payload ids so new payload
-/// fields (schema evolution) never collide.
-const META_ID: i32 = 1000;
-
-pub const RAW: &str = "_raw";
-pub const TOPIC: &str = "_kafka_topic";
-pub const PARTITION: &str = "_kafka_partition";
-pub const OFFSET: &str = "_kafka_offset";
-pub const KAFKA_TIMESTAMP: &str = "_kafka_timestamp";
-pub const INGESTED_AT: &str = "_ingested_at";
-/// Event time derived from epoch-millisecond fields, for partitioning.
-pub const EVENT_TIME: &str = "_event_time";
+pub use lake_spec::columns::{
+    EVENT_TIME, INGESTED_AT, KAFKA_TIMESTAMP, OFFSET, PARTITION, RAW, TOPIC,
+};
+/// The dead-letter table's reason column.
 pub const ERROR: &str = "error";
 
 /// Where one topic lands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Route {
-    pub dataset: Dataset,
+    pub dataset: Arc<DatasetSpec>,
     pub topic: String,
     pub table: TableIdent,
 }
 
 impl Route {
-    /// The dataset's default topic and table.
-    pub fn default_for(dataset: Dataset) -> Self {
+    /// The dataset's own topic and bronze table.
+    pub fn for_dataset(dataset: &Arc<DatasetSpec>) -> Self {
         Self {
-            dataset,
-            topic: dataset.default_topic().to_string(),
-            table: TableIdent::new(
-                NamespaceIdent::new("bronze".into()),
-                dataset.bronze_table().to_string(),
-            ),
+            topic: dataset.topic.clone(),
+            table: dataset.bronze.table.clone(),
+            dataset: dataset.clone(),
         }
     }
 
@@ -58,6 +48,59 @@ impl Route {
     pub fn offsets_key(&self) -> String {
         lake_table::files::offsets_key(&self.topic)
     }
+}
+
+/// The routes of `datasets` (every dataset of the pipeline when empty): each
+/// from its topic to its bronze table, unless `topics` or `tables` (pairs of
+/// dataset and topic or `namespace.table`) say otherwise. Two routes may not
+/// read one topic.
+pub fn routes(
+    pipeline: &lake_spec::Pipeline,
+    datasets: &[String],
+    topics: &[(String, String)],
+    tables: &[(String, String)],
+) -> Result<Vec<Route>> {
+    let mut routes: Vec<Route> = pipeline
+        .select(datasets)?
+        .iter()
+        .map(Route::for_dataset)
+        .collect();
+    let find = |dataset: &str, flag: &str| -> Result<usize> {
+        pipeline.dataset(dataset)?;
+        routes
+            .iter()
+            .position(|r| r.dataset.name == dataset)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{flag} names {dataset}, which is not being ingested"
+                ))
+            })
+    };
+    let mut topic_of = Vec::new();
+    for (dataset, topic) in topics {
+        topic_of.push((find(dataset, "--topic")?, topic.clone()));
+    }
+    let mut table_of = Vec::new();
+    for (dataset, table) in tables {
+        table_of.push((find(dataset, "--table")?, parse_table(table)?));
+    }
+    for (index, topic) in topic_of {
+        routes[index].topic = topic;
+    }
+    for (index, table) in table_of {
+        routes[index].table = table;
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for route in &routes {
+        if seen.contains(&route.topic.as_str()) {
+            return Err(Error::Invalid(format!(
+                "two datasets read topic `{}`; give each its own with --topic",
+                route.topic
+            )));
+        }
+        seen.push(&route.topic);
+    }
+    Ok(routes)
 }
 
 /// Parses `namespace.table`.
@@ -83,45 +126,22 @@ fn metadata_fields(first_id: i32) -> Vec<iceberg::spec::NestedFieldRef> {
     ]
 }
 
-/// The bronze schema: the dataset's payload, the raw record, Kafka
-/// coordinates, ingestion time (and a derived event time where the payload
-/// carries epoch milliseconds).
-pub fn bronze_schema(dataset: Dataset) -> Schema {
-    let payload = dataset.payload_schema();
-    let mut fields: Vec<_> = payload.as_struct().fields().to_vec();
-    fields.push(NestedField::required(META_ID, RAW, Type::Primitive(PrimitiveType::String)).into());
-    fields.extend(metadata_fields(META_ID + 1));
-    if let EventTime::EpochMillis(_) = dataset.event_time() {
-        fields.push(
-            NestedField::required(
-                META_ID + 10,
-                EVENT_TIME,
-                Type::Primitive(PrimitiveType::Timestamptz),
-            )
-            .into(),
-        );
-    }
-    Schema::builder()
-        .with_fields(fields)
-        .build()
-        .unwrap_or_else(|e| panic!("bronze schema for {}: {e}", dataset.name()))
+/// The bronze schema (see [`DatasetSpec::bronze_schema`]).
+pub fn bronze_schema(dataset: &DatasetSpec) -> Result<Schema> {
+    dataset.bronze_schema().map_err(Error::Dataset)
 }
 
-/// Bronze columns whose values are (nearly) all distinct.
-pub fn distinct_columns(dataset: Dataset) -> Vec<&'static str> {
-    let mut columns = vec![RAW];
-    if dataset == Dataset::Tweets {
-        columns.extend(["tweet_id", "text"]);
-    }
-    columns
+/// Bronze columns whose values are (nearly) all distinct: the raw record
+/// and the dataset's `[bronze] distinct`.
+pub fn distinct_columns(dataset: &DatasetSpec) -> Vec<String> {
+    std::iter::once(RAW.to_string())
+        .chain(dataset.bronze.distinct.iter().cloned())
+        .collect()
 }
 
-/// The column bronze is partitioned by (hourly).
-pub fn event_time_column(dataset: Dataset) -> &'static str {
-    match dataset.event_time() {
-        EventTime::Timestamp(field) => field,
-        EventTime::EpochMillis(_) => EVENT_TIME,
-    }
+/// The column bronze is partitioned by.
+pub fn event_time_column(dataset: &DatasetSpec) -> &str {
+    dataset.bronze_time_column()
 }
 
 /// Dead letters: the raw bytes, why they were refused, where they came from.
@@ -137,21 +157,28 @@ pub fn rejects_schema() -> Schema {
         .unwrap_or_else(|e| panic!("rejects schema: {e}"))
 }
 
-/// The bronze schema and its hourly partitioning by event time.
-pub fn bronze_definition(dataset: Dataset) -> Result<(Schema, UnboundPartitionSpec)> {
-    let schema = bronze_schema(dataset);
-    let spec = lake_table::partition_by(&schema, event_time_column(dataset), Transform::Hour)?;
+/// The bronze schema and its partitioning by the hour or day of event time.
+pub fn bronze_definition(dataset: &DatasetSpec) -> Result<(Schema, UnboundPartitionSpec)> {
+    let schema = bronze_schema(dataset)?;
+    let transform = match dataset.bronze.partition {
+        Granularity::Hour => Transform::Hour,
+        Granularity::Day => Transform::Day,
+    };
+    let spec = lake_table::partition_by(&schema, event_time_column(dataset), transform)?;
     Ok((schema, spec))
 }
 
 /// Loads or creates the bronze table of `route`.
 pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table> {
-    let (schema, spec) = bronze_definition(route.dataset)?;
-    let properties = HashMap::from([
-        ("lake.dataset".to_string(), route.dataset.name().to_string()),
+    let (schema, spec) = bronze_definition(&route.dataset)?;
+    let mut properties = HashMap::from([
+        ("lake.dataset".to_string(), route.dataset.name.clone()),
         ("lake.layer".to_string(), "bronze".to_string()),
         ("lake.source.topic".to_string(), route.topic.clone()),
     ]);
+    if let Some(retention) = &route.dataset.bronze.retention {
+        properties.insert("lake.retention".to_string(), retention.clone());
+    }
     Ok(catalog
         .ensure_table(&route.table, schema, spec, properties)
         .await?)
@@ -218,21 +245,76 @@ mod tests {
         assert!(parse_offsets("[1]").is_err());
     }
 
+    fn built_in(name: &str) -> Arc<DatasetSpec> {
+        lake_spec::Pipeline::built_in()
+            .unwrap()
+            .dataset(name)
+            .unwrap()
+            .clone()
+    }
+
     #[test]
     fn schemas_carry_payload_then_metadata() {
-        let tweets = bronze_schema(Dataset::Tweets);
+        let tweets = bronze_schema(&built_in("tweets")).unwrap();
         assert!(tweets.field_by_name("created_at").is_some());
         assert!(tweets.field_by_name(RAW).is_some());
         assert!(tweets.field_by_name(EVENT_TIME).is_none());
-        let speed = bronze_schema(Dataset::Speedtest);
+        let speedtest = built_in("speedtest");
+        let speed = bronze_schema(&speedtest).unwrap();
         assert!(speed.field_by_name(EVENT_TIME).is_some_and(|f| f.required));
-        assert_eq!(event_time_column(Dataset::Speedtest), EVENT_TIME);
+        assert_eq!(event_time_column(&speedtest), EVENT_TIME);
         assert!(rejects_schema().field_by_name(ERROR).is_some());
+        assert_eq!(
+            distinct_columns(&built_in("tweets")),
+            [RAW, "tweet_id", "text"]
+        );
+    }
+
+    #[test]
+    fn routes_follow_the_pipeline_and_the_overrides() {
+        let pipeline = lake_spec::Pipeline::built_in().unwrap();
+        let all = routes(&pipeline, &[], &[], &[]).unwrap();
+        let names: Vec<String> = all.iter().map(|r| r.table.to_string()).collect();
+        assert_eq!(names, ["bronze.tweets_raw", "bronze.speedtest_raw"]);
+        let one = routes(
+            &pipeline,
+            &["speedtest".into()],
+            &[("speedtest".into(), "speed.raw".into())],
+            &[("speedtest".into(), "bronze.speed".into())],
+        )
+        .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].topic, "speed.raw");
+        assert_eq!(one[0].table.to_string(), "bronze.speed");
+        let not_ingested = routes(
+            &pipeline,
+            &["speedtest".into()],
+            &[("tweets".into(), "t".into())],
+            &[],
+        );
+        assert!(
+            not_ingested
+                .unwrap_err()
+                .to_string()
+                .contains("not being ingested")
+        );
+        assert!(routes(&pipeline, &["clicks".into()], &[], &[]).is_err());
+        let same = routes(
+            &pipeline,
+            &[],
+            &[("tweets".into(), "speedtest_raw".into())],
+            &[],
+        );
+        assert!(
+            same.unwrap_err()
+                .to_string()
+                .contains("two datasets read topic")
+        );
     }
 
     #[test]
     fn routes_and_table_names() {
-        let route = Route::default_for(Dataset::Tweets);
+        let route = Route::for_dataset(&built_in("tweets"));
         assert_eq!(route.table.to_string(), "bronze.tweets_raw");
         assert_eq!(
             route.rejects_table().to_string(),

@@ -16,7 +16,7 @@ use arrow_array::{
 };
 use arrow_json::ReaderBuilder;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use lake_core::datasets::{Dataset, EventTime};
+use lake_spec::{DatasetSpec, TimeFormat};
 
 use crate::bronze::{
     ERROR, EVENT_TIME, INGESTED_AT, KAFKA_TIMESTAMP, OFFSET, PARTITION, RAW, TOPIC,
@@ -210,27 +210,31 @@ pub struct RecordDecoder {
     bronze: SchemaRef,
     /// Its payload part: what arrow-json decodes into.
     payload: SchemaRef,
-    event_millis: Option<String>,
+    /// The epoch field bronze's `_event_time` comes from, and how many
+    /// microseconds one of its units is.
+    event_epoch: Option<(String, i64)>,
     evolve: bool,
 }
 
 impl RecordDecoder {
-    pub fn new(dataset: Dataset, topic: &str, bronze: SchemaRef, evolve: bool) -> Self {
+    pub fn new(dataset: &DatasetSpec, topic: &str, bronze: SchemaRef, evolve: bool) -> Self {
         let payload_fields: Vec<_> = bronze
             .fields()
             .iter()
             .filter(|f| !is_metadata_column(f.name()))
             .cloned()
             .collect();
-        let event_millis = match dataset.event_time() {
-            EventTime::EpochMillis(field) => Some(field.to_string()),
-            EventTime::Timestamp(_) => None,
+        let field = dataset.event_time.field.clone();
+        let event_epoch = match dataset.event_time.format {
+            TimeFormat::EpochMillis => Some((field, 1_000)),
+            TimeFormat::EpochSeconds => Some((field, 1_000_000)),
+            TimeFormat::Rfc3339 => None,
         };
         Self {
             topic: topic.to_string(),
             bronze,
             payload: Arc::new(Schema::new(payload_fields)),
-            event_millis,
+            event_epoch,
             evolve,
         }
     }
@@ -386,16 +390,23 @@ impl RecordDecoder {
                     .with_timezone(UTC),
                 ),
                 EVENT_TIME => {
-                    let source = self.event_millis.as_deref().unwrap_or_default();
-                    let millis = payload
-                        .column_by_name(source)
-                        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                        .ok_or_else(|| {
-                            Error::Invalid(format!("no epoch-millisecond column `{source}`"))
-                        })?;
+                    let (source, micros) = self
+                        .event_epoch
+                        .as_ref()
+                        .map(|(field, micros)| (field.as_str(), *micros))
+                        .unwrap_or_default();
+                    let column = payload.column_by_name(source).ok_or_else(|| {
+                        Error::Invalid(format!("decoded batch lacks the event time `{source}`"))
+                    })?;
+                    // An `int` field holds epoch seconds or milliseconds too.
+                    let epochs = arrow_cast::cast(column, &DataType::Int64)?;
+                    let epochs = epochs
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .ok_or_else(|| Error::Invalid(format!("`{source}` is not a number")))?;
                     Arc::new(
                         TimestampMicrosecondArray::from_iter(
-                            millis.iter().map(|m| m.map(|m| m.saturating_mul(1000))),
+                            epochs.iter().map(|e| e.map(|e| e.saturating_mul(micros))),
                         )
                         .with_timezone(UTC),
                     )
@@ -471,6 +482,14 @@ mod tests {
         Arc::new(iceberg::arrow::schema_to_arrow_schema(schema).unwrap())
     }
 
+    fn speedtest() -> std::sync::Arc<DatasetSpec> {
+        lake_spec::Pipeline::built_in()
+            .unwrap()
+            .dataset("speedtest")
+            .unwrap()
+            .clone()
+    }
+
     fn at(offset: i64) -> Coordinates {
         Coordinates {
             partition: 1,
@@ -483,10 +502,11 @@ mod tests {
 
     #[test]
     fn good_and_bad_records_are_told_apart() {
+        let speedtest = speedtest();
         let decoder = RecordDecoder::new(
-            Dataset::Speedtest,
+            &speedtest,
             "speedtest_raw",
-            arrow(&bronze_schema(Dataset::Speedtest)),
+            arrow(&bronze_schema(&speedtest).unwrap()),
             false,
         );
         let mut chunk = Chunk::default();
@@ -575,11 +595,12 @@ mod tests {
 
     #[test]
     fn new_top_level_fields_are_reported_when_evolving() {
-        let schema = arrow(&bronze_schema(Dataset::Speedtest));
+        let speedtest = speedtest();
+        let schema = arrow(&bronze_schema(&speedtest).unwrap());
         let with_isp = GOOD.replace(r#""location""#, r#""isp":"Acme","location""#);
         let mut chunk = Chunk::default();
         chunk.push(Some(with_isp.as_bytes()), at(0), 1 << 20);
-        let strict = RecordDecoder::new(Dataset::Speedtest, "t", schema.clone(), true);
+        let strict = RecordDecoder::new(&speedtest, "t", schema.clone(), true);
         match strict.decode(&chunk, 0) {
             Err(Ok(NewFields(fields))) => {
                 assert_eq!(fields.len(), 1);
@@ -589,7 +610,7 @@ mod tests {
             other => panic!("expected new fields, got {other:?}"),
         }
         // Without evolution the extra field is ignored and the row kept.
-        let lenient = RecordDecoder::new(Dataset::Speedtest, "t", schema, false);
+        let lenient = RecordDecoder::new(&speedtest, "t", schema, false);
         assert_eq!(lenient.decode(&chunk, 0).unwrap().rows(), 1);
     }
 }

@@ -17,9 +17,15 @@ pub enum Error {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error(transparent)]
     KafkaClient(#[from] lake_kafka::Error),
+    /// The pipeline cannot be read, or names no such dataset.
+    #[error(transparent)]
+    Spec(#[from] lake_spec::Error),
     /// Settings or table contents that cannot work.
     #[error("{0}")]
     Invalid(String),
+    /// A dataset's declaration cannot be ingested as it stands.
+    #[error("{0}")]
+    Dataset(String),
     /// Shutdown did not finish within its deadline.
     #[error("{0}")]
     Shutdown(String),

@@ -13,7 +13,7 @@ mod ingest;
 mod progress;
 mod sink;
 
-pub use bronze::Route;
+pub use bronze::{Route, routes};
 pub use error::{Error, Result};
 pub use ingest::{GroupProtocol, IngestOptions, IngestSummary, ingest};
 pub use sink::bronze_writer_options;

@@ -169,7 +169,7 @@ pub(crate) struct Sink {
     decoder: RecordDecoder,
     evolve: bool,
     /// Columns written without dictionary or statistics.
-    distinct: Vec<&'static str>,
+    distinct: Vec<String>,
     epoch: Option<Epoch>,
     totals: SinkTotals,
 }
@@ -182,7 +182,7 @@ impl Sink {
         evolve: bool,
     ) -> Result<Self> {
         let decoder = decoder_for(&route, &bronze, evolve)?;
-        let distinct = crate::bronze::distinct_columns(route.dataset);
+        let distinct = crate::bronze::distinct_columns(&route.dataset);
         Ok(Self {
             distinct,
             route,
@@ -407,7 +407,11 @@ impl Sink {
             rejects.metadata().current_schema(),
         )?);
         let batch = rejects_batch(&schema, &self.route.topic, rejected, now_micros())?;
-        let mut writer = new_writer(rejects, &[crate::bronze::RAW, crate::bronze::ERROR]).await?;
+        let distinct = [
+            crate::bronze::RAW.to_string(),
+            crate::bronze::ERROR.to_string(),
+        ];
+        let mut writer = new_writer(rejects, &distinct).await?;
         writer.write(&batch).await?;
         Ok(writer.close().await?)
     }
@@ -429,7 +433,7 @@ fn decoder_for(route: &Route, bronze: &Table, evolve: bool) -> Result<RecordDeco
         bronze.metadata().current_schema(),
     )?);
     Ok(RecordDecoder::new(
-        route.dataset,
+        &route.dataset,
         &route.topic,
         schema,
         evolve,
@@ -438,16 +442,16 @@ fn decoder_for(route: &Route, bronze: &Table, evolve: bool) -> Result<RecordDeco
 
 /// Writer settings for bronze: fast zstd (compaction may recompress), and no
 /// dictionary or statistics for the columns whose values are all distinct.
-pub fn bronze_writer_options(distinct: &[&str]) -> WriterOptions {
+pub fn bronze_writer_options(distinct: &[String]) -> WriterOptions {
     WriterOptions {
         row_group_rows: ROW_GROUP_ROWS,
         zstd_level: 1,
-        distinct_columns: distinct.iter().map(|c| c.to_string()).collect(),
+        distinct_columns: distinct.to_vec(),
         ..WriterOptions::default()
     }
 }
 
-async fn new_writer(table: &Table, distinct: &[&str]) -> Result<TableWriter> {
+async fn new_writer(table: &Table, distinct: &[String]) -> Result<TableWriter> {
     Ok(TableWriter::new(table, bronze_writer_options(distinct)).await?)
 }
 

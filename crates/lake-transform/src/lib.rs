@@ -5,7 +5,8 @@
 //! rebuilt); results are written by `lake-table`'s writer and committed by
 //! its producers, with the source snapshot consumed in the snapshot summary.
 //!
-//! - [`models`]: which table each model builds, its grain and SQL.
+//! - [`models`]: the SQL a dataset's models run (silver wrapped in
+//!   deduplication and the dataset's rules).
 //! - [`transform`]: running silver and gold models incrementally.
 //! - [`scan`]: DataFusion tables over exact file sets.
 
@@ -13,9 +14,11 @@ pub mod error;
 pub mod models;
 pub mod scan;
 pub mod transform;
+mod validate;
 
 pub use error::{Error, Result};
-pub use models::{GOLD, GoldModel, Grain, Models, SILVER, SilverModel};
+pub use models::{model_sql, silver_sql};
 pub use transform::{
-    ModelReport, TransformOptions, gold_models, run_gold, run_silver, silver_models,
+    Layers, ModelReport, Observer, Quiet, TransformOptions, run_gold, run_layers, run_silver,
 };
+pub use validate::validate;

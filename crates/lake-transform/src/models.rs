@@ -1,252 +1,185 @@
-//! The silver and gold models: which table each builds from which, at what
-//! grain, and the SQL that computes it (shipped in the binary; a models
-//! directory given with `--models` overrides any file it holds).
+//! The SQL a dataset's models run.
+//!
+//! A dataset's `silver.sql` is its projection: bronze columns flattened,
+//! cleaned and derived. lake wraps it in what every silver model needs, built
+//! from `dataset.toml`: the first copy of each silver key (by Kafka
+//! partition and offset) among the new rows and the keys already in silver
+//! or its quarantine (the `existing` input, which always wins), then the
+//! quality rules in declared order. Deduplication is an aggregate and a join
+//! rather than a window: keys are nearly all distinct, and the aggregate
+//! touches only the key columns.
+//!
+//! Gold models run as written, over `silver`.
 
-use std::path::{Path, PathBuf};
+use lake_spec::{Action, DatasetSpec};
 
-use arrow_schema::{DataType, TimeUnit};
-use lake_core::datasets::Dataset;
+/// The column naming the first quarantine or drop rule a row breaks.
+pub const RULE: &str = "_rule";
+/// The warn rules a row breaks, comma-separated (NULL for none).
+pub const WARNINGS: &str = "_warnings";
+/// Where Kafka held a row's copy: (partition, offset) as one exact number.
+pub const POSITION: &str = "__lake_position";
+/// Columns a silver model must return: the copy's Kafka coordinates.
+pub const COORDINATES: [&str; 2] = ["_kafka_partition", "_kafka_offset"];
 
-use crate::error::{Error, Result};
-
-/// A silver model: new bronze rows → clean rows and quarantined rows.
-#[derive(Clone, Copy, Debug)]
-pub struct SilverModel {
-    pub dataset: Dataset,
-    /// `silver.<name>`.
-    pub target: &'static str,
-    pub quarantine: &'static str,
-    /// The model's SQL file, relative to a models directory.
-    pub file: &'static str,
-    /// The clean table's event time; it is partitioned by its day.
-    pub time_column: &'static str,
-    /// The columns that identify a row across the whole table, with their
-    /// types (for the `existing` input before the tables exist).
-    pub keys: &'static [(&'static str, KeyType)],
-    /// Columns whose values are (nearly) all distinct: written without a
-    /// dictionary or min/max statistics.
-    pub distinct: &'static [&'static str],
+fn quoted(column: &str) -> String {
+    format!("\"{}\"", column.replace('"', "\"\""))
 }
 
-#[derive(Clone, Copy, Debug)]
-pub enum KeyType {
-    String,
-    Timestamp,
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
-impl KeyType {
-    pub fn data_type(self) -> DataType {
-        match self {
-            KeyType::String => DataType::Utf8,
-            KeyType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-        }
+/// The dataset's silver.sql as a subquery body: without a final `;`, and
+/// with a line break so a trailing comment cannot swallow what follows.
+fn projection(spec: &DatasetSpec) -> String {
+    let sql = spec.silver.sql.trim_end();
+    let sql = sql.trim_end_matches(';').trim_end();
+    format!("{sql}\n")
+}
+
+/// The query a silver run executes over `bronze` and `existing`: the
+/// dataset's projection, deduplicated on its silver key, with `_rule` (and
+/// `_warnings` where the dataset has warn rules) appended.
+pub fn silver_sql(spec: &DatasetSpec) -> String {
+    let keys: Vec<String> = spec.silver.key.iter().map(|k| quoted(k)).collect();
+    let key_list = keys.join(", ");
+    let join = keys
+        .iter()
+        .map(|k| format!("(p.{k} IS NOT DISTINCT FROM f.{k})"))
+        .chain([format!("(p.{POSITION} = f.{POSITION})")])
+        .collect::<Vec<_>>()
+        .join("\n     AND ");
+    let mut rules: Vec<String> = spec
+        .silver
+        .rules
+        .iter()
+        .filter(|r| r.action != Action::Warn)
+        .map(|r| format!("        WHEN NOT ({}) THEN {}", r.check, literal(&r.name)))
+        .collect();
+    let rule = if rules.is_empty() {
+        format!("CAST(NULL AS VARCHAR) AS {RULE}")
+    } else {
+        rules.insert(0, "CASE".into());
+        rules.push(format!("    END AS {RULE}"));
+        rules.join("\n")
+    };
+    let warnings: Vec<String> = spec
+        .silver
+        .rules
+        .iter()
+        .filter(|r| r.action == Action::Warn)
+        .map(|r| format!("CASE WHEN NOT ({}) THEN {} END", r.check, literal(&r.name)))
+        .collect();
+    let warnings = if warnings.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ",\n    nullif(concat_ws(',', {}), '') AS {WARNINGS}",
+            warnings.join(", ")
+        )
+    };
+    format!(
+        "-- {table}: {file}, deduplicated on ({key_list}) and checked against the rules of \
+         {toml}.\n\
+         WITH model AS (\n{projection}),\n\
+         positioned AS (\n    \
+             SELECT m.*,\n           \
+                    CAST(m._kafka_partition AS DECIMAL(38, 0))\n               \
+                        * CAST('10000000000000000000' AS DECIMAL(38, 0))\n               \
+                        + CAST(m._kafka_offset AS DECIMAL(38, 0)) AS {POSITION}\n    \
+             FROM model m\n\
+         ),\n\
+         candidates AS (\n    \
+             SELECT {key_list}, {POSITION} FROM positioned\n    \
+             UNION ALL\n    \
+             -- A row already in silver or its quarantine wins over any new copy.\n    \
+             SELECT {key_list}, CAST(-1 AS DECIMAL(38, 0)) FROM existing\n\
+         ),\n\
+         -- Duplicates keep the copy read first from Kafka.\n\
+         first_copy AS (\n    \
+             SELECT {key_list}, min({POSITION}) AS {POSITION}\n    \
+             FROM candidates\n    \
+             GROUP BY {key_list}\n    \
+             HAVING min({POSITION}) >= 0\n\
+         ),\n\
+         fresh AS (\n    \
+             SELECT p.*\n    \
+             FROM first_copy f\n    \
+             JOIN positioned p\n      \
+               ON {join}\n\
+         )\n\
+         SELECT * EXCLUDE ({POSITION}),\n{rule}{warnings}\n\
+         FROM fresh\n",
+        table = spec.silver.table,
+        file = spec.silver.file,
+        toml = spec.file,
+        projection = projection(spec),
+    )
+}
+
+/// Every model's SQL as it runs, for `lake transform models`: the file name
+/// it would have and its text.
+pub fn model_sql(spec: &DatasetSpec) -> Vec<(String, String)> {
+    let mut models = vec![(
+        format!("silver/{}.sql", spec.silver.table.name()),
+        silver_sql(spec),
+    )];
+    for gold in &spec.gold {
+        models.push((format!("gold/{}.sql", gold.table.name()), gold.sql.clone()));
     }
-}
-
-/// How finely a gold table is partitioned and rebuilt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grain {
-    Hour,
-    Day,
-}
-
-impl Grain {
-    pub fn seconds(self) -> i64 {
-        match self {
-            Grain::Hour => 3_600,
-            Grain::Day => 86_400,
-        }
-    }
-}
-
-/// A gold model: the silver rows of the affected hours or days → aggregates
-/// that replace those partitions.
-#[derive(Clone, Copy, Debug)]
-pub struct GoldModel {
-    pub dataset: Dataset,
-    pub target: &'static str,
-    pub file: &'static str,
-    /// The gold table's time column (partitioned by it at `grain`).
-    pub time_column: &'static str,
-    pub grain: Grain,
-}
-
-pub const SILVER: [SilverModel; 2] = [
-    SilverModel {
-        dataset: Dataset::Tweets,
-        target: "silver.tweets_clean",
-        quarantine: "silver.tweets_quarantine",
-        file: "silver/tweets_clean.sql",
-        time_column: "created_at",
-        keys: &[("tweet_id", KeyType::String)],
-        distinct: &["tweet_id", "text"],
-    },
-    SilverModel {
-        dataset: Dataset::Speedtest,
-        target: "silver.speedtest_clean",
-        quarantine: "silver.speedtest_quarantine",
-        file: "silver/speedtest_clean.sql",
-        time_column: "ts",
-        keys: &[("user_id", KeyType::String), ("ts", KeyType::Timestamp)],
-        distinct: &[],
-    },
-];
-
-pub const GOLD: [GoldModel; 5] = [
-    GoldModel {
-        dataset: Dataset::Tweets,
-        target: "gold.popular_hashtags_by_hour",
-        file: "gold/popular_hashtags_by_hour.sql",
-        time_column: "hour",
-        grain: Grain::Hour,
-    },
-    GoldModel {
-        dataset: Dataset::Tweets,
-        target: "gold.active_users_by_day",
-        file: "gold/active_users_by_day.sql",
-        time_column: "day",
-        grain: Grain::Day,
-    },
-    GoldModel {
-        dataset: Dataset::Tweets,
-        target: "gold.tweet_volume_by_region",
-        file: "gold/tweet_volume_by_region.sql",
-        time_column: "hour",
-        grain: Grain::Hour,
-    },
-    GoldModel {
-        dataset: Dataset::Tweets,
-        target: "gold.tweet_metrics_by_language",
-        file: "gold/tweet_metrics_by_language.sql",
-        time_column: "day",
-        grain: Grain::Day,
-    },
-    GoldModel {
-        dataset: Dataset::Speedtest,
-        target: "gold.speedtest_agg",
-        file: "gold/speedtest_agg.sql",
-        time_column: "date",
-        grain: Grain::Day,
-    },
-];
-
-/// The silver model of `dataset`.
-pub fn silver_model(dataset: Dataset) -> SilverModel {
-    match dataset {
-        Dataset::Tweets => SILVER[0],
-        Dataset::Speedtest => SILVER[1],
-    }
-}
-
-const EMBEDDED: [(&str, &str); 7] = [
-    (
-        "silver/tweets_clean.sql",
-        include_str!("../models/silver/tweets_clean.sql"),
-    ),
-    (
-        "silver/speedtest_clean.sql",
-        include_str!("../models/silver/speedtest_clean.sql"),
-    ),
-    (
-        "gold/popular_hashtags_by_hour.sql",
-        include_str!("../models/gold/popular_hashtags_by_hour.sql"),
-    ),
-    (
-        "gold/active_users_by_day.sql",
-        include_str!("../models/gold/active_users_by_day.sql"),
-    ),
-    (
-        "gold/tweet_volume_by_region.sql",
-        include_str!("../models/gold/tweet_volume_by_region.sql"),
-    ),
-    (
-        "gold/tweet_metrics_by_language.sql",
-        include_str!("../models/gold/tweet_metrics_by_language.sql"),
-    ),
-    (
-        "gold/speedtest_agg.sql",
-        include_str!("../models/gold/speedtest_agg.sql"),
-    ),
-];
-
-/// Where model SQL comes from.
-#[derive(Clone, Debug, Default)]
-pub struct Models {
-    dir: Option<PathBuf>,
-}
-
-impl Models {
-    /// The shipped models, overridden file by file from `dir`.
-    pub fn new(dir: Option<&Path>) -> Result<Self> {
-        if let Some(dir) = dir
-            && !dir.is_dir()
-        {
-            return Err(Error::Models(format!(
-                "--models {}: not a directory (expected silver/*.sql and gold/*.sql)",
-                dir.display()
-            )));
-        }
-        Ok(Models {
-            dir: dir.map(Path::to_path_buf),
-        })
-    }
-
-    /// The SQL of `file` (e.g. `gold/speedtest_agg.sql`).
-    pub fn sql(&self, file: &str) -> Result<String> {
-        if let Some(dir) = &self.dir {
-            let path = dir.join(file);
-            if path.exists() {
-                return std::fs::read_to_string(&path)
-                    .map_err(|e| Error::Models(format!("{}: {e}", path.display())));
-            }
-        }
-        EMBEDDED
-            .iter()
-            .find(|(name, _)| *name == file)
-            .map(|(_, sql)| (*sql).to_string())
-            .ok_or_else(|| Error::Models(format!("no model {file}")))
-    }
-
-    /// Every shipped model file with its SQL, for `lake transform models`.
-    pub fn shipped() -> impl Iterator<Item = (&'static str, &'static str)> {
-        EMBEDDED.into_iter()
-    }
+    models
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_model_has_shipped_sql() {
-        let models = Models::default();
-        for file in SILVER
-            .iter()
-            .map(|m| m.file)
-            .chain(GOLD.iter().map(|m| m.file))
-        {
-            assert!(models.sql(file).unwrap().contains("SELECT"), "{file}");
-        }
-        assert_eq!(Models::shipped().count(), SILVER.len() + GOLD.len());
+    fn built_in(name: &str) -> std::sync::Arc<DatasetSpec> {
+        lake_spec::Pipeline::built_in()
+            .expect("built in")
+            .dataset(name)
+            .expect("dataset")
+            .clone()
     }
 
     #[test]
-    fn a_models_directory_overrides_only_the_files_it_has() {
-        let dir = std::env::temp_dir().join(format!("lake-models-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("gold")).unwrap();
-        std::fs::write(dir.join("gold/speedtest_agg.sql"), "SELECT 1 AS x").unwrap();
-        let models = Models::new(Some(&dir)).unwrap();
-        assert_eq!(
-            models.sql("gold/speedtest_agg.sql").unwrap(),
-            "SELECT 1 AS x"
-        );
+    fn silver_wraps_the_projection_in_dedup_and_rules() {
+        let sql = silver_sql(&built_in("speedtest"));
+        assert!(sql.contains("GROUP BY \"user_id\", \"ts\""), "{sql}");
         assert!(
-            models
-                .sql("silver/tweets_clean.sql")
-                .unwrap()
-                .contains("tweet_id")
+            sql.contains("WHEN NOT (latency BETWEEN 0 AND 10000) THEN 'latency_out_of_range'"),
+            "{sql}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(Models::new(Some(&dir)).is_err());
+        assert!(sql.contains("SELECT * EXCLUDE (__lake_position)"), "{sql}");
+        assert!(!sql.contains(WARNINGS), "no warn rules, no warnings column");
+        let models = model_sql(&built_in("tweets"));
+        let names: Vec<&str> = models.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "silver/tweets_clean.sql",
+                "gold/popular_hashtags_by_hour.sql",
+                "gold/active_users_by_day.sql",
+                "gold/tweet_volume_by_region.sql",
+                "gold/tweet_metrics_by_language.sql"
+            ]
+        );
+    }
+
+    #[test]
+    fn warn_rules_become_a_warnings_column_and_no_rules_a_null_rule() {
+        let mut spec = (*built_in("speedtest")).clone();
+        spec.silver.rules[2].action = Action::Warn;
+        let sql = silver_sql(&spec);
+        assert!(
+            sql.contains(
+                "nullif(concat_ws(',', CASE WHEN NOT (latency BETWEEN 0 AND 10000) THEN \
+                 'latency_out_of_range' END), '') AS _warnings"
+            ),
+            "{sql}"
+        );
+        spec.silver.rules.clear();
+        assert!(silver_sql(&spec).contains("CAST(NULL AS VARCHAR) AS _rule"));
     }
 }

@@ -25,25 +25,22 @@ use futures::StreamExt;
 use iceberg::spec::{Literal, PrimitiveLiteral, Schema, Transform};
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
-use lake_core::datasets::Dataset;
+use lake_spec::{Action, DatasetSpec, GoldSpec, Granularity};
 use lake_table::files::{self, LiveFile};
 use lake_table::{Append, FileSelector, LakeCatalog, Overwrite, TableWriter, WriterOptions};
 
 use crate::error::{Error, Result};
-use crate::models::{GoldModel, Grain, Models, SilverModel};
+use crate::models::{COORDINATES, POSITION, RULE, WARNINGS};
 use crate::scan::file_set_table;
 
-/// The column a silver model names the broken rule in.
-const RULE: &str = "_rule";
 /// Quarantine columns added after the silver ones.
 const QUARANTINE_RULE: &str = "rule";
 const QUARANTINED_AT: &str = "quarantined_at";
 /// Bronze columns no model reads.
-const SKIPPED_BRONZE: &[&str] = &[lake_ingest::bronze::RAW];
+const SKIPPED_BRONZE: &[&str] = &[lake_spec::columns::RAW];
 
 #[derive(Clone, Debug)]
 pub struct TransformOptions {
-    pub models: Models,
     /// Fail, committing nothing, when more than this share of a silver run's
     /// input breaks a rule.
     pub fail_on_quarantine_ratio: Option<f64>,
@@ -54,7 +51,6 @@ pub struct TransformOptions {
 impl Default for TransformOptions {
     fn default() -> Self {
         TransformOptions {
-            models: Models::default(),
             fail_on_quarantine_ratio: None,
             partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
@@ -71,6 +67,10 @@ pub struct ModelReport {
     pub rows_out: u64,
     /// Rows quarantined, per rule (silver).
     pub quarantined: BTreeMap<String, u64>,
+    /// Rows dropped by a `drop` rule, per rule (silver).
+    pub dropped: BTreeMap<String, u64>,
+    /// Rows kept that broke a `warn` rule, per rule (silver).
+    pub warned: BTreeMap<String, u64>,
     /// Input rows dropped as duplicates (silver).
     pub duplicates: u64,
     /// Gold partitions replaced.
@@ -87,6 +87,10 @@ impl ModelReport {
         self.quarantined.values().sum()
     }
 
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
     /// Counts a committed run in the process's metrics.
     fn record_metrics(&self) {
         use lake_core::metrics as names;
@@ -100,11 +104,6 @@ impl ModelReport {
                 .increment(*count);
         }
     }
-}
-
-fn ident(name: &str) -> Result<TableIdent> {
-    TableIdent::from_strs(name.split('.'))
-        .map_err(|e| Error::Invalid(format!("table name {name}: {e}")))
 }
 
 async fn load_optional(catalog: &LakeCatalog, ident: &TableIdent) -> Result<Option<Table>> {
@@ -136,13 +135,32 @@ fn consumed(target: Option<&Table>, source: &TableIdent) -> Result<Option<i64>> 
 /// files are written once per run and read many times; level 1 decodes as
 /// fast as higher ones) and row groups of 128 k rows, which bound the memory
 /// of each open partition and give readers finer pruning.
-fn writer_options(distinct: &[&str]) -> WriterOptions {
+fn writer_options(distinct: &[String]) -> WriterOptions {
     WriterOptions {
         zstd_level: 1,
         row_group_rows: 128 * 1024,
-        distinct_columns: distinct.iter().map(|c| c.to_string()).collect(),
+        distinct_columns: distinct.to_vec(),
         ..WriterOptions::default()
     }
+}
+
+/// Table properties of a model's table: its dataset, layer, source, and the
+/// retention the dataset declares for it.
+fn table_properties(
+    dataset: &DatasetSpec,
+    layer: &str,
+    source: &TableIdent,
+    retention: Option<&String>,
+) -> HashMap<String, String> {
+    let mut properties = HashMap::from([
+        ("lake.dataset".to_string(), dataset.name.clone()),
+        ("lake.layer".to_string(), layer.to_string()),
+        ("lake.source".to_string(), source.to_string()),
+    ]);
+    if let Some(retention) = retention {
+        properties.insert("lake.retention".to_string(), retention.clone());
+    }
+    properties
 }
 
 /// The source's current snapshot and the files appended to it since the
@@ -283,28 +301,29 @@ async fn delete_written(table: &Table, files: &[iceberg::spec::DataFile]) {
     }
 }
 
-/// Runs a silver model once.
+/// Runs a dataset's silver model once.
 pub async fn run_silver(
     catalog: &LakeCatalog,
-    model: &SilverModel,
+    dataset: &DatasetSpec,
     options: &TransformOptions,
 ) -> Result<ModelReport> {
     let started = Instant::now();
+    let silver = &dataset.silver;
     let mut report = ModelReport {
-        target: model.target.to_string(),
+        target: silver.table.to_string(),
         ..ModelReport::default()
     };
-    let bronze_ident = TableIdent::from_strs(["bronze", model.dataset.bronze_table()])?;
+    let bronze_ident = dataset.bronze.table.clone();
     let Some(bronze) = load_optional(catalog, &bronze_ident).await? else {
         report.note = Some(format!(
             "{bronze_ident} does not exist yet: run `lake ingest {}` first",
-            model.dataset.name()
+            dataset.name
         ));
         report.elapsed = started.elapsed();
         return Ok(report);
     };
-    let target_ident = ident(model.target)?;
-    let quarantine_ident = ident(model.quarantine)?;
+    let target_ident = silver.table.clone();
+    let quarantine_ident = silver.quarantine.clone();
     let target = load_optional(catalog, &target_ident).await?;
     let quarantine = load_optional(catalog, &quarantine_ident).await?;
     let Some((current, new_files)) = pending(&bronze, target.as_ref()).await? else {
@@ -328,22 +347,27 @@ pub async fn run_silver(
         "bronze",
         file_set_table(&bronze, &new_files, &bronze_columns, options.partitions)?,
     )?;
-    register_existing(&ctx, model, target.as_ref(), quarantine.as_ref(), options).await?;
+    let projected = projection_schema(&ctx, dataset).await?;
+    register_existing(
+        &ctx,
+        dataset,
+        &projected,
+        target.as_ref(),
+        quarantine.as_ref(),
+        options,
+    )
+    .await?;
 
-    let sql = options.models.sql(model.file)?;
-    let frame = plan(&ctx, model.file, &sql).await?;
+    let sql = crate::models::silver_sql(dataset);
+    let frame = plan(&ctx, &silver.file, &sql).await?;
     let output = frame.schema().as_arrow().clone();
-    let rule_index = output.index_of(RULE).map_err(|_| {
-        Error::Models(format!(
-            "{}: the query must end with a `{RULE}` column",
-            model.file
-        ))
-    })?;
+    let rule_index = output.index_of(RULE)?;
+    let warnings_index = output.index_of(WARNINGS).ok();
     let clean_fields: Vec<Arc<Field>> = output
         .fields()
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i != rule_index)
+        .filter(|(i, _)| *i != rule_index && Some(*i) != warnings_index)
         .map(|(_, f)| f.clone())
         .collect();
     let mut quarantine_fields = clean_fields.clone();
@@ -354,20 +378,15 @@ pub async fn run_silver(
         true,
     )));
 
-    let properties = |layer: &str| {
-        HashMap::from([
-            ("lake.dataset".to_string(), model.dataset.name().to_string()),
-            ("lake.layer".to_string(), layer.to_string()),
-            ("lake.source".to_string(), bronze_ident.to_string()),
-        ])
-    };
     let target = match target {
         Some(table) => table,
         None => {
             let schema = table_schema(&clean_fields)?;
-            let spec = lake_table::partition_by(&schema, model.time_column, Transform::Day)?;
+            let spec = lake_table::partition_by(&schema, &silver.time_column, Transform::Day)?;
+            let properties =
+                table_properties(dataset, "silver", &bronze_ident, silver.retention.as_ref());
             catalog
-                .ensure_table(&target_ident, schema, spec, properties("silver"))
+                .ensure_table(&target_ident, schema, spec, properties)
                 .await?
         }
     };
@@ -376,8 +395,10 @@ pub async fn run_silver(
         None => {
             let schema = table_schema(&quarantine_fields)?;
             let spec = lake_table::partition_by(&schema, QUARANTINED_AT, Transform::Day)?;
+            let properties =
+                table_properties(dataset, "silver", &bronze_ident, silver.retention.as_ref());
             catalog
-                .ensure_table(&quarantine_ident, schema, spec, properties("silver"))
+                .ensure_table(&quarantine_ident, schema, spec, properties)
                 .await?
         }
     };
@@ -385,16 +406,24 @@ pub async fn run_silver(
     // Each output partition is written by its own task into its own files,
     // so Parquet encoding runs in parallel like the query does.
     let quarantined_at = lake_core::now_micros();
+    let dropping: BTreeSet<String> = silver
+        .rules
+        .iter()
+        .filter(|r| r.action == Action::Drop)
+        .map(|r| r.name.clone())
+        .collect();
     let mut tasks = Vec::new();
-    for stream in execute(frame, model.file).await? {
+    for stream in execute(frame, &silver.file).await? {
         let sink = SilverSink {
-            clean: TableWriter::new(&target, writer_options(model.distinct)).await?,
+            clean: TableWriter::new(&target, writer_options(&silver.distinct)).await?,
             quarantine: TableWriter::new(&quarantine, writer_options(&[])).await?,
             clean_fields: clean_fields.clone(),
             quarantine_fields: quarantine_fields.clone(),
             rule_index,
+            warnings_index,
+            dropping: dropping.clone(),
             quarantined_at,
-            model: model.file,
+            model: silver.file.clone(),
             written: SilverWritten::default(),
         };
         tasks.push(tokio::spawn(sink.drain(stream)));
@@ -408,7 +437,7 @@ pub async fn run_silver(
             Err(e) => {
                 failure = Some(Error::Invalid(format!(
                     "{}: a writer task failed: {e}",
-                    model.file
+                    silver.file
                 )))
             }
         }
@@ -423,12 +452,23 @@ pub async fn run_silver(
         quarantine: quarantine_files,
         rows_out,
         quarantined,
+        dropped,
+        warned,
     } = written;
     report.rows_out = rows_out;
     report.quarantined = quarantined;
+    report.dropped = dropped;
+    report.warned = warned;
     report.duplicates = report
         .rows_in
-        .saturating_sub(report.rows_out + report.quarantined_total());
+        .saturating_sub(report.rows_out + report.quarantined_total() + report.dropped_total());
+    if !report.warned.is_empty() {
+        tracing::warn!(
+            table = %silver.table,
+            rules = %rule_counts(&report.warned),
+            "rows kept that broke a warn rule"
+        );
+    }
 
     if let Some(ratio) = options.fail_on_quarantine_ratio
         && report.rows_in > 0
@@ -440,7 +480,7 @@ pub async fn run_silver(
             return Err(Error::QuarantineRatio(format!(
                 "{}: {} of {} rows ({:.2} %) broke a rule, over --fail-on-quarantine-ratio {ratio}; \
                  nothing was committed ({})",
-                model.target,
+                silver.table,
                 report.quarantined_total(),
                 report.rows_in,
                 share * 100.0,
@@ -455,8 +495,14 @@ pub async fn run_silver(
         .set("lake.transform.rows-in", report.rows_in.to_string())
         .set("lake.transform.duplicates", report.duplicates.to_string())
         .expect_parent(target.metadata().current_snapshot_id());
-    for (rule, count) in &report.quarantined {
-        append = append.set(format!("lake.quarantine.{rule}"), count.to_string());
+    for (prefix, counts) in [
+        ("lake.quarantine", &report.quarantined),
+        ("lake.dropped", &report.dropped),
+        ("lake.warned", &report.warned),
+    ] {
+        for (rule, count) in counts {
+            append = append.set(format!("{prefix}.{rule}"), count.to_string());
+        }
     }
     let mut changes = vec![(target, append.into())];
     if !quarantine_files.is_empty() {
@@ -476,6 +522,43 @@ pub async fn run_silver(
     Ok(report)
 }
 
+/// Plans the dataset's silver.sql alone over `bronze` and checks it returns
+/// what the wrapping needs: the silver key, the time column and the Kafka
+/// coordinates, and none of lake's own column names.
+pub(crate) async fn projection_schema(
+    ctx: &SessionContext,
+    dataset: &DatasetSpec,
+) -> Result<SchemaRef> {
+    let silver = &dataset.silver;
+    let frame = plan(ctx, &silver.file, &silver.sql).await?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let needed = silver
+        .key
+        .iter()
+        .map(String::as_str)
+        .chain([silver.time_column.as_str()])
+        .chain(COORDINATES);
+    for column in needed {
+        if schema.field_with_name(column).is_err() {
+            return Err(Error::Models(format!(
+                "{}: the query returns no column `{column}` (the silver key, time column and \
+                 _kafka_partition/_kafka_offset of {} must be among its columns)",
+                silver.file, dataset.file
+            )));
+        }
+    }
+    for reserved in [RULE, WARNINGS, POSITION] {
+        if schema.field_with_name(reserved).is_ok() {
+            return Err(Error::Models(format!(
+                "{}: `{reserved}` is lake's own column; quality rules belong in {} \
+                 ([[silver.rules]])",
+                silver.file, dataset.file
+            )));
+        }
+    }
+    Ok(schema)
+}
+
 /// What silver writers wrote.
 #[derive(Default)]
 struct SilverWritten {
@@ -483,6 +566,8 @@ struct SilverWritten {
     quarantine: Vec<iceberg::spec::DataFile>,
     rows_out: u64,
     quarantined: BTreeMap<String, u64>,
+    dropped: BTreeMap<String, u64>,
+    warned: BTreeMap<String, u64>,
 }
 
 impl SilverWritten {
@@ -490,22 +575,32 @@ impl SilverWritten {
         self.clean.extend(other.clean);
         self.quarantine.extend(other.quarantine);
         self.rows_out += other.rows_out;
-        for (rule, n) in other.quarantined {
-            *self.quarantined.entry(rule).or_default() += n;
+        for (mine, theirs) in [
+            (&mut self.quarantined, other.quarantined),
+            (&mut self.dropped, other.dropped),
+            (&mut self.warned, other.warned),
+        ] {
+            for (rule, n) in theirs {
+                *mine.entry(rule).or_default() += n;
+            }
         }
     }
 }
 
 /// Splits one stream of a silver model's output into clean rows and
-/// quarantined ones (with their rule and time) and writes both.
+/// quarantined ones (with their rule and time), drops the rows a `drop`
+/// rule names, counts `warn` rules, and writes both tables.
 struct SilverSink {
     clean: TableWriter,
     quarantine: TableWriter,
     clean_fields: Vec<Arc<Field>>,
     quarantine_fields: Vec<Arc<Field>>,
     rule_index: usize,
+    warnings_index: Option<usize>,
+    /// Rules whose breakers are discarded rather than quarantined.
+    dropping: BTreeSet<String>,
     quarantined_at: i64,
-    model: &'static str,
+    model: String,
     written: SilverWritten,
 }
 
@@ -519,37 +614,58 @@ impl SilverSink {
         Ok(self.written)
     }
 
-    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let rules = batch
-            .column(self.rule_index)
+    fn strings(&self, batch: &RecordBatch, index: usize, column: &str) -> Result<StringArray> {
+        let array = arrow_cast::cast(batch.column(index), &DataType::Utf8)?;
+        array
             .as_any()
             .downcast_ref::<StringArray>()
-            .ok_or_else(|| Error::Models(format!("{}: `{RULE}` must be a string", self.model)))?
-            .clone();
+            .cloned()
+            .ok_or_else(|| Error::Models(format!("{}: `{column}` must be a string", self.model)))
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let rules = self.strings(batch, self.rule_index, RULE)?;
+        if let Some(index) = self.warnings_index {
+            let warnings = self.strings(batch, index, WARNINGS)?;
+            for names in warnings.iter().flatten() {
+                for name in names.split(',') {
+                    *self.written.warned.entry(name.to_string()).or_default() += 1;
+                }
+            }
+        }
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.remove(self.rule_index);
+        let mut lake_columns = vec![self.rule_index];
+        lake_columns.extend(self.warnings_index);
+        lake_columns.sort_unstable();
+        for index in lake_columns.into_iter().rev() {
+            columns.remove(index);
+        }
         let clean_mask = datafusion::arrow::compute::is_null(&rules)?;
-        let broken_mask = datafusion::arrow::compute::not(&clean_mask)?;
+        let quarantine_mask: arrow_array::BooleanArray = rules
+            .iter()
+            .map(|rule| Some(rule.is_some_and(|r| !self.dropping.contains(r))))
+            .collect();
         for rule in rules.iter().flatten() {
-            *self
-                .written
-                .quarantined
-                .entry(rule.to_string())
-                .or_default() += 1;
+            let counts = if self.dropping.contains(rule) {
+                &mut self.written.dropped
+            } else {
+                &mut self.written.quarantined
+            };
+            *counts.entry(rule.to_string()).or_default() += 1;
         }
         let without_rule = batch_of(&self.clean_fields, columns.clone())?;
         let clean = datafusion::arrow::compute::filter_record_batch(&without_rule, &clean_mask)?;
         self.written.rows_out += clean.num_rows() as u64;
         let schema = self.clean.schema().clone();
         self.clean.write(&fit(&clean, &schema)?).await?;
-        if broken_mask.true_count() > 0 {
+        if quarantine_mask.true_count() > 0 {
             columns.push(Arc::new(rules));
             columns.push(Arc::new(
                 TimestampMicrosecondArray::from(vec![self.quarantined_at; batch.num_rows()])
                     .with_timezone("+00:00"),
             ));
             let all = batch_of(&self.quarantine_fields, columns)?;
-            let broken = datafusion::arrow::compute::filter_record_batch(&all, &broken_mask)?;
+            let broken = datafusion::arrow::compute::filter_record_batch(&all, &quarantine_mask)?;
             let schema = self.quarantine.schema().clone();
             self.quarantine.write(&fit(&broken, &schema)?).await?;
         }
@@ -557,16 +673,18 @@ impl SilverSink {
     }
 }
 
-/// Registers `existing`: the key columns of every row already in the silver
-/// table and its quarantine.
+/// Registers `existing`: the silver key of every row already in the silver
+/// table and its quarantine (typed as the projection returns it while
+/// neither table exists).
 async fn register_existing(
     ctx: &SessionContext,
-    model: &SilverModel,
+    dataset: &DatasetSpec,
+    projected: &SchemaRef,
     target: Option<&Table>,
     quarantine: Option<&Table>,
     options: &TransformOptions,
 ) -> Result<()> {
-    let keys: Vec<&str> = model.keys.iter().map(|(name, _)| *name).collect();
+    let keys: Vec<&str> = dataset.silver.key.iter().map(String::as_str).collect();
     let mut sources = Vec::new();
     for (alias, table) in [
         ("existing_clean", target),
@@ -582,18 +700,7 @@ async fn register_existing(
         }
     }
     if sources.is_empty() {
-        let schema = Arc::new(ArrowSchema::new(
-            model
-                .keys
-                .iter()
-                .map(|(name, kind)| Field::new(*name, kind.data_type(), true))
-                .collect::<Vec<_>>(),
-        ));
-        ctx.register_table(
-            "existing",
-            Arc::new(MemTable::try_new(schema, vec![vec![]])?),
-        )?;
-        return Ok(());
+        return register_empty_existing(ctx, dataset, projected);
     }
     let columns = keys
         .iter()
@@ -610,6 +717,33 @@ async fn register_existing(
     Ok(())
 }
 
+/// `existing` with no rows, its key columns typed as the projection returns
+/// them: the first run, and `lake validate`.
+pub(crate) fn register_empty_existing(
+    ctx: &SessionContext,
+    dataset: &DatasetSpec,
+    projected: &SchemaRef,
+) -> Result<()> {
+    let fields = dataset
+        .silver
+        .key
+        .iter()
+        .map(|key| {
+            projected
+                .field_with_name(key)
+                .map(|f| Field::new(key, f.data_type().clone(), true))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    ctx.register_table(
+        "existing",
+        Arc::new(MemTable::try_new(
+            Arc::new(ArrowSchema::new(fields)),
+            vec![vec![]],
+        )?),
+    )?;
+    Ok(())
+}
+
 fn rule_counts(counts: &BTreeMap<String, u64>) -> String {
     if counts.is_empty() {
         return "no rule broken".into();
@@ -622,7 +756,7 @@ fn rule_counts(counts: &BTreeMap<String, u64>) -> String {
 }
 
 /// The SQL expression numbering `column`'s hour or day since the epoch.
-fn grain_key(column: &str, grain: Grain) -> String {
+fn grain_key(column: &str, grain: Granularity) -> String {
     format!(
         "CAST(floor(date_part('epoch', \"{column}\") / {}) AS BIGINT)",
         grain.seconds()
@@ -636,7 +770,7 @@ fn grain_key(column: &str, grain: Grain) -> String {
 fn time_ranges(
     frame: &datafusion::dataframe::DataFrame,
     column: &str,
-    grain: Grain,
+    grain: Granularity,
     keys: &[i64],
 ) -> Result<Option<datafusion::logical_expr::Expr>> {
     use datafusion::logical_expr::{Expr, ident, lit};
@@ -681,35 +815,35 @@ fn partition_number(file: &iceberg::spec::DataFile) -> Option<i64> {
     }
 }
 
-/// Runs a gold model once.
+/// Runs one of a dataset's gold models once.
 pub async fn run_gold(
     catalog: &LakeCatalog,
-    model: &GoldModel,
+    dataset: &DatasetSpec,
+    model: &GoldSpec,
     options: &TransformOptions,
 ) -> Result<ModelReport> {
     let started = Instant::now();
     let mut report = ModelReport {
-        target: model.target.to_string(),
+        target: model.table.to_string(),
         ..ModelReport::default()
     };
-    let silver_model = crate::models::silver_model(model.dataset);
-    let silver_ident = ident(silver_model.target)?;
+    let silver_ident = dataset.silver.table.clone();
     let Some(silver) = load_optional(catalog, &silver_ident).await? else {
         report.note = Some(format!(
             "{silver_ident} does not exist yet: it is built from {} once that has rows",
-            lake_ingest::bronze::Route::default_for(model.dataset).table
+            dataset.bronze.table
         ));
         report.elapsed = started.elapsed();
         return Ok(report);
     };
-    let target_ident = ident(model.target)?;
+    let target_ident = model.table.clone();
     let target = load_optional(catalog, &target_ident).await?;
     let Some((current, new_files)) = pending(&silver, target.as_ref()).await? else {
         report.elapsed = started.elapsed();
         return Ok(report);
     };
     let ctx = session(options);
-    let time = silver_model.time_column;
+    let time = dataset.silver.time_column.as_str();
     ctx.register_table(
         "changed",
         file_set_table(&silver, &new_files, &[time], options.partitions)?,
@@ -720,8 +854,8 @@ pub async fn run_gold(
     let days: BTreeSet<i64> = keys
         .iter()
         .map(|k| match model.grain {
-            Grain::Hour => k.div_euclid(24),
-            Grain::Day => *k,
+            Granularity::Hour => k.div_euclid(24),
+            Granularity::Day => *k,
         })
         .collect();
     let live = files::live_files(&silver, Some(current)).await?;
@@ -755,23 +889,25 @@ pub async fn run_gold(
     };
     ctx.register_table("silver", view.into_view())?;
 
-    let sql = options.models.sql(model.file)?;
-    let frame = plan(&ctx, model.file, &sql).await?;
+    let frame = plan(&ctx, &model.file, &model.sql).await?;
     let output = frame.schema().as_arrow().clone();
+    if output.field_with_name(&model.time_column).is_err() {
+        return Err(Error::Models(format!(
+            "{}: the query returns no column `{}`, the time column its header names",
+            model.file, model.time_column
+        )));
+    }
     let target = match target {
         Some(table) => table,
         None => {
             let schema = table_schema(output.fields())?;
             let transform = match model.grain {
-                Grain::Hour => Transform::Hour,
-                Grain::Day => Transform::Day,
+                Granularity::Hour => Transform::Hour,
+                Granularity::Day => Transform::Day,
             };
-            let spec = lake_table::partition_by(&schema, model.time_column, transform)?;
-            let properties = HashMap::from([
-                ("lake.dataset".to_string(), model.dataset.name().to_string()),
-                ("lake.layer".to_string(), "gold".to_string()),
-                ("lake.source".to_string(), silver_ident.to_string()),
-            ]);
+            let spec = lake_table::partition_by(&schema, &model.time_column, transform)?;
+            let properties =
+                table_properties(dataset, "gold", &silver_ident, model.retention.as_ref());
             catalog
                 .ensure_table(&target_ident, schema, spec, properties)
                 .await?
@@ -780,7 +916,7 @@ pub async fn run_gold(
     let mut writer = TableWriter::new(&target, writer_options(&[])).await?;
     let schema = writer.schema().clone();
     // Gold results are small: one writer takes every partition's batches.
-    let mut stream = futures::stream::select_all(execute(frame, model.file).await?);
+    let mut stream = futures::stream::select_all(execute(frame, &model.file).await?);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         writer.write(&fit(&batch, &schema)?).await?;
@@ -820,7 +956,7 @@ pub async fn run_gold(
 }
 
 /// The distinct hour or day numbers of `column` in `changed`.
-async fn changed_keys(ctx: &SessionContext, column: &str, grain: Grain) -> Result<Vec<i64>> {
+async fn changed_keys(ctx: &SessionContext, column: &str, grain: Granularity) -> Result<Vec<i64>> {
     let batches = ctx
         .sql(&format!(
             "SELECT DISTINCT {} AS k FROM changed WHERE \"{column}\" IS NOT NULL ORDER BY k",
@@ -841,19 +977,55 @@ async fn changed_keys(ctx: &SessionContext, column: &str, grain: Grain) -> Resul
     Ok(keys)
 }
 
-/// Which models `lake transform` runs.
-pub fn silver_models(datasets: &[Dataset]) -> Vec<SilverModel> {
-    crate::models::SILVER
-        .into_iter()
-        .filter(|m| datasets.contains(&m.dataset))
-        .collect()
+/// Which layers `lake transform` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layers {
+    Silver,
+    Gold,
+    /// Silver, then gold: gold reads what silver just committed.
+    All,
 }
 
-pub fn gold_models(datasets: &[Dataset]) -> Vec<GoldModel> {
-    crate::models::GOLD
-        .into_iter()
-        .filter(|m| datasets.contains(&m.dataset))
-        .collect()
+/// Hears about each model as a run goes (a progress display).
+pub trait Observer {
+    fn starting(&self, _target: &str) {}
+    fn finished(&self, _report: &ModelReport) {}
+}
+
+/// Nobody listening.
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+/// Runs the models of `datasets`: every silver model, then every gold model
+/// (each reads the silver table its dataset's silver model just updated).
+pub async fn run_layers(
+    catalog: &LakeCatalog,
+    datasets: &[Arc<DatasetSpec>],
+    layers: Layers,
+    options: &TransformOptions,
+    observer: &dyn Observer,
+) -> Result<Vec<ModelReport>> {
+    let mut reports = Vec::new();
+    if matches!(layers, Layers::Silver | Layers::All) {
+        for dataset in datasets {
+            observer.starting(&dataset.silver.table.to_string());
+            let report = run_silver(catalog, dataset, options).await?;
+            observer.finished(&report);
+            reports.push(report);
+        }
+    }
+    if matches!(layers, Layers::Gold | Layers::All) {
+        for dataset in datasets {
+            for model in &dataset.gold {
+                observer.starting(&model.table.to_string());
+                let report = run_gold(catalog, dataset, model, options).await?;
+                observer.finished(&report);
+                reports.push(report);
+            }
+        }
+    }
+    Ok(reports)
 }
 
 #[cfg(test)]
@@ -863,9 +1035,9 @@ mod tests {
     #[test]
     fn grain_keys_number_hours_and_days() {
         assert_eq!(
-            grain_key("created_at", Grain::Hour),
+            grain_key("created_at", Granularity::Hour),
             "CAST(floor(date_part('epoch', \"created_at\") / 3600) AS BIGINT)"
         );
-        assert_eq!(Grain::Day.seconds(), 86_400);
+        assert_eq!(Granularity::Day.seconds(), 86_400);
     }
 }

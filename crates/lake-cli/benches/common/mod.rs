@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use lake_catalog::CatalogServer;
 use lake_core::config::{ServerConfig, StorageConfig};
-use lake_core::datasets::Dataset;
 use lake_generate::{FaultRates, Generator, GeneratorConfig};
 use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
 use lake_table::{Append, LakeCatalog, TableWriter};
@@ -104,19 +103,19 @@ pub async fn fill_bronze(
     commit_rows: u64,
     faults: FaultRates,
 ) -> Vec<PathBuf> {
-    let mut config = GeneratorConfig::new(Dataset::Tweets, 42, START);
+    let mut config = GeneratorConfig::new(lake_generate::Stream::Tweets, 42, START);
     config.events_per_second = tweets as f64 / (2.0 * 86_400.0);
     config.faults = faults;
     let mut generator = Generator::new(config);
-    let route = lake_ingest::Route::default_for(Dataset::Tweets);
+    let route = lake_ingest::Route::for_dataset(&tweets_spec());
     let mut table = lake_ingest::bronze::ensure_bronze(catalog, &route)
         .await
         .expect("bronze table");
     let arrow = Arc::new(
         iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).expect("arrow"),
     );
-    let decoder = RecordDecoder::new(Dataset::Tweets, "tweets", arrow, false);
-    let distinct = lake_ingest::bronze::distinct_columns(Dataset::Tweets);
+    let decoder = RecordDecoder::new(&tweets_spec(), "tweets", arrow, false);
+    let distinct = lake_ingest::bronze::distinct_columns(&tweets_spec());
     let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
     let mut written = 0u64;
     let started = Instant::now();
@@ -159,4 +158,13 @@ pub async fn fill_bronze(
         started.elapsed().as_secs_f64()
     );
     files.iter().map(|f| local_path(f.path())).collect()
+}
+
+/// The built-in tweets dataset.
+pub fn tweets_spec() -> std::sync::Arc<lake_spec::DatasetSpec> {
+    lake_spec::Pipeline::built_in()
+        .expect("the built-in pipeline")
+        .dataset("tweets")
+        .expect("tweets")
+        .clone()
 }

@@ -5,42 +5,65 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use lake_core::Config;
-use lake_core::datasets::Dataset;
-use lake_generate::{FaultRates, Generator, GeneratorConfig, RunLimits, Summary, Target};
+use lake_generate::{
+    FaultRates, Generator, GeneratorConfig, Records, Replay, RunLimits, Stream, Summary, Target,
+};
 
-use crate::cli::GenerateArgs;
+use crate::cli::{GenerateArgs, KeyArg};
+
+/// What `lake generate` sends: a built-in stream, or a file's lines.
+enum Source {
+    Stream(GeneratorConfig),
+    /// The file, and the key fields of the dataset it feeds.
+    File(std::path::PathBuf, Vec<String>),
+}
 
 pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::from(args.dataset);
-    let faults = FaultRates {
-        duplicates: args.duplicates,
-        malformed: args.malformed,
-        late: args.late,
-        invalid: args.invalid,
+    let pipeline = super::pipeline(&config)?;
+    let dataset = match &args.dataset {
+        Some(name) => match pipeline.dataset(name) {
+            Ok(spec) => Some(spec.clone()),
+            // The built-in streams run whatever the pipeline declares.
+            Err(_) if Stream::parse(name).is_some() && args.from.is_none() => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
     };
-    faults.validate().map_err(anyhow::Error::msg)?;
+    let label = args.dataset.clone().unwrap_or_else(|| "records".into());
     let seed = args.seed.unwrap_or_else(rand_seed);
-    let start_micros = match &args.start {
-        Some(text) => text
-            .parse::<jiff::Timestamp>()
-            .with_context(|| format!("--start `{text}` is not an RFC 3339 time"))?
-            .as_microsecond(),
-        None => jiff::Timestamp::now().as_millisecond() * 1000,
+    let source = match &args.from {
+        Some(path) => {
+            let keys = match (&dataset, args.key) {
+                (Some(spec), KeyArg::User) => spec.key.clone(),
+                _ => Vec::new(),
+            };
+            Source::File(path.clone(), keys)
+        }
+        None => {
+            let name = args.dataset.as_deref().unwrap_or_default();
+            let stream = match &dataset {
+                Some(spec) => spec.generator.as_deref().and_then(Stream::parse).with_context(|| {
+                    format!(
+                        "dataset `{name}` ({}) names no built-in generator (tweets, speedtest); \
+                         feed it from a file with --from FILE",
+                        spec.file
+                    )
+                })?,
+                None => Stream::parse(name).with_context(|| format!("no stream `{name}`"))?,
+            };
+            Source::Stream(generator_config(&args, stream, seed)?)
+        }
     };
-    let mut generator_config = GeneratorConfig::new(dataset, seed, start_micros);
-    generator_config.events_per_second = args.events_per_second.unwrap_or(if args.rate > 0 {
-        f64::from(args.rate)
-    } else {
-        1000.0
-    });
-    generator_config.population = args.users;
-    generator_config.faults = faults;
-    generator_config.late_by = args.late_by;
-
-    let topic = args
-        .topic
-        .clone()
-        .unwrap_or_else(|| dataset.default_topic().to_string());
+    let topic = match (&args.topic, &dataset, &source) {
+        (Some(topic), _, _) => topic.clone(),
+        (None, Some(spec), _) => spec.topic.clone(),
+        (None, None, Source::Stream(config)) => default_topic(config.stream)?,
+        (None, None, Source::File(..)) => {
+            bail!(
+                "--from without a dataset needs --topic (or name the dataset: lake generate <dataset> --from …)"
+            )
+        }
+    };
     let (target, destination) = match args.out.as_deref() {
         Some("-") => (Target::File(None), "stdout".to_string()),
         Some(path) => (Target::File(Some(path.into())), path.to_string()),
@@ -59,7 +82,7 @@ pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode>
                 Target::Kafka {
                     config: client,
                     topic: topic.clone(),
-                    keyed: args.key == crate::cli::KeyArg::User,
+                    keyed: args.key == KeyArg::User,
                 },
                 format!(
                     "Kafka topic `{topic}` ({} partitions{created})",
@@ -81,15 +104,24 @@ pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode>
         super::shutdown_signal().await;
         signal_stop.store(true, Ordering::Relaxed);
     });
+    let replayed = matches!(source, Source::File(..));
     let summary = tokio::task::spawn_blocking(move || {
-        let mut generator = Generator::new(generator_config);
-        lake_generate::run(&mut generator, &target, &limits, &stop)
+        let mut records: Box<dyn Records> = match source {
+            Source::Stream(config) => Box::new(Generator::new(config)),
+            Source::File(path, keys) => Box::new(Replay::open(&path, &keys, &label)?),
+        };
+        lake_generate::run(records.as_mut(), &target, &limits, &stop)
     })
     .await
     .context("generator thread")??;
     watcher.abort();
 
-    print_summary(dataset, &destination, seed, &summary);
+    let name = args.dataset.as_deref().unwrap_or("records");
+    if replayed {
+        print_replayed(name, &destination, &summary);
+    } else {
+        print_summary(name, &destination, seed, &summary);
+    }
     if summary.failed > 0 {
         bail!(
             "{} records were not delivered: {}",
@@ -100,7 +132,67 @@ pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn print_summary(dataset: Dataset, destination: &str, seed: u64, summary: &Summary) {
+/// The generator's settings from the command line.
+fn generator_config(
+    args: &GenerateArgs,
+    stream: Stream,
+    seed: u64,
+) -> anyhow::Result<GeneratorConfig> {
+    let faults = FaultRates {
+        duplicates: args.duplicates,
+        malformed: args.malformed,
+        late: args.late,
+        invalid: args.invalid,
+    };
+    faults.validate().map_err(anyhow::Error::msg)?;
+    let start_micros = match &args.start {
+        Some(text) => text
+            .parse::<jiff::Timestamp>()
+            .with_context(|| format!("--start `{text}` is not an RFC 3339 time"))?
+            .as_microsecond(),
+        None => jiff::Timestamp::now().as_millisecond() * 1000,
+    };
+    let mut config = GeneratorConfig::new(stream, seed, start_micros);
+    config.events_per_second = args.events_per_second.unwrap_or(if args.rate > 0 {
+        f64::from(args.rate)
+    } else {
+        1000.0
+    });
+    config.population = args.users;
+    config.faults = faults;
+    config.late_by = args.late_by;
+    Ok(config)
+}
+
+/// The topic of the shipped dataset a stream feeds.
+fn default_topic(stream: Stream) -> anyhow::Result<String> {
+    let built_in = lake_spec::Pipeline::built_in()?;
+    Ok(built_in
+        .datasets
+        .iter()
+        .find(|d| d.generator.as_deref() == Some(stream.name()))
+        .map_or_else(|| stream.name().to_string(), |d| d.topic.clone()))
+}
+
+fn print_replayed(name: &str, destination: &str, summary: &Summary) {
+    eprintln!(
+        "replayed {} {name} records in {:.2}s ({:.0}/s, {:.1} MB) to {destination}{}\n  \
+         delivered {}, failed {}",
+        summary.counts.total,
+        summary.elapsed.as_secs_f64(),
+        summary.rate(),
+        summary.bytes as f64 / 1e6,
+        if summary.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        },
+        summary.delivered,
+        summary.failed,
+    );
+}
+
+pub(super) fn print_summary(dataset: &str, destination: &str, seed: u64, summary: &Summary) {
     let c = &summary.counts;
     let stopped = if summary.interrupted {
         " (interrupted)"
@@ -111,7 +203,7 @@ pub(super) fn print_summary(dataset: Dataset, destination: &str, seed: u64, summ
         "generated {} {} in {:.2}s ({:.0}/s, {:.1} MB) to {destination}{stopped}\n  \
          duplicates {}, malformed {}, late {}, invalid {}; delivered {}, failed {}; seed {seed}",
         c.total,
-        dataset.name(),
+        dataset,
         summary.elapsed.as_secs_f64(),
         summary.rate(),
         summary.bytes as f64 / 1e6,

@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use lake_core::Config;
-use lake_core::datasets::Dataset;
 use lake_ingest::{IngestOptions, IngestSummary, Route};
 
 use crate::cli::IngestArgs;
 
 pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<ExitCode> {
-    let routes = routes(&args)?;
+    let pipeline = super::pipeline(&config)?;
+    let routes = lake_ingest::routes(&pipeline, &args.datasets, &args.topic, &args.table)?;
     let kafka = lake_kafka::client_config(&config.kafka, &args.property);
     let options = IngestOptions {
         routes: routes.clone(),
@@ -53,48 +53,6 @@ pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<ExitCode> {
     };
     print_summary(&routes, &summary);
     Ok(ExitCode::SUCCESS)
-}
-
-fn routes(args: &IngestArgs) -> anyhow::Result<Vec<Route>> {
-    let datasets: Vec<Dataset> = if args.datasets.is_empty() {
-        Dataset::ALL.to_vec()
-    } else {
-        args.datasets.iter().map(|d| Dataset::from(*d)).collect()
-    };
-    let mut routes: Vec<Route> = datasets.into_iter().map(Route::default_for).collect();
-    for (dataset, topic) in &args.topic {
-        let dataset = Dataset::parse(dataset)?;
-        let route = routes
-            .iter_mut()
-            .find(|r| r.dataset == dataset)
-            .with_context(|| {
-                format!(
-                    "--topic names {}, which is not being ingested",
-                    dataset.name()
-                )
-            })?;
-        route.topic.clone_from(topic);
-    }
-    for (dataset, table) in &args.table {
-        let dataset = Dataset::parse(dataset)?;
-        let route = routes
-            .iter_mut()
-            .find(|r| r.dataset == dataset)
-            .with_context(|| {
-                format!(
-                    "--table names {}, which is not being ingested",
-                    dataset.name()
-                )
-            })?;
-        route.table = lake_ingest::bronze::parse_table(table)?;
-    }
-    let mut topics: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).collect();
-    topics.sort();
-    topics.dedup();
-    if topics.len() != routes.len() {
-        bail!("two datasets read the same topic; give each its own with --topic");
-    }
-    Ok(routes)
 }
 
 pub(super) fn print_summary(routes: &[Route], summary: &IngestSummary) {

@@ -6,10 +6,12 @@ mod config;
 mod embedded;
 mod generate;
 mod ingest;
+mod init;
 mod maintain;
 mod query;
 mod quickstart;
 mod transform;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,14 @@ fn memory_note(peak_rss_bytes: Option<u64>) -> String {
     peak_rss_bytes.map_or(String::new(), |b| {
         format!("; peak memory {:.0} MB", b as f64 / 1e6)
     })
+}
+
+/// The configured pipeline (`pipeline.dir`, `./pipeline`, or the built-in
+/// datasets), checked as it is read.
+fn pipeline(config: &Config) -> anyhow::Result<lake_spec::Pipeline> {
+    Ok(lake_spec::Pipeline::resolve(
+        config.pipeline.dir.as_deref(),
+    )?)
 }
 
 /// The tables a command was given, or every table with `--all`.
@@ -44,6 +54,8 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
     match command {
         Command::Catalog(command) => catalog::run(command, config).await,
         Command::Config(command) => config::run(command, &config, &sources),
+        Command::Init(args) => init::run(args),
+        Command::Validate => validate::run(&config).await,
         Command::Generate(args) => generate::run(*args, config).await,
         Command::Ingest(args) => ingest::run(*args, config).await,
         Command::Transform(args) => transform::run(args, config).await,

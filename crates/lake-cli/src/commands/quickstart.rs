@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lake_core::Config;
-use lake_core::datasets::Dataset;
-use lake_generate::{FaultRates, Generator, GeneratorConfig, RunLimits, Target};
+use lake_generate::{FaultRates, Generator, GeneratorConfig, RunLimits, Stream, Target};
 use lake_ingest::{IngestOptions, Route};
 use lake_maintain::CompactOptions;
 use lake_query::Session;
-use lake_transform::{ModelReport, TransformOptions};
+use lake_transform::{Layers, ModelReport, TransformOptions};
 
 use super::embedded::Embedded;
-use crate::cli::{LayerArg, QuickstartArgs};
+use crate::cli::QuickstartArgs;
 
 /// Event time the generated records span, ending now: enough hours for the
 /// hourly gold tables to have a "latest hour" and a history.
@@ -42,6 +41,30 @@ async fn pipeline(
     config: &Config,
     started: Instant,
 ) -> anyhow::Result<ExitCode> {
+    let pipeline = super::pipeline(config)?;
+    // The datasets a built-in generator writes; the others have nothing to
+    // feed them here.
+    let generated: Vec<(Stream, std::sync::Arc<lake_spec::DatasetSpec>)> = pipeline
+        .datasets
+        .iter()
+        .filter_map(|d| Some((d.generator.as_deref().and_then(Stream::parse)?, d.clone())))
+        .collect();
+    for dataset in &pipeline.datasets {
+        if !generated.iter().any(|(_, d)| d.name == dataset.name) {
+            eprintln!(
+                "quickstart: skipping dataset `{}`: it names no built-in generator (feed it with \
+                 `lake generate {} --from FILE`)",
+                dataset.name, dataset.name
+            );
+        }
+    }
+    if generated.is_empty() {
+        bail!(
+            "{} has no dataset a built-in generator writes (generator = \"tweets\" or \
+             \"speedtest\"); quickstart has nothing to generate",
+            pipeline.source
+        );
+    }
     let catalog = lake_table::LakeCatalog::connect(config)
         .await
         .context("connecting to the embedded catalog")?;
@@ -56,26 +79,36 @@ async fn pipeline(
         .unwrap_or(i32::MAX)
         .max(1);
     let mut routes = Vec::new();
-    for dataset in Dataset::ALL {
-        let mut route = Route::default_for(dataset);
-        route.topic = format!("quickstart-{}-{run_id}", dataset.default_topic());
+    for (_, dataset) in &generated {
+        let mut route = Route::for_dataset(dataset);
+        route.topic = format!("quickstart-{}-{run_id}", dataset.topic);
         kafka
             .create_topic(&route.topic, partitions, 1)
             .with_context(|| format!("creating topic {}", route.topic))?;
         routes.push(route);
     }
 
+    let names: Vec<String> = generated
+        .iter()
+        .map(|(_, d)| format!("{} {}", args.records, d.name))
+        .collect();
     eprintln!(
-        "lake quickstart: {} tweets and {} speed tests → Kafka (mock, in-process) → bronze → \
-         silver → gold, catalog and warehouse in {}",
-        args.records,
-        args.records,
+        "lake quickstart: {} → Kafka (mock, in-process) → bronze → silver → gold, catalog and \
+         warehouse in {}",
+        names.join(" and "),
         args.data_dir.display()
     );
     let client = lake_kafka::client_config(&kafka_config, &[]);
     let seed = args.seed.unwrap_or_else(|| run_id.unsigned_abs());
-    for (i, route) in routes.iter().enumerate() {
-        generate(route, &client, args.records, seed.wrapping_add(i as u64)).await?;
+    for (i, (route, (stream, _))) in routes.iter().zip(&generated).enumerate() {
+        generate(
+            *stream,
+            route,
+            &client,
+            args.records,
+            seed.wrapping_add(i as u64),
+        )
+        .await?;
     }
 
     let options = IngestOptions {
@@ -96,19 +129,21 @@ async fn pipeline(
     .await
     .context("ingesting")?;
     super::ingest::print_summary(&routes, &ingested);
-    if ingested.consumed != 2 * args.records {
+    let expected = generated.len() as u64 * args.records;
+    if ingested.consumed != expected {
         bail!(
-            "ingest read {} of the {} generated records",
-            ingested.consumed,
-            2 * args.records
+            "ingest read {} of the {expected} generated records",
+            ingested.consumed
         );
     }
 
-    let reports = super::transform::run_layers(
+    let datasets: Vec<_> = generated.iter().map(|(_, d)| d.clone()).collect();
+    let reports = lake_transform::run_layers(
         &catalog,
-        LayerArg::All,
-        &Dataset::ALL,
+        &datasets,
+        Layers::All,
         &TransformOptions::default(),
+        &super::transform::Progress::new(),
     )
     .await?;
 
@@ -144,6 +179,7 @@ async fn pipeline(
 /// `count` records of the route's dataset into its topic, as fast as the
 /// mock takes them, with event times spread over the last [`EVENT_SPAN`].
 async fn generate(
+    stream: Stream,
     route: &Route,
     client: &rdkafka::ClientConfig,
     count: u64,
@@ -151,7 +187,7 @@ async fn generate(
 ) -> anyhow::Result<()> {
     let span = EVENT_SPAN.as_secs_f64();
     let start = jiff::Timestamp::now().as_microsecond() - EVENT_SPAN.as_micros() as i64;
-    let mut config = GeneratorConfig::new(route.dataset, seed, start);
+    let mut config = GeneratorConfig::new(stream, seed, start);
     config.events_per_second = count as f64 / span;
     config.faults = FaultRates {
         duplicates: 0.01,
@@ -170,7 +206,7 @@ async fn generate(
         rate: 0,
         progress: std::io::stderr().is_terminal(),
     };
-    let dataset = route.dataset;
+    let dataset = route.dataset.name.clone();
     let summary = tokio::task::spawn_blocking(move || {
         let mut generator = Generator::new(config);
         lake_generate::run(
@@ -182,7 +218,7 @@ async fn generate(
     })
     .await
     .context("generator thread")??;
-    super::generate::print_summary(dataset, &route.topic, seed, &summary);
+    super::generate::print_summary(&dataset, &route.topic, seed, &summary);
     if summary.failed > 0 {
         bail!(
             "{} records were not delivered to the mock cluster: {}",

@@ -2,24 +2,43 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use lake_core::Config;
-use lake_core::datasets::Dataset;
-use lake_transform::{ModelReport, Models, TransformOptions};
+use lake_transform::{Layers, ModelReport, Observer, TransformOptions};
 
-use crate::cli::{LayerArg, TransformArgs, TransformDatasetArg};
+use crate::cli::{LayerArg, TransformArgs};
 
 pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode> {
-    if args.layer == LayerArg::Models {
-        return write_models(args.out.as_deref());
+    if let Some(dir) = &args.models {
+        bail!(
+            "--models {} was replaced by the pipeline directory: `lake init` writes the shipped \
+             datasets (dataset.toml, silver.sql, gold/*.sql) to edit, and `lake --pipeline DIR \
+             transform …` runs them",
+            dir.display()
+        );
     }
-    let datasets = match args.dataset {
-        TransformDatasetArg::Tweets => vec![Dataset::Tweets],
-        TransformDatasetArg::Speedtest => vec![Dataset::Speedtest],
-        TransformDatasetArg::All => Dataset::ALL.to_vec(),
+    let pipeline = super::pipeline(&config)?;
+    let names: Vec<String> = args.dataset.iter().cloned().collect();
+    let datasets = pipeline.select(&names)?;
+    if args.layer == LayerArg::Models {
+        return write_models(&datasets, args.out.as_deref());
+    }
+    let layers = match args.layer {
+        LayerArg::Silver => Layers::Silver,
+        LayerArg::Gold => Layers::Gold,
+        LayerArg::All | LayerArg::Models => Layers::All,
     };
+    // Every model plans before any commits: a broken gold model is found
+    // before its silver table moves on.
+    let selected = lake_spec::Pipeline {
+        source: pipeline.source.clone(),
+        datasets: datasets.clone(),
+    };
+    let problems = lake_transform::validate(&selected).await;
+    if !problems.is_empty() {
+        bail!("{problems}\nnothing was run; `lake validate` checks a pipeline without data");
+    }
     let options = TransformOptions {
-        models: Models::new(args.models.as_deref())?,
         fail_on_quarantine_ratio: args.fail_on_quarantine_ratio,
         ..TransformOptions::default()
     };
@@ -27,7 +46,8 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         .await
         .context("connecting to the catalog")?;
     let started = Instant::now();
-    let reports = run_layers(&catalog, args.layer, &datasets, &options).await?;
+    let reports =
+        lake_transform::run_layers(&catalog, &datasets, layers, &options, &Progress::new()).await?;
     let committed = reports.iter().filter(|r| r.snapshot.is_some()).count();
     let memory = super::memory_note(lake_core::peak_rss_bytes());
     eprintln!(
@@ -38,62 +58,36 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the silver and/or gold models of `datasets`, a line per model.
-pub async fn run_layers(
-    catalog: &lake_table::LakeCatalog,
-    layer: LayerArg,
-    datasets: &[Dataset],
-    options: &TransformOptions,
-) -> anyhow::Result<Vec<ModelReport>> {
-    let progress = Progress::new();
-    let mut reports = Vec::new();
-    if matches!(layer, LayerArg::Silver | LayerArg::All) {
-        for model in lake_transform::silver_models(datasets) {
-            progress.start(model.target);
-            let report = lake_transform::run_silver(catalog, &model, options).await?;
-            progress.done(&report);
-            reports.push(report);
-        }
-    }
-    if matches!(layer, LayerArg::Gold | LayerArg::All) {
-        for model in lake_transform::gold_models(datasets) {
-            progress.start(model.target);
-            let report = lake_transform::run_gold(catalog, &model, options).await?;
-            progress.done(&report);
-            reports.push(report);
-        }
-    }
-    Ok(reports)
-}
-
 /// One line per model: a spinner while it runs on a terminal, its summary
 /// when done.
-struct Progress {
+pub(super) struct Progress {
     bar: Option<indicatif::ProgressBar>,
 }
 
+impl Observer for Progress {
+    fn starting(&self, target: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{target} …"));
+        }
+    }
+
+    fn finished(&self, report: &ModelReport) {
+        let line = describe(report);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
 impl Progress {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
         Progress { bar }
-    }
-
-    fn start(&self, target: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("{target} …"));
-        }
-    }
-
-    fn done(&self, report: &ModelReport) {
-        let line = describe(report);
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
     }
 }
 
@@ -124,13 +118,25 @@ fn describe(report: &ModelReport) -> String {
             report.duplicates,
             report.quarantined_total()
         ));
-        if !report.quarantined.is_empty() {
-            let rules: Vec<String> = report
-                .quarantined
+        let counts = |counts: &std::collections::BTreeMap<String, u64>| {
+            counts
                 .iter()
                 .map(|(rule, n)| format!("{rule} {n}"))
-                .collect();
-            line.push_str(&format!(" ({})", rules.join(", ")));
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !report.quarantined.is_empty() {
+            line.push_str(&format!(" ({})", counts(&report.quarantined)));
+        }
+        if !report.dropped.is_empty() {
+            line.push_str(&format!(
+                ", {} dropped by rule ({})",
+                report.dropped_total(),
+                counts(&report.dropped)
+            ));
+        }
+        if !report.warned.is_empty() {
+            line.push_str(&format!(", warned: {}", counts(&report.warned)));
         }
     } else {
         line.push_str(&format!(
@@ -142,20 +148,25 @@ fn describe(report: &ModelReport) -> String {
     line
 }
 
-fn write_models(out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
-    for (file, sql) in Models::shipped() {
-        match out {
-            Some(dir) => {
-                let path = dir.join(file);
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
+fn write_models(
+    datasets: &[std::sync::Arc<lake_spec::DatasetSpec>],
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    for dataset in datasets {
+        for (file, sql) in lake_transform::model_sql(dataset) {
+            match out {
+                Some(dir) => {
+                    let path = dir.join(&file);
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)
+                            .with_context(|| format!("creating {}", parent.display()))?;
+                    }
+                    std::fs::write(&path, sql)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
                 }
-                std::fs::write(&path, sql)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                eprintln!("wrote {}", path.display());
+                None => println!("-- {file}\n{sql}"),
             }
-            None => println!("-- {file}\n{sql}"),
         }
     }
     Ok(ExitCode::SUCCESS)

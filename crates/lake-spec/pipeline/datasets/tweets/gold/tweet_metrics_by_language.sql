@@ -1,5 +1,6 @@
 -- gold.tweet_metrics_by_language. Input: silver — the silver.tweets_clean
 -- rows of the days being rebuilt.
+-- lake: time_column = "day", grain = "day"
 SELECT CAST(created_at AS DATE) AS "day",
        lang,
        count(*) AS tweet_count,

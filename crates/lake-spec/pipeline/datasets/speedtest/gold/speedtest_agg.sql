@@ -1,5 +1,6 @@
 -- gold.speedtest_agg (seed 002). Input: silver — the silver.speedtest_clean
 -- rows of the days being rebuilt.
+-- lake: time_column = "date", grain = "day"
 SELECT CAST(ts AS DATE) AS "date",
        CAST(date_part('hour', ts) AS INT) AS "hour",
        location,

@@ -1,5 +1,6 @@
 -- gold.active_users_by_day. Input: silver — the silver.tweets_clean rows of
 -- the days being rebuilt.
+-- lake: time_column = "day", grain = "day"
 SELECT CAST(created_at AS DATE) AS "day",
        user_id,
        max(username) AS username,

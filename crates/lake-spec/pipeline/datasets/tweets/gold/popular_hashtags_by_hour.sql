@@ -1,5 +1,6 @@
 -- gold.popular_hashtags_by_hour. Input: silver — the silver.tweets_clean rows
 -- of the hours being rebuilt.
+-- lake: time_column = "hour", grain = "hour"
 WITH tweets AS (
     -- The hour once per tweet, not once per hashtag.
     SELECT date_trunc('hour', created_at) AS "hour",

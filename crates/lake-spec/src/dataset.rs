@@ -1,0 +1,703 @@
+//! `datasets/<name>/dataset.toml`: what a topic's records hold and how they
+//! travel through bronze and silver. Every key is documented in
+//! docs/datasets.md.
+
+use std::collections::BTreeSet;
+
+use iceberg::TableIdent;
+use iceberg::spec::{NestedFieldRef, PrimitiveType, Schema, Type};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::types::{self, Column};
+use crate::{Problem, Problems};
+
+/// How the event time is written in a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// An RFC 3339 string (a `timestamptz` or `timestamp` field).
+    Rfc3339,
+    /// Milliseconds since the epoch (a `long` field).
+    EpochMillis,
+    /// Seconds since the epoch (a `long` field).
+    EpochSeconds,
+}
+
+impl TimeFormat {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "rfc3339" => Some(Self::Rfc3339),
+            "epoch_ms" => Some(Self::EpochMillis),
+            "epoch_s" => Some(Self::EpochSeconds),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rfc3339 => "rfc3339",
+            Self::EpochMillis => "epoch_ms",
+            Self::EpochSeconds => "epoch_s",
+        }
+    }
+}
+
+/// The field holding a record's event time, and its format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventTime {
+    pub field: String,
+    pub format: TimeFormat,
+}
+
+/// The time granularity of a partitioning (bronze) or a gold model's grain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "hour" => Some(Self::Hour),
+            "day" => Some(Self::Day),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hour => "hour",
+            Self::Day => "day",
+        }
+    }
+
+    pub fn seconds(self) -> i64 {
+        match self {
+            Self::Hour => 3_600,
+            Self::Day => 86_400,
+        }
+    }
+}
+
+/// What silver does with a row that breaks a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// The row goes to the quarantine table, naming the rule.
+    Quarantine,
+    /// The row is discarded and counted.
+    Drop,
+    /// The row stays in silver; the breach is counted and logged.
+    Warn,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quarantine => "quarantine",
+            Self::Drop => "drop",
+            Self::Warn => "warn",
+        }
+    }
+}
+
+/// A quality rule: a SQL condition on silver's columns that a good row
+/// meets. As a SQL CHECK constraint, a row breaks it only when the
+/// condition is false (NULL passes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub check: String,
+    pub action: Action,
+}
+
+/// Where records land raw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BronzeSpec {
+    pub table: TableIdent,
+    /// Partitioned by the event time at this granularity.
+    pub partition: Granularity,
+    /// Columns whose values are (nearly) all distinct: written without a
+    /// dictionary or min/max statistics.
+    pub distinct: Vec<String>,
+    /// The table's `lake.retention`, when the dataset sets one.
+    pub retention: Option<String>,
+}
+
+/// The silver model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SilverSpec {
+    pub table: TableIdent,
+    pub quarantine: TableIdent,
+    /// Silver's event time; the table is partitioned by its day.
+    pub time_column: String,
+    /// The columns that identify a row across the whole table.
+    pub key: Vec<String>,
+    pub distinct: Vec<String>,
+    pub retention: Option<String>,
+    pub rules: Vec<Rule>,
+    /// `silver.sql`.
+    pub sql: String,
+    /// Where `silver.sql` is, for messages.
+    pub file: String,
+}
+
+/// One gold model (`gold/<name>.sql`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoldSpec {
+    pub table: TableIdent,
+    /// The gold table's time column; the table is partitioned by it at
+    /// `grain` and rebuilt per hour or day.
+    pub time_column: String,
+    pub grain: Granularity,
+    pub retention: Option<String>,
+    pub sql: String,
+    pub file: String,
+}
+
+/// A dataset: one topic through bronze, silver and gold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub topic: String,
+    /// The payload fields that identify a record (dotted paths into
+    /// structs); `lake generate --from` keys messages with them.
+    pub key: Vec<String>,
+    /// The built-in generator that writes this dataset's records, if any.
+    pub generator: Option<String>,
+    pub event_time: EventTime,
+    /// The payload: one JSON object per record.
+    pub schema: Schema,
+    pub bronze: BronzeSpec,
+    pub silver: SilverSpec,
+    pub gold: Vec<GoldSpec>,
+    /// Where `dataset.toml` is (a path, or `built-in <name>`), for messages.
+    pub file: String,
+}
+
+impl DatasetSpec {
+    /// Every table the dataset writes, with what writes it.
+    pub fn tables(&self) -> Vec<(&TableIdent, String)> {
+        let mut tables = vec![
+            (&self.bronze.table, "its bronze table".to_string()),
+            (&self.silver.table, "its silver table".to_string()),
+            (&self.silver.quarantine, "its quarantine".to_string()),
+        ];
+        for gold in &self.gold {
+            tables.push((&gold.table, format!("the gold model {}", gold.file)));
+        }
+        tables
+    }
+
+    /// The bronze table's schema: the payload, the raw record, the Kafka
+    /// coordinates and ingestion time, and `_event_time` where the payload
+    /// holds epoch seconds or milliseconds (see [`crate::columns`]).
+    pub fn bronze_schema(&self) -> Result<Schema, String> {
+        use crate::columns::*;
+        let id = crate::columns::FIRST_ID;
+        let column = |offset: i32, name: &str, kind: PrimitiveType, required: bool| {
+            let field = if required {
+                iceberg::spec::NestedField::required(id + offset, name, Type::Primitive(kind))
+            } else {
+                iceberg::spec::NestedField::optional(id + offset, name, Type::Primitive(kind))
+            };
+            NestedFieldRef::from(field)
+        };
+        let mut fields: Vec<NestedFieldRef> = self.schema.as_struct().fields().to_vec();
+        fields.extend([
+            column(0, RAW, PrimitiveType::String, true),
+            column(1, TOPIC, PrimitiveType::String, true),
+            column(2, PARTITION, PrimitiveType::Int, true),
+            column(3, OFFSET, PrimitiveType::Long, true),
+            column(4, KAFKA_TIMESTAMP, PrimitiveType::Timestamptz, false),
+            column(5, INGESTED_AT, PrimitiveType::Timestamptz, true),
+        ]);
+        if self.event_time.format != TimeFormat::Rfc3339 {
+            fields.push(column(10, EVENT_TIME, PrimitiveType::Timestamptz, true));
+        }
+        Schema::builder().with_fields(fields).build().map_err(|e| {
+            format!(
+                "{}: the payload schema leaves no room for lake's columns (field ids from {id} \
+                 on are lake's): {e}",
+                self.file
+            )
+        })
+    }
+
+    /// The bronze column of the event time: the field itself, or
+    /// `_event_time` derived from epoch seconds or milliseconds.
+    pub fn bronze_time_column(&self) -> &str {
+        match self.event_time.format {
+            TimeFormat::Rfc3339 => &self.event_time.field,
+            TimeFormat::EpochMillis | TimeFormat::EpochSeconds => crate::columns::EVENT_TIME,
+        }
+    }
+
+    /// `bronze.<table>_rejects`, beside the bronze table.
+    pub fn rejects_table(&self) -> TableIdent {
+        TableIdent::new(
+            self.bronze.table.namespace().clone(),
+            format!("{}_rejects", self.bronze.table.name()),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    description: Option<String>,
+    topic: Option<String>,
+    key: Spanned<Vec<Spanned<String>>>,
+    generator: Option<String>,
+    event_time: RawEventTime,
+    schema: Spanned<OrderedStrings>,
+    #[serde(default)]
+    bronze: RawBronze,
+    #[serde(default)]
+    silver: RawSilver,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEventTime {
+    field: Spanned<String>,
+    format: Option<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBronze {
+    table: Option<Spanned<String>>,
+    partition: Option<Spanned<String>>,
+    #[serde(default)]
+    distinct: Vec<Spanned<String>>,
+    retention: Option<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSilver {
+    table: Option<Spanned<String>>,
+    quarantine: Option<Spanned<String>>,
+    time_column: Option<Spanned<String>>,
+    key: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    distinct: Vec<String>,
+    retention: Option<Spanned<String>>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Spanned<String>,
+    check: Spanned<String>,
+    action: Option<Spanned<String>>,
+}
+
+/// A TOML table of strings, in the order written (the schema's columns).
+struct OrderedStrings(Vec<(String, Spanned<String>)>);
+
+impl<'de> Deserialize<'de> for OrderedStrings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OrderedStrings;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of `column = \"type\"` entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OrderedStrings, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, Spanned<String>>()? {
+                    entries.push((name, value));
+                }
+                Ok(OrderedStrings(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// Reads one `dataset.toml`; `sql` is its `silver.sql`, `gold` its gold
+/// models. Every problem found is reported, each with its file and line.
+pub(crate) fn parse(
+    name: &str,
+    file: &str,
+    text: &str,
+    silver_sql: Option<(String, String)>,
+    gold: Vec<GoldSpec>,
+) -> Result<DatasetSpec, Problems> {
+    let mut problems = Problems::default();
+    let line_of = |span: std::ops::Range<usize>| -> usize {
+        text[..span.start.min(text.len())].matches('\n').count() + 1
+    };
+    let raw: RawDataset = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let line = e.span().map(&line_of);
+            problems.push(Problem::new(file, line, e.message().trim().to_string()));
+            return Err(problems);
+        }
+    };
+    let at = |problems: &mut Problems, span: std::ops::Range<usize>, message: String| {
+        problems.push(Problem::new(file, Some(line_of(span)), message));
+    };
+
+    // The payload schema.
+    let mut columns: Vec<(String, Column)> = Vec::new();
+    for (column, spelled) in &raw.schema.get_ref().0 {
+        match types::parse(spelled.get_ref()) {
+            Ok(parsed) => columns.push((column.clone(), parsed)),
+            Err(e) => at(
+                &mut problems,
+                spelled.span(),
+                format!("[schema] {column} = \"{}\": {e}", spelled.get_ref()),
+            ),
+        }
+    }
+    if columns.is_empty() && problems.is_empty() {
+        at(
+            &mut problems,
+            raw.schema.span(),
+            "[schema] declares no column".into(),
+        );
+    }
+    let fields = types::build_fields(&columns);
+    let schema = match Schema::builder().with_fields(fields.clone()).build() {
+        Ok(schema) => Some(schema),
+        Err(e) => {
+            at(&mut problems, raw.schema.span(), format!("[schema]: {e}"));
+            None
+        }
+    };
+
+    // Key and event time name payload fields.
+    if raw.key.get_ref().is_empty() {
+        at(
+            &mut problems,
+            raw.key.span(),
+            "key names no field: list the fields that identify a record".into(),
+        );
+    }
+    for key in raw.key.get_ref() {
+        if !fields.is_empty() && find(&fields, key.get_ref()).is_none() {
+            at(
+                &mut problems,
+                key.span(),
+                format!("key field `{}` is not in [schema]", key.get_ref()),
+            );
+        }
+    }
+    let format = match &raw.event_time.format {
+        None => Some(TimeFormat::Rfc3339),
+        Some(spelled) => {
+            let format = TimeFormat::parse(spelled.get_ref());
+            if format.is_none() {
+                at(
+                    &mut problems,
+                    spelled.span(),
+                    format!(
+                        "event_time.format = \"{}\": rfc3339, epoch_ms or epoch_s",
+                        spelled.get_ref()
+                    ),
+                );
+            }
+            format
+        }
+    };
+    let time_field = raw.event_time.field.get_ref().clone();
+    if let Some(format) = format
+        && !fields.is_empty()
+    {
+        match fields.iter().find(|f| f.name == time_field) {
+            None => at(
+                &mut problems,
+                raw.event_time.field.span(),
+                format!("event_time.field `{time_field}` is not a top-level column of [schema]"),
+            ),
+            Some(field) => {
+                let fits = matches!(
+                    (format, field.field_type.as_ref()),
+                    (
+                        TimeFormat::Rfc3339,
+                        Type::Primitive(PrimitiveType::Timestamptz | PrimitiveType::Timestamp),
+                    ) | (
+                        TimeFormat::EpochMillis | TimeFormat::EpochSeconds,
+                        Type::Primitive(PrimitiveType::Long | PrimitiveType::Int),
+                    )
+                );
+                if !fits {
+                    at(
+                        &mut problems,
+                        raw.event_time.field.span(),
+                        format!(
+                            "event_time `{time_field}` is {} in [schema]; format {} needs {}",
+                            types::describe(&field.field_type),
+                            format.as_str(),
+                            match format {
+                                TimeFormat::Rfc3339 => "timestamptz (or timestamp)",
+                                _ => "long",
+                            }
+                        ),
+                    );
+                }
+                if !field.required {
+                    at(
+                        &mut problems,
+                        raw.event_time.field.span(),
+                        format!(
+                            "event_time `{time_field}` must be `not null` in [schema]: a record \
+                             without it cannot be placed in time"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Tables.
+    let mut table = |spelled: &Option<Spanned<String>>, default: String, what: &str| {
+        let (text, span) = match spelled {
+            Some(s) => (s.get_ref().clone(), Some(s.span())),
+            None => (default, None),
+        };
+        match table_ident(&text) {
+            Ok(ident) => Some(ident),
+            Err(message) => {
+                problems.push(Problem::new(
+                    file,
+                    span.map(&line_of),
+                    format!("{what} `{text}`: {message}"),
+                ));
+                None
+            }
+        }
+    };
+    let bronze_table = table(
+        &raw.bronze.table,
+        format!("bronze.{name}_raw"),
+        "bronze.table",
+    );
+    let silver_table = table(
+        &raw.silver.table,
+        format!("silver.{name}_clean"),
+        "silver.table",
+    );
+    let quarantine = table(
+        &raw.silver.quarantine,
+        format!("silver.{name}_quarantine"),
+        "silver.quarantine",
+    );
+
+    let partition = match &raw.bronze.partition {
+        None => Some(Granularity::Hour),
+        Some(spelled) => {
+            let parsed = Granularity::parse(spelled.get_ref());
+            if parsed.is_none() {
+                at(
+                    &mut problems,
+                    spelled.span(),
+                    format!("bronze.partition = \"{}\": hour or day", spelled.get_ref()),
+                );
+            }
+            parsed
+        }
+    };
+    for column in &raw.bronze.distinct {
+        if !fields.is_empty() && !fields.iter().any(|f| f.name == *column.get_ref()) {
+            at(
+                &mut problems,
+                column.span(),
+                format!(
+                    "bronze.distinct names `{}`, not a top-level column of [schema]",
+                    column.get_ref()
+                ),
+            );
+        }
+    }
+    for retention in [&raw.bronze.retention, &raw.silver.retention]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(message) = check_retention(retention.get_ref()) {
+            at(&mut problems, retention.span(), message);
+        }
+    }
+
+    // Rules.
+    let mut rules = Vec::new();
+    let mut names = BTreeSet::new();
+    for rule in &raw.silver.rules {
+        let name = rule.name.get_ref().trim().to_string();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            at(
+                &mut problems,
+                rule.name.span(),
+                format!("rule name `{name}`: letters, digits and `_` only"),
+            );
+        } else if !names.insert(name.clone()) {
+            at(
+                &mut problems,
+                rule.name.span(),
+                format!("rule `{name}` is declared twice"),
+            );
+        }
+        if rule.check.get_ref().trim().is_empty() {
+            at(
+                &mut problems,
+                rule.check.span(),
+                format!("rule `{name}` has an empty check"),
+            );
+        }
+        let action = match &rule.action {
+            None => Some(Action::Quarantine),
+            Some(spelled) => match spelled.get_ref().as_str() {
+                "quarantine" => Some(Action::Quarantine),
+                "drop" => Some(Action::Drop),
+                "warn" => Some(Action::Warn),
+                other => {
+                    at(
+                        &mut problems,
+                        spelled.span(),
+                        format!("rule `{name}`: action `{other}` is quarantine, drop or warn"),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(action) = action {
+            rules.push(Rule {
+                name,
+                check: rule.check.get_ref().trim().to_string(),
+                action,
+            });
+        }
+    }
+
+    let Some((silver_file, silver_sql)) = silver_sql else {
+        problems.push(Problem::new(
+            &file.replace("dataset.toml", "silver.sql"),
+            None,
+            "missing: the silver model (SELECT … FROM bronze)".into(),
+        ));
+        return Err(problems);
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let (
+        Some(schema),
+        Some(format),
+        Some(partition),
+        Some(bronze_table),
+        Some(silver_table),
+        Some(quarantine),
+    ) = (
+        schema,
+        format,
+        partition,
+        bronze_table,
+        silver_table,
+        quarantine,
+    )
+    else {
+        return Err(problems);
+    };
+    let key: Vec<String> = raw
+        .key
+        .get_ref()
+        .iter()
+        .map(|k| k.get_ref().clone())
+        .collect();
+    Ok(DatasetSpec {
+        name: name.to_string(),
+        description: raw.description,
+        topic: raw.topic.unwrap_or_else(|| name.to_string()),
+        generator: raw.generator,
+        event_time: EventTime {
+            field: time_field.clone(),
+            format,
+        },
+        schema,
+        bronze: BronzeSpec {
+            table: bronze_table,
+            partition,
+            distinct: raw
+                .bronze
+                .distinct
+                .iter()
+                .map(|d| d.get_ref().clone())
+                .collect(),
+            retention: raw.bronze.retention.map(|r| r.into_inner()),
+        },
+        silver: SilverSpec {
+            table: silver_table,
+            quarantine,
+            time_column: raw
+                .silver
+                .time_column
+                .map(|t| t.into_inner())
+                .unwrap_or(time_field),
+            key: raw
+                .silver
+                .key
+                .map(|keys| keys.into_iter().map(|k| k.into_inner()).collect())
+                .unwrap_or_else(|| key.clone()),
+            distinct: raw.silver.distinct,
+            retention: raw.silver.retention.map(|r| r.into_inner()),
+            rules,
+            sql: silver_sql,
+            file: silver_file,
+        },
+        key,
+        gold,
+        file: file.to_string(),
+    })
+}
+
+/// The field at a dotted `path` (through structs).
+pub fn find<'a>(fields: &'a [NestedFieldRef], path: &str) -> Option<&'a NestedFieldRef> {
+    let mut fields = fields;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let field = fields.iter().find(|f| f.name == part)?;
+        if parts.peek().is_none() {
+            return Some(field);
+        }
+        match field.field_type.as_ref() {
+            Type::Struct(inner) => fields = inner.fields(),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// `namespace.table`.
+pub(crate) fn table_ident(text: &str) -> Result<TableIdent, String> {
+    let (namespace, name) = text
+        .rsplit_once('.')
+        .filter(|(n, t)| !n.is_empty() && !t.is_empty())
+        .ok_or_else(|| "not namespace.table".to_string())?;
+    let valid = |part: &str| {
+        !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if !namespace.split('.').all(valid) || !valid(name) {
+        return Err("use letters, digits and `_` in namespace and table names".into());
+    }
+    TableIdent::from_strs(namespace.split('.').chain([name])).map_err(|e| e.to_string())
+}
+
+/// A retention: `none`, or a duration such as `30d` or `12h`.
+pub(crate) fn check_retention(text: &str) -> Result<(), String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    humantime::parse_duration(text.trim())
+        .map(|_| ())
+        .map_err(|e| format!("retention `{text}` is not a duration (30d, 12h) or `none`: {e}"))
+}

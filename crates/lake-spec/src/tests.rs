@@ -1,0 +1,201 @@
+use super::*;
+
+fn spec_of(pipeline: &Pipeline, name: &str) -> Arc<DatasetSpec> {
+    pipeline.dataset(name).expect("a dataset").clone()
+}
+
+fn schema_text(spec: &DatasetSpec) -> String {
+    types::describe(&iceberg::spec::Type::Struct(
+        spec.schema.as_struct().clone(),
+    ))
+}
+
+#[test]
+fn the_built_in_pipeline_holds_the_seeds_as_they_were() {
+    let pipeline = Pipeline::built_in().expect("the built-in pipeline loads");
+    assert_eq!(pipeline.names(), ["tweets", "speedtest"]);
+
+    let tweets = spec_of(&pipeline, "tweets");
+    assert_eq!(tweets.topic, "tweets");
+    assert_eq!(tweets.key, ["tweet_id"]);
+    assert_eq!(tweets.event_time.field, "created_at");
+    assert_eq!(tweets.event_time.format, TimeFormat::Rfc3339);
+    assert_eq!(
+        schema_text(&tweets),
+        "struct<tweet_id: string not null, text: string, user: struct<user_id: string not \
+         null, username: string, display_name: string, followers_count: long, verified: \
+         boolean> not null, created_at: timestamptz not null, hashtags: list<string>, \
+         mentions: list<string>, lang: string, region: string, country: string, \
+         sentiment_score: double, engagement_score: long, retweet_count: long, like_count: \
+         long>"
+    );
+    assert_eq!(tweets.bronze.table.to_string(), "bronze.tweets_raw");
+    assert_eq!(
+        tweets.rejects_table().to_string(),
+        "bronze.tweets_raw_rejects"
+    );
+    assert_eq!(tweets.bronze.partition, Granularity::Hour);
+    assert_eq!(tweets.bronze.distinct, ["tweet_id", "text"]);
+    assert_eq!(tweets.silver.table.to_string(), "silver.tweets_clean");
+    assert_eq!(
+        tweets.silver.quarantine.to_string(),
+        "silver.tweets_quarantine"
+    );
+    assert_eq!(tweets.silver.key, ["tweet_id"]);
+    let rules: Vec<&str> = tweets
+        .silver
+        .rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "null_tweet_id",
+            "created_at_out_of_range",
+            "sentiment_out_of_range",
+            "negative_count"
+        ]
+    );
+    let gold: Vec<(String, &str, Granularity)> = tweets
+        .gold
+        .iter()
+        .map(|g| (g.table.to_string(), g.time_column.as_str(), g.grain))
+        .collect();
+    assert_eq!(
+        gold,
+        [
+            (
+                "gold.popular_hashtags_by_hour".into(),
+                "hour",
+                Granularity::Hour
+            ),
+            ("gold.active_users_by_day".into(), "day", Granularity::Day),
+            (
+                "gold.tweet_volume_by_region".into(),
+                "hour",
+                Granularity::Hour
+            ),
+            (
+                "gold.tweet_metrics_by_language".into(),
+                "day",
+                Granularity::Day
+            ),
+        ]
+    );
+
+    let speedtest = spec_of(&pipeline, "speedtest");
+    assert_eq!(speedtest.topic, "speedtest_raw");
+    assert_eq!(speedtest.event_time.format, TimeFormat::EpochMillis);
+    assert_eq!(
+        schema_text(&speedtest),
+        "struct<timestamp: long not null, user_id: string not null, upload_speed: double, \
+         download_speed: double, latency: double, location: string>"
+    );
+    assert_eq!(speedtest.silver.key, ["user_id", "ts"]);
+    assert_eq!(speedtest.silver.time_column, "ts");
+    assert_eq!(speedtest.gold.len(), 1);
+    assert_eq!(speedtest.gold[0].table.to_string(), "gold.speedtest_agg");
+}
+
+#[test]
+fn init_writes_the_examples_and_they_load_as_the_built_in_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = write_examples(dir.path(), &[], false).expect("written");
+    assert_eq!(written.len(), BUILT_IN.len());
+    let loaded = Pipeline::load(dir.path()).expect("loads");
+    let built_in = Pipeline::built_in().expect("built in");
+    let mut names = loaded.names();
+    names.sort_unstable();
+    assert_eq!(names, ["speedtest", "tweets"]);
+    for name in ["tweets", "speedtest"] {
+        let (a, b) = (spec_of(&loaded, name), spec_of(&built_in, name));
+        assert_eq!(a.schema, b.schema, "{name}");
+        assert_eq!(a.silver.rules, b.silver.rules, "{name}");
+        assert_eq!(a.silver.sql, b.silver.sql, "{name}");
+        assert_eq!(a.gold.len(), b.gold.len(), "{name}");
+    }
+    // A second init does not overwrite; --force does; one example alone.
+    assert!(matches!(
+        write_examples(dir.path(), &[], false),
+        Err(Error::Exists(_))
+    ));
+    write_examples(dir.path(), &[], true).expect("forced");
+    let one = tempfile::tempdir().expect("tempdir");
+    write_examples(one.path(), &["speedtest".into()], false).expect("one");
+    assert_eq!(
+        Pipeline::load(one.path()).expect("loads").names(),
+        ["speedtest"]
+    );
+    assert!(write_examples(one.path(), &["orders".into()], false).is_err());
+}
+
+/// Writes a dataset folder `name` with `toml` and a trivial silver model.
+fn folder(root: &Path, name: &str, toml: &str) {
+    let dir = root.join("datasets").join(name);
+    std::fs::create_dir_all(dir.join("gold")).expect("dirs");
+    std::fs::write(dir.join("dataset.toml"), toml).expect("toml");
+    std::fs::write(dir.join("silver.sql"), "SELECT * FROM bronze").expect("sql");
+}
+
+const ORDERS: &str = r#"
+topic = "orders"
+key = ["order_id", "line_no"]
+
+[event_time]
+field = "ordered_at"
+format = "epoch_ms"
+
+[schema]
+order_id = "string not null"
+line_no = "int not null"
+ordered_at = "long not null"
+amount = "decimal(12, 2)"
+items = "list<struct<sku: string not null, qty: int>>"
+"#;
+
+#[test]
+fn a_dataset_of_its_own_loads_with_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    folder(dir.path(), "orders", ORDERS);
+    let pipeline = Pipeline::load(dir.path()).expect("loads");
+    let orders = spec_of(&pipeline, "orders");
+    assert_eq!(orders.bronze.table.to_string(), "bronze.orders_raw");
+    assert_eq!(orders.silver.table.to_string(), "silver.orders_clean");
+    assert_eq!(
+        orders.silver.quarantine.to_string(),
+        "silver.orders_quarantine"
+    );
+    assert_eq!(orders.silver.key, ["order_id", "line_no"]);
+    assert_eq!(orders.silver.time_column, "ordered_at");
+    assert!(orders.gold.is_empty());
+    assert!(pipeline.dataset("clicks").is_err());
+}
+
+#[test]
+fn every_problem_is_named_with_its_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = ORDERS
+        .replace("\"decimal(12, 2)\"", "\"decimal(12, 2\"")
+        .replace("[\"order_id\", \"line_no\"]", "[\"order_id\", \"line\"]");
+    folder(dir.path(), "orders", &broken);
+    let problems = match Pipeline::load(dir.path()) {
+        Err(Error::Invalid(problems)) => problems.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let file = dir.path().join("datasets/orders/dataset.toml");
+    assert!(
+        problems.contains(&format!(
+            "{}:3: key field `line` is not in [schema]",
+            file.display()
+        )),
+        "{problems}"
+    );
+    assert!(
+        problems.contains(&format!(
+            "{}:13: [schema] amount = \"decimal(12, 2\": expected `)`",
+            file.display()
+        )),
+        "{problems}"
+    );
+}
