@@ -179,9 +179,28 @@ pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table
     if let Some(retention) = &route.dataset.bronze.retention {
         properties.insert("lake.retention".to_string(), retention.clone());
     }
-    Ok(catalog
-        .ensure_table(&route.table, schema, spec, properties)
-        .await?)
+    let table = catalog
+        .ensure_table(&route.table, schema.clone(), spec, properties)
+        .await?;
+    // A table made from an earlier declaration follows the current one.
+    let lake_columns = [
+        RAW,
+        TOPIC,
+        PARTITION,
+        OFFSET,
+        KAFKA_TIMESTAMP,
+        INGESTED_AT,
+        EVENT_TIME,
+    ];
+    Ok(lake_table::evolve::follow(
+        catalog,
+        table,
+        &schema,
+        &lake_columns,
+        lake_table::evolve::Changes::Refuse,
+        &route.dataset.file,
+    )
+    .await?)
 }
 
 /// Loads or creates the dead-letter table of `route`.

@@ -366,8 +366,8 @@ impl Pipeline {
                         &spec.file,
                         None,
                         format!(
-                            "{table} is {what} and also {other_what} of dataset `{other}`: two \
-                             datasets cannot write one table"
+                            "{table} is written by dataset `{other}` ({other_what}) and by this \
+                             one ({what}): two datasets cannot write one table"
                         ),
                     )),
                     None => tables.push((table, spec.name.clone(), what)),

@@ -49,6 +49,11 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A declaration asks for a schema the table cannot take (a changed type,
+    /// a new `not null` field, …). Nothing was written.
+    #[error("{0}")]
+    SchemaChange(String),
+
     #[error(transparent)]
     Iceberg(#[from] iceberg::Error),
 

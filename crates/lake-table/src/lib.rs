@@ -10,11 +10,13 @@
 //! - [`writer`]: record batches → partitioned Parquet data files.
 //! - [`ops`]: [`Append`], [`Replace`], [`Overwrite`], [`Delete`] and the commit
 //!   loop; [`commit_all`] for several tables in one atomic step.
+//! - [`evolve`]: a table following the schema its declaration wants.
 //! - [`files`]: live files, files appended between snapshots, summary lookup,
 //!   reachability and storage listing.
 
 pub mod catalog;
 pub mod error;
+pub mod evolve;
 pub mod files;
 pub mod ops;
 mod produce;

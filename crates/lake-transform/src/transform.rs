@@ -248,37 +248,43 @@ fn table_schema(fields: &[Arc<Field>]) -> Result<Schema> {
     )?)
 }
 
-/// Casts `batch` to `schema` column by column where the types differ (the
-/// model may produce e.g. a list with another element name).
+/// `batch` as the table's `schema` lays it out: columns matched by name and
+/// cast where the types differ (the model may produce e.g. a list with
+/// another element name); a column the model no longer returns is null.
 fn fit(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    if batch.num_columns() != schema.fields().len() {
-        return Err(Error::Invalid(format!(
-            "the model gives {} columns, the table has {}: {:?}",
-            batch.num_columns(),
-            schema.fields().len(),
-            schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
-        )));
-    }
-    let columns = batch
-        .columns()
+    let columns = schema
+        .fields()
         .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(column.clone())
-            } else {
-                arrow_cast::cast(column, field.data_type()).map_err(|e| {
-                    Error::Invalid(format!(
-                        "column `{}`: the model gives {}, the table has {}: {e}",
-                        field.name(),
-                        column.data_type(),
-                        field.data_type()
-                    ))
-                })
-            }
+        .map(|field| match batch.column_by_name(field.name()) {
+            None => Ok(arrow_array::new_null_array(
+                field.data_type(),
+                batch.num_rows(),
+            )),
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => arrow_cast::cast(column, field.data_type()).map_err(|e| {
+                Error::Invalid(format!(
+                    "column `{}`: the model gives {}, the table has {}: {e}",
+                    field.name(),
+                    column.data_type(),
+                    field.data_type()
+                ))
+            }),
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A model's table brought to what the model now returns (new columns
+/// added; see lake_table::evolve).
+async fn follow_model(
+    catalog: &LakeCatalog,
+    table: Table,
+    fields: &[Arc<Field>],
+    model: &str,
+) -> Result<Table> {
+    let wanted = table_schema(fields)?;
+    let changes = lake_table::evolve::Changes::AddOnly;
+    Ok(lake_table::evolve::follow(catalog, table, &wanted, &[], changes, model).await?)
 }
 
 /// A batch of `columns` named after `fields`, typed as the arrays are: a
@@ -379,7 +385,7 @@ pub async fn run_silver(
     )));
 
     let target = match target {
-        Some(table) => table,
+        Some(table) => follow_model(catalog, table, &clean_fields, &silver.file).await?,
         None => {
             let schema = table_schema(&clean_fields)?;
             let spec = lake_table::partition_by(&schema, &silver.time_column, Transform::Day)?;
@@ -391,7 +397,7 @@ pub async fn run_silver(
         }
     };
     let quarantine = match quarantine {
-        Some(table) => table,
+        Some(table) => follow_model(catalog, table, &quarantine_fields, &silver.file).await?,
         None => {
             let schema = table_schema(&quarantine_fields)?;
             let spec = lake_table::partition_by(&schema, QUARANTINED_AT, Transform::Day)?;
@@ -898,7 +904,7 @@ pub async fn run_gold(
         )));
     }
     let target = match target {
-        Some(table) => table,
+        Some(table) => follow_model(catalog, table, output.fields(), &model.file).await?,
         None => {
             let schema = table_schema(output.fields())?;
             let transform = match model.grain {

@@ -1,0 +1,311 @@
+//! A table follows the schema its declaration wants: bronze the payload of
+//! its `dataset.toml`, silver and gold what their models return.
+//!
+//! Compatible changes are applied as Iceberg schema evolution: a new
+//! optional field, at the top level or inside a struct (of a list too), gets
+//! a fresh column id, and existing files read it as null. A column the
+//! declaration no longer has stays in the table while it is optional (old
+//! files hold it; new rows leave it null). Everything else — a new `not
+//! null` field, a changed type, a field becoming `not null` or optional, a
+//! required field removed — is refused with every such change named, and
+//! nothing is written.
+
+use iceberg::spec::{NestedFieldRef, Schema, Type};
+use iceberg::table::Table;
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
+
+use crate::catalog::LakeCatalog;
+use crate::error::{Error, Result};
+
+/// What following a declaration would do to a table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// New optional fields: the parent's dotted path (empty at the top)
+    /// and the field.
+    pub additions: Vec<(String, String, Type)>,
+    /// Changes that cannot be applied, in words.
+    pub refused: Vec<String>,
+}
+
+/// Whether two types are the same shape: field ids aside, the same
+/// primitives, struct field names and nullability, list and map elements.
+pub fn same_type(a: &Type, b: &Type) -> bool {
+    match (a, b) {
+        (Type::Primitive(x), Type::Primitive(y)) => x == y,
+        (Type::Struct(x), Type::Struct(y)) => {
+            x.fields().len() == y.fields().len()
+                && x.fields().iter().zip(y.fields()).all(|(f, g)| {
+                    f.name == g.name
+                        && f.required == g.required
+                        && same_type(&f.field_type, &g.field_type)
+                })
+        }
+        (Type::List(x), Type::List(y)) => {
+            x.element_field.required == y.element_field.required
+                && same_type(&x.element_field.field_type, &y.element_field.field_type)
+        }
+        (Type::Map(x), Type::Map(y)) => {
+            same_type(&x.key_field.field_type, &y.key_field.field_type)
+                && x.value_field.required == y.value_field.required
+                && same_type(&x.value_field.field_type, &y.value_field.field_type)
+        }
+        _ => false,
+    }
+}
+
+fn describe(field_type: &Type) -> String {
+    match field_type {
+        Type::Primitive(p) => p.to_string(),
+        Type::Struct(_) => "a struct".into(),
+        Type::List(_) => "a list".into(),
+        Type::Map(_) => "a map".into(),
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}.{name}")
+    }
+}
+
+/// Compares the table's fields with the wanted ones under `parent`.
+fn compare(parent: &str, have: &[NestedFieldRef], want: &[NestedFieldRef], plan: &mut Plan) {
+    for wanted in want {
+        let path = join(parent, &wanted.name);
+        let Some(existing) = have.iter().find(|f| f.name == wanted.name) else {
+            if wanted.required {
+                plan.refused.push(format!(
+                    "`{path}` is new and `not null`: rows already written have no value for \
+                     it; declare it optional"
+                ));
+            } else {
+                plan.additions.push((
+                    parent.to_string(),
+                    wanted.name.clone(),
+                    (*wanted.field_type).clone(),
+                ));
+            }
+            continue;
+        };
+        if existing.required != wanted.required {
+            plan.refused.push(if wanted.required {
+                format!("`{path}` cannot become `not null`: rows already written may lack it")
+            } else {
+                format!(
+                    "`{path}` is `not null` in the table and optional in the declaration; lake \
+                     does not relax a column: declare it `not null` again"
+                )
+            });
+        }
+        match (existing.field_type.as_ref(), wanted.field_type.as_ref()) {
+            (Type::Struct(old), Type::Struct(new)) => {
+                compare(&path, old.fields(), new.fields(), plan);
+            }
+            (Type::List(old), Type::List(new)) => match (
+                old.element_field.field_type.as_ref(),
+                new.element_field.field_type.as_ref(),
+            ) {
+                (Type::Struct(old), Type::Struct(new)) => {
+                    compare(&path, old.fields(), new.fields(), plan);
+                }
+                (old_element, new_element) if !same_type(old_element, new_element) => {
+                    plan.refused.push(format!(
+                        "`{path}` holds {} in the table and {} in the declaration: the type of \
+                         a column does not change",
+                        describe(old_element),
+                        describe(new_element)
+                    ));
+                }
+                _ => {}
+            },
+            (old, new) if !same_type(old, new) => plan.refused.push(format!(
+                "`{path}` is {} in the table and {} in the declaration: the type of a column \
+                 does not change (add a column of the new type instead)",
+                describe(old),
+                describe(new)
+            )),
+            _ => {}
+        }
+    }
+    for existing in have {
+        if existing.required && !want.iter().any(|f| f.name == existing.name) {
+            plan.refused.push(format!(
+                "`{}` is `not null` in the table and missing from the declaration: a required \
+                 field is not removed",
+                join(parent, &existing.name)
+            ));
+        }
+    }
+}
+
+/// What following `wanted` would do to `table`'s current schema; the
+/// top-level columns named in `keep` (lake's own) are left out of the
+/// comparison.
+pub fn plan(table: &Schema, wanted: &Schema, keep: &[&str]) -> Plan {
+    let have: Vec<NestedFieldRef> = table
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|f| !keep.contains(&f.name.as_str()))
+        .cloned()
+        .collect();
+    let want: Vec<NestedFieldRef> = wanted
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|f| !keep.contains(&f.name.as_str()))
+        .cloned()
+        .collect();
+    let mut plan = Plan::default();
+    compare("", &have, &want, &mut plan);
+    plan
+}
+
+/// How [`follow`] treats changes it cannot apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Changes {
+    /// Refuse them all (a declared schema: bronze's payload).
+    Refuse,
+    /// Add what is new and leave the rest to the writer, which casts each
+    /// column to the table's type (a model's inferred output types).
+    AddOnly,
+}
+
+/// Brings `table` to `wanted` (see the module docs); `source` names the
+/// declaration in messages. Returns the table as it is afterwards.
+pub async fn follow(
+    catalog: &LakeCatalog,
+    table: Table,
+    wanted: &Schema,
+    keep: &[&str],
+    changes: Changes,
+    source: &str,
+) -> Result<Table> {
+    let plan = plan(table.metadata().current_schema(), wanted, keep);
+    if changes == Changes::Refuse && !plan.refused.is_empty() {
+        return Err(Error::SchemaChange(format!(
+            "{} cannot follow {source}; nothing was written:\n  - {}",
+            table.identifier(),
+            plan.refused.join("\n  - ")
+        )));
+    }
+    if plan.additions.is_empty() {
+        return Ok(table);
+    }
+    let names: Vec<String> = plan
+        .additions
+        .iter()
+        .map(|(parent, name, _)| join(parent, name))
+        .collect();
+    let tx = Transaction::new(&table);
+    let mut action = tx.update_schema();
+    for (parent, name, field_type) in plan.additions {
+        action = action.add_column(if parent.is_empty() {
+            AddColumn::optional(name, field_type)
+        } else {
+            AddColumn::builder()
+                .parent(parent)
+                .name(name)
+                .field_type(field_type)
+                .build()
+        });
+    }
+    let tx = action.apply(tx)?;
+    match tx.commit(catalog.rest()).await {
+        Ok(table) => {
+            tracing::info!(
+                table = %table.identifier(),
+                columns = %names.join(", "),
+                "added columns, as {source} declares"
+            );
+            Ok(table)
+        }
+        // Another process evolved it first: what it made must now fit.
+        Err(e) => {
+            let reloaded = catalog.load(table.identifier()).await?;
+            let again = self::plan(reloaded.metadata().current_schema(), wanted, keep);
+            if again.additions.is_empty() && again.refused.is_empty() {
+                Ok(reloaded)
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iceberg::spec::{ListType, NestedField, PrimitiveType, StructType};
+
+    use super::*;
+
+    fn schema(fields: Vec<NestedFieldRef>) -> Schema {
+        Schema::builder()
+            .with_fields(fields)
+            .build()
+            .expect("schema")
+    }
+
+    fn string() -> Type {
+        Type::Primitive(PrimitiveType::String)
+    }
+
+    fn items(extra: bool) -> Type {
+        let mut fields = vec![NestedField::required(11, "sku", string()).into()];
+        if extra {
+            fields.push(NestedField::optional(12, "note", string()).into());
+        }
+        Type::List(ListType::new(
+            NestedField::list_element(10, Type::Struct(StructType::new(fields)), false).into(),
+        ))
+    }
+
+    #[test]
+    fn new_optional_fields_are_added_and_the_rest_refused() {
+        let table = schema(vec![
+            NestedField::required(1, "id", string()).into(),
+            NestedField::optional(2, "items", items(false)).into(),
+            NestedField::optional(3, "old", string()).into(),
+            NestedField::required(1000, "_raw", string()).into(),
+        ]);
+        let wanted = schema(vec![
+            NestedField::required(1, "id", string()).into(),
+            NestedField::optional(2, "items", items(true)).into(),
+            NestedField::optional(4, "coupon", string()).into(),
+        ]);
+        let plan = plan(&table, &wanted, &["_raw"]);
+        assert!(plan.refused.is_empty(), "{:?}", plan.refused);
+        let added: Vec<(String, String)> = plan
+            .additions
+            .iter()
+            .map(|(p, n, _)| (p.clone(), n.clone()))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                ("items".to_string(), "note".to_string()),
+                (String::new(), "coupon".to_string())
+            ]
+        );
+
+        let narrowed = schema(vec![
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::required(5, "must", string()).into(),
+        ]);
+        let refused = super::plan(&table, &narrowed, &["_raw"]).refused;
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].starts_with("`id` is string in the table and long"));
+        assert!(refused[1].starts_with("`must` is new and `not null`"));
+        let without_id = schema(vec![NestedField::optional(3, "old", string()).into()]);
+        let refused = super::plan(&table, &without_id, &["_raw"]).refused;
+        assert_eq!(
+            refused,
+            [
+                "`id` is `not null` in the table and missing from the declaration: a required \
+              field is not removed"
+            ]
+        );
+    }
+}
