@@ -100,13 +100,16 @@ async fn pipeline(
     );
     let client = lake_kafka::client_config(&kafka_config, &[]);
     let seed = args.seed.unwrap_or_else(|| run_id.unsigned_abs());
-    for (i, (route, (stream, _))) in routes.iter().zip(&generated).enumerate() {
+    for (route, (stream, _)) in routes.iter().zip(&generated) {
+        // Each stream's seed follows from the run's, whatever order the
+        // pipeline lists its datasets in.
+        let offset = Stream::ALL.iter().position(|s| s == stream).unwrap_or(0);
         generate(
             *stream,
             route,
             &client,
             args.records,
-            seed.wrapping_add(i as u64),
+            seed.wrapping_add(offset as u64),
         )
         .await?;
     }
