@@ -8,6 +8,7 @@ pub mod expire;
 pub mod filter;
 pub mod manifests;
 pub mod orphans;
+pub mod policy;
 pub mod retention;
 
 /// Microseconds since the epoch `age` before `now_micros`: the cutoff of an
@@ -32,4 +33,5 @@ pub use error::{Error, Result};
 pub use expire::{ExpireOptions, ExpireReport, expire_snapshots, positions_in};
 pub use manifests::{ManifestReport, rewrite_manifests};
 pub use orphans::{OrphanOptions, OrphanReport, remove_orphan_files};
+pub use policy::{Done, Observer, Outcome, Task};
 pub use retention::{RetentionReport, apply_retention, retention_of};

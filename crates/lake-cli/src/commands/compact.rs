@@ -25,18 +25,17 @@ pub async fn run(args: CompactArgs, config: Config) -> anyhow::Result<ExitCode> 
         partial_progress: args.partial_progress as usize,
         sort_by: args.sort_by.clone(),
     };
-    let mut failed = 0;
-    for ident in &tables {
-        match lake_maintain::compact(&catalog, ident, &options).await {
-            Ok(report) => print(&report, args.dry_run),
-            Err(lake_maintain::Error::Unsupported(why)) => eprintln!("{ident}: skipped: {why}"),
-            Err(e) => {
-                eprintln!("{ident}: failed: {e}");
-                failed += 1;
-            }
-        }
-    }
-    Ok(if failed == 0 {
+    let outcome = lake_maintain::policy::run(
+        &catalog,
+        &config.storage,
+        Some(&tables),
+        &lake_maintain::Task::Compact(options),
+        &super::maintain::Printer {
+            dry_run: args.dry_run,
+        },
+    )
+    .await?;
+    Ok(if outcome.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

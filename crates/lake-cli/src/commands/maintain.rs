@@ -4,81 +4,80 @@ use std::time::Duration;
 use anyhow::Context;
 use bytesize::ByteSize;
 use iceberg::TableIdent;
-use iceberg::table::Table;
 use lake_core::Config;
 use lake_maintain::{
-    CompactOptions, ExpireOptions, ExpireReport, ManifestReport, OrphanOptions, OrphanReport,
-    RetentionReport,
+    CompactOptions, Done, ExpireOptions, ExpireReport, ManifestReport, OrphanOptions, OrphanReport,
+    RetentionReport, Task,
 };
-use lake_table::LakeCatalog;
 
 use super::{compact, selected_tables};
-use crate::cli::MaintainCommand;
+use crate::cli::{MaintainCommand, TableSelection};
 
 fn size(bytes: u64) -> String {
     ByteSize::b(bytes).display().si().to_string()
 }
 
 pub async fn run(command: MaintainCommand, config: Config) -> anyhow::Result<ExitCode> {
-    let catalog = LakeCatalog::connect(&config)
+    let catalog = lake_table::LakeCatalog::connect(&config)
         .await
         .context("connecting to the catalog")?;
-    let mut failed = 0usize;
+    let (selection, task, dry_run) = task(command);
+    let tables = match &selection {
+        Some(selection) => Some(selected_tables(&catalog, selection).await?),
+        None => None,
+    };
+    let outcome = lake_maintain::policy::run(
+        &catalog,
+        &config.storage,
+        tables.as_deref(),
+        &task,
+        &Printer { dry_run },
+    )
+    .await?;
+    Ok(if outcome.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The step a command asks for, the tables it names (`None`: all of them)
+/// and whether it only shows what it would do.
+fn task(command: MaintainCommand) -> (Option<TableSelection>, Task, bool) {
     match command {
         MaintainCommand::ExpireSnapshots {
             tables,
             older_than,
             retain_last,
             dry_run,
-        } => {
-            let options = ExpireOptions {
+        } => (
+            Some(tables),
+            Task::ExpireSnapshots(ExpireOptions {
                 older_than,
                 retain_last: retain_last as usize,
                 dry_run,
-            };
-            let readers = all_tables(&catalog).await?;
-            for ident in selected_tables(&catalog, &tables).await? {
-                let positions = lake_maintain::positions_in(&readers, &ident);
-                let result =
-                    lake_maintain::expire_snapshots(&catalog, &ident, &options, &positions).await;
-                failed += report(&ident, result.map(|r| print_expire(&r, dry_run)));
-            }
-        }
+            }),
+            dry_run,
+        ),
         MaintainCommand::RemoveOrphanFiles {
             tables,
             older_than,
             force,
             dry_run,
-        } => {
-            let options = OrphanOptions {
+        } => (
+            Some(tables),
+            Task::RemoveOrphanFiles(OrphanOptions {
                 older_than,
                 force,
                 dry_run,
-            };
-            for ident in selected_tables(&catalog, &tables).await? {
-                let result =
-                    lake_maintain::remove_orphan_files(&catalog, &config.storage, &ident, &options)
-                        .await;
-                failed += report(&ident, result.map(|r| print_orphans(&r, dry_run)));
-            }
-        }
+            }),
+            dry_run,
+        ),
         MaintainCommand::RewriteManifests { tables, dry_run } => {
-            for ident in selected_tables(&catalog, &tables).await? {
-                let result = lake_maintain::rewrite_manifests(&catalog, &ident, dry_run).await;
-                failed += report(&ident, result.map(|r| print_manifests(&r)));
-            }
+            (Some(tables), Task::RewriteManifests { dry_run }, dry_run)
         }
         MaintainCommand::Retention { tables, dry_run } => {
-            for ident in selected_tables(&catalog, &tables).await? {
-                let result = lake_maintain::apply_retention(
-                    &catalog,
-                    &ident,
-                    lake_core::now_micros(),
-                    dry_run,
-                )
-                .await;
-                failed += report(&ident, result.map(|r| print_retention(&r, dry_run)));
-            }
+            (Some(tables), Task::Retention { dry_run }, dry_run)
         }
         MaintainCommand::All {
             older_than,
@@ -86,77 +85,53 @@ pub async fn run(command: MaintainCommand, config: Config) -> anyhow::Result<Exi
             orphans_older_than,
             target_file_size,
             dry_run,
-        } => {
-            let compact = CompactOptions {
-                target_file_size: target_file_size.as_u64(),
-                dry_run,
-                ..CompactOptions::default()
-            };
-            let expire = ExpireOptions {
-                older_than,
-                retain_last: retain_last as usize,
-                dry_run,
-            };
-            let orphans = OrphanOptions {
-                older_than: orphans_older_than,
-                force: false,
-                dry_run,
-            };
-            let idents = catalog.tables().await?;
-            for ident in &idents {
-                let now = lake_core::now_micros();
-                let result = lake_maintain::apply_retention(&catalog, ident, now, dry_run).await;
-                failed += report(ident, result.map(|r| print_retention(&r, dry_run)));
-                let result = lake_maintain::compact(&catalog, ident, &compact).await;
-                failed += match result {
-                    Err(lake_maintain::Error::Unsupported(why)) => {
-                        eprintln!("{ident}: compaction skipped: {why}");
-                        0
-                    }
-                    other => report(ident, other.map(|r| compact::print(&r, dry_run))),
-                };
-                let result = lake_maintain::rewrite_manifests(&catalog, ident, dry_run).await;
-                failed += report(ident, result.map(|r| print_manifests(&r)));
-            }
-            // Positions are read after every table's own steps, as expiry
-            // must keep what the transforms have not consumed yet.
-            let readers = all_tables(&catalog).await?;
-            for ident in &idents {
-                let positions = lake_maintain::positions_in(&readers, ident);
-                let result =
-                    lake_maintain::expire_snapshots(&catalog, ident, &expire, &positions).await;
-                failed += report(ident, result.map(|r| print_expire(&r, dry_run)));
-                let result =
-                    lake_maintain::remove_orphan_files(&catalog, &config.storage, ident, &orphans)
-                        .await;
-                failed += report(ident, result.map(|r| print_orphans(&r, dry_run)));
-            }
-        }
-    }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// Prints a failure; 1 when `result` failed.
-fn report(ident: &TableIdent, result: lake_maintain::Result<()>) -> usize {
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{ident}: failed: {e}");
-            1
-        }
+        } => (
+            None,
+            Task::Daily {
+                compact: CompactOptions {
+                    target_file_size: target_file_size.as_u64(),
+                    dry_run,
+                    ..CompactOptions::default()
+                },
+                expire: ExpireOptions {
+                    older_than,
+                    retain_last: retain_last as usize,
+                    dry_run,
+                },
+                orphans: OrphanOptions {
+                    older_than: orphans_older_than,
+                    force: false,
+                    dry_run,
+                },
+            },
+            dry_run,
+        ),
     }
 }
 
-async fn all_tables(catalog: &LakeCatalog) -> anyhow::Result<Vec<Table>> {
-    let mut tables = Vec::new();
-    for ident in catalog.tables().await? {
-        tables.push(catalog.load(&ident).await?);
+/// One line per table and step, as each ends.
+pub(super) struct Printer {
+    pub(super) dry_run: bool,
+}
+
+impl lake_maintain::Observer for Printer {
+    fn done(&self, step: &Done) {
+        let dry_run = self.dry_run;
+        match step {
+            Done::Retention(r) => print_retention(r, dry_run),
+            Done::Compact(r) => compact::print(r, dry_run),
+            Done::CompactSkipped { table, why } => {
+                eprintln!("{table}: compaction skipped: {why}")
+            }
+            Done::Manifests(r) => print_manifests(r),
+            Done::Expire(r) => print_expire(r, dry_run),
+            Done::Orphans(r) => print_orphans(r, dry_run),
+        }
     }
-    Ok(tables)
+
+    fn failed(&self, table: &TableIdent, error: &lake_maintain::Error) {
+        eprintln!("{table}: failed: {error}");
+    }
 }
 
 fn print_expire(r: &ExpireReport, dry_run: bool) {
