@@ -20,9 +20,15 @@ pub enum Error {
     },
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
-    /// A models directory or file that cannot be used.
+    /// A model whose output cannot be written where it goes.
     #[error("{0}")]
     Models(String),
+    /// A dataset name or pipeline directory that cannot be used.
+    #[error(transparent)]
+    Spec(#[from] lake_spec::Error),
+    /// Models that do not plan against the declared schemas; nothing ran.
+    #[error("{0}\nnothing was run; `lake validate` checks a pipeline without data")]
+    Pipeline(lake_spec::Problems),
     /// Too much of the input broke a quality rule (`--fail-on-quarantine-ratio`).
     #[error("{0}")]
     QuarantineRatio(String),

@@ -19,6 +19,7 @@ mod validate;
 pub use error::{Error, Result};
 pub use models::{model_sql, silver_sql};
 pub use transform::{
-    Layers, ModelReport, Observer, Quiet, TransformOptions, run_gold, run_layers, run_silver,
+    Layers, ModelReport, Observer, Quiet, TransformOptions, run_gold, run_layers, run_pipeline,
+    run_silver,
 };
 pub use validate::validate;

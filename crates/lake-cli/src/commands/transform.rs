@@ -19,25 +19,12 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
     }
     let pipeline = super::pipeline(&config)?;
     let names: Vec<String> = args.dataset.iter().cloned().collect();
-    let datasets = pipeline.select(&names)?;
-    if args.layer == LayerArg::Models {
-        return write_models(&datasets, args.out.as_deref());
-    }
     let layers = match args.layer {
         LayerArg::Silver => Layers::Silver,
         LayerArg::Gold => Layers::Gold,
-        LayerArg::All | LayerArg::Models => Layers::All,
+        LayerArg::All => Layers::All,
+        LayerArg::Models => return write_models(&pipeline.select(&names)?, args.out.as_deref()),
     };
-    // Every model plans before any commits: a broken gold model is found
-    // before its silver table moves on.
-    let selected = lake_spec::Pipeline {
-        source: pipeline.source.clone(),
-        datasets: datasets.clone(),
-    };
-    let problems = lake_transform::validate(&selected).await;
-    if !problems.is_empty() {
-        bail!("{problems}\nnothing was run; `lake validate` checks a pipeline without data");
-    }
     let options = TransformOptions {
         fail_on_quarantine_ratio: args.fail_on_quarantine_ratio,
         ..TransformOptions::default()
@@ -46,8 +33,15 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         .await
         .context("connecting to the catalog")?;
     let started = Instant::now();
-    let reports =
-        lake_transform::run_layers(&catalog, &datasets, layers, &options, &Progress::new()).await?;
+    let reports = lake_transform::run_pipeline(
+        &catalog,
+        &pipeline,
+        &names,
+        layers,
+        &options,
+        &Progress::new(),
+    )
+    .await?;
     let committed = reports.iter().filter(|r| r.snapshot.is_some()).count();
     let memory = super::memory_note(lake_core::peak_rss_bytes());
     eprintln!(
