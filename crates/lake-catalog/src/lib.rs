@@ -6,8 +6,11 @@
 //! local warehouse, API keys per role — and serves it on a listener it owns,
 //! so port 0 works and the bound address is known before the first request.
 
+mod embedded;
 mod refusals;
 mod staging;
+
+pub use embedded::Embedded;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,6 +49,24 @@ pub enum Error {
     Core(#[from] lake_core::Error),
     #[error("catalog server: {0}")]
     Io(#[from] std::io::Error),
+    /// The directory of an embedded catalog could not be made or resolved.
+    #[error("cannot use directory {}", path.display())]
+    Dir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An embedded catalog did not open; most often another lake command
+    /// holds its database.
+    #[error("opening the embedded catalog in {} (is another lake command using it?)", dir.display())]
+    Embedded {
+        dir: std::path::PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
+    /// The task serving an embedded catalog panicked or was cancelled.
+    #[error("the embedded catalog's task ended abnormally")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A fresh API key (`rb_` + 43 random characters), for `lake catalog generate-key`.

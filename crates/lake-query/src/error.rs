@@ -16,6 +16,13 @@ pub enum Error {
     /// Arguments that name nothing: an unknown table or snapshot, a bad time.
     #[error("{0}")]
     Invalid(String),
+    /// One table of a listing could not be read.
+    #[error("reading {table}")]
+    Reading {
+        table: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("writing the result: {0}")]
     Output(String),
 }

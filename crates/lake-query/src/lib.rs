@@ -12,5 +12,6 @@ pub use error::{Error, Result};
 pub use output::{Format, write_batches};
 pub use sql::{AsOf, QueryResult, Session};
 pub use status::{
-    SnapshotRow, SourceLag, TableStatus, snapshots, snapshots_batch, status_batch, table_status,
+    SnapshotRow, SourceLag, TableStatus, snapshots, snapshots_batch, status_batch, statuses,
+    table_status,
 };

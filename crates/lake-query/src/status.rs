@@ -91,6 +91,22 @@ fn parse_name(name: &str) -> Result<TableIdent> {
     Ok(TableIdent::from_strs(parts)?)
 }
 
+/// Every table's status, in name order.
+pub async fn statuses(catalog: &LakeCatalog) -> Result<Vec<TableStatus>> {
+    let mut statuses = Vec::new();
+    for ident in catalog.tables().await? {
+        let status = table_status(catalog, &ident)
+            .await
+            .map_err(|source| Error::Reading {
+                table: ident.to_string(),
+                source: Box::new(source),
+            })?;
+        statuses.push(status);
+    }
+    statuses.sort_by(|a, b| a.table.cmp(&b.table));
+    Ok(statuses)
+}
+
 /// The status of `ident`, reading only metadata and, where the summary lacks
 /// totals (tables other writers made), the current manifests.
 pub async fn table_status(catalog: &LakeCatalog, ident: &TableIdent) -> Result<TableStatus> {

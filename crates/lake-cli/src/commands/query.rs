@@ -45,27 +45,11 @@ pub async fn sql(args: SqlArgs, config: Config) -> anyhow::Result<ExitCode> {
 /// `lake tables` (`lag` false) and `lake status`.
 pub async fn list(args: ListArgs, config: Config, lag: bool) -> anyhow::Result<ExitCode> {
     let (catalog, server) = embedded::connect(config, &args.embedded).await?;
-    let statuses = statuses(&catalog).await?;
+    let statuses = lake_query::statuses(&catalog).await?;
     let batch = lake_query::status_batch(&statuses, lake_core::now_micros() / 1000, lag)?;
     write(&batch, args.format.into())?;
     embedded::finish(server).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Every table's status, in name order.
-pub async fn statuses(
-    catalog: &lake_table::LakeCatalog,
-) -> anyhow::Result<Vec<lake_query::TableStatus>> {
-    let mut statuses = Vec::new();
-    for ident in catalog.tables().await? {
-        statuses.push(
-            lake_query::table_status(catalog, &ident)
-                .await
-                .with_context(|| format!("reading {ident}"))?,
-        );
-    }
-    statuses.sort_by(|a, b| a.table.cmp(&b.table));
-    Ok(statuses)
 }
 
 pub async fn snapshots(args: SnapshotsArgs, config: Config) -> anyhow::Result<ExitCode> {
