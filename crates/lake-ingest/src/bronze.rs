@@ -176,9 +176,12 @@ pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table
         ("lake.layer".to_string(), "bronze".to_string()),
         ("lake.source.topic".to_string(), route.topic.clone()),
     ]);
-    if let Some(retention) = &route.dataset.bronze.retention {
-        properties.insert("lake.retention".to_string(), retention.clone());
-    }
+    let upkeep = route.dataset.bronze.upkeep.properties();
+    properties.extend(
+        upkeep
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.clone()?))),
+    );
     let table = catalog
         .ensure_table(&route.table, schema.clone(), spec, properties)
         .await?;
@@ -192,7 +195,7 @@ pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table
         INGESTED_AT,
         EVENT_TIME,
     ];
-    Ok(lake_table::evolve::follow(
+    let table = lake_table::evolve::follow(
         catalog,
         table,
         &schema,
@@ -200,7 +203,8 @@ pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table
         lake_table::evolve::Changes::Refuse,
         &route.dataset.file,
     )
-    .await?)
+    .await?;
+    Ok(lake_table::evolve::follow_properties(catalog, table, &upkeep, &route.dataset.file).await?)
 }
 
 /// Loads or creates the dead-letter table of `route`.

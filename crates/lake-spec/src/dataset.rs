@@ -111,6 +111,38 @@ pub struct Rule {
     pub action: Action,
 }
 
+/// How a table is kept: the table properties a dataset declares for it,
+/// set on the table when it is made and whenever the declaration changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upkeep {
+    /// `lake.retention`: how long partitions stay (`30d`, `none`); the
+    /// layer's default when `None`.
+    pub retention: Option<String>,
+    /// `write.target-file-size-bytes`: the size compaction merges files to;
+    /// `lake compact`'s default when `None`.
+    pub target_file_size: Option<u64>,
+}
+
+/// The table property holding a table's retention.
+pub const RETENTION_PROPERTY: &str = "lake.retention";
+/// Iceberg's table property for the size data files aim at.
+pub const TARGET_FILE_SIZE_PROPERTY: &str =
+    iceberg::spec::TableProperties::PROPERTY_WRITE_TARGET_FILE_SIZE_BYTES;
+
+impl Upkeep {
+    /// Each property a dataset owns on its tables, with the value it wants
+    /// (`None`: the property is not set).
+    pub fn properties(&self) -> [(&'static str, Option<String>); 2] {
+        [
+            (RETENTION_PROPERTY, self.retention.clone()),
+            (
+                TARGET_FILE_SIZE_PROPERTY,
+                self.target_file_size.map(|b| b.to_string()),
+            ),
+        ]
+    }
+}
+
 /// Where records land raw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BronzeSpec {
@@ -120,8 +152,7 @@ pub struct BronzeSpec {
     /// Columns whose values are (nearly) all distinct: written without a
     /// dictionary or min/max statistics.
     pub distinct: Vec<String>,
-    /// The table's `lake.retention`, when the dataset sets one.
-    pub retention: Option<String>,
+    pub upkeep: Upkeep,
 }
 
 /// The silver model.
@@ -134,7 +165,8 @@ pub struct SilverSpec {
     /// The columns that identify a row across the whole table.
     pub key: Vec<String>,
     pub distinct: Vec<String>,
-    pub retention: Option<String>,
+    /// Of the silver table and its quarantine.
+    pub upkeep: Upkeep,
     pub rules: Vec<Rule>,
     /// `silver.sql`.
     pub sql: String,
@@ -150,7 +182,7 @@ pub struct GoldSpec {
     /// `grain` and rebuilt per hour or day.
     pub time_column: String,
     pub grain: Granularity,
-    pub retention: Option<String>,
+    pub upkeep: Upkeep,
     pub sql: String,
     pub file: String,
 }
@@ -273,6 +305,7 @@ struct RawBronze {
     #[serde(default)]
     distinct: Vec<Spanned<String>>,
     retention: Option<Spanned<String>>,
+    target_file_size: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -285,6 +318,7 @@ struct RawSilver {
     #[serde(default)]
     distinct: Vec<String>,
     retention: Option<Spanned<String>>,
+    target_file_size: Option<Spanned<String>>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -528,6 +562,19 @@ pub(crate) fn parse(
             at(&mut problems, retention.span(), message);
         }
     }
+    let mut sizes = [None, None];
+    for (size, parsed) in [&raw.bronze.target_file_size, &raw.silver.target_file_size]
+        .into_iter()
+        .zip(&mut sizes)
+    {
+        if let Some(size) = size {
+            match parse_file_size(size.get_ref()) {
+                Ok(bytes) => *parsed = Some(bytes),
+                Err(message) => at(&mut problems, size.span(), message),
+            }
+        }
+    }
+    let [bronze_size, silver_size] = sizes;
 
     // Rules.
     let mut rules = Vec::new();
@@ -633,7 +680,10 @@ pub(crate) fn parse(
                 .iter()
                 .map(|d| d.get_ref().clone())
                 .collect(),
-            retention: raw.bronze.retention.map(|r| r.into_inner()),
+            upkeep: Upkeep {
+                retention: raw.bronze.retention.map(|r| r.into_inner()),
+                target_file_size: bronze_size,
+            },
         },
         silver: SilverSpec {
             table: silver_table,
@@ -649,7 +699,10 @@ pub(crate) fn parse(
                 .map(|keys| keys.into_iter().map(|k| k.into_inner()).collect())
                 .unwrap_or_else(|| key.clone()),
             distinct: raw.silver.distinct,
-            retention: raw.silver.retention.map(|r| r.into_inner()),
+            upkeep: Upkeep {
+                retention: raw.silver.retention.map(|r| r.into_inner()),
+                target_file_size: silver_size,
+            },
             rules,
             sql: silver_sql,
             file: silver_file,
@@ -690,6 +743,22 @@ pub(crate) fn table_ident(text: &str) -> Result<TableIdent, String> {
         return Err("use letters, digits and `_` in namespace and table names".into());
     }
     TableIdent::from_strs(namespace.split('.').chain([name])).map_err(|e| e.to_string())
+}
+
+/// A file size such as `128MB` or `64MiB`: at least 1 MB, as smaller
+/// targets make the small files compaction exists to merge.
+pub(crate) fn parse_file_size(text: &str) -> Result<u64, String> {
+    let bytes = text
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| format!("target_file_size `{text}` is not a size (128MB, 64MiB): {e}"))?
+        .as_u64();
+    if bytes < 1_000_000 {
+        return Err(format!(
+            "target_file_size `{text}` is under 1 MB: files that small are what compaction merges"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// A retention: `none`, or a duration such as `30d` or `12h`.

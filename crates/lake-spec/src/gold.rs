@@ -10,11 +10,13 @@
 //!
 //! The `-- lake:` line holds TOML key/value pairs separated by commas:
 //! `time_column` and `grain` (`hour` or `day`) are required; `table`
-//! (default `gold.<model>`) and `retention` are optional.
+//! (default `gold.<model>`), `retention` and `target_file_size` are optional.
 
 use serde::Deserialize;
 
-use crate::dataset::{GoldSpec, Granularity, check_retention, table_ident};
+use crate::dataset::{
+    GoldSpec, Granularity, Upkeep, check_retention, parse_file_size, table_ident,
+};
 use crate::{Problem, Problems};
 
 /// The header's marker.
@@ -33,6 +35,7 @@ struct Header {
     time_column: Option<String>,
     grain: Option<String>,
     retention: Option<String>,
+    target_file_size: Option<String>,
 }
 
 /// Reads one gold model; `stem` is its file name without `.sql`.
@@ -95,12 +98,23 @@ pub(crate) fn parse(stem: &str, file: &str, sql: &str) -> Result<GoldSpec, Probl
     {
         fail(message);
     }
+    let target_file_size = match header.target_file_size.as_deref().map(parse_file_size) {
+        Some(Err(message)) => {
+            fail(message);
+            None
+        }
+        Some(Ok(bytes)) => Some(bytes),
+        None => None,
+    };
     match (table, grain) {
         (Some(table), Some(grain)) if problems.is_empty() => Ok(GoldSpec {
             table,
             time_column,
             grain,
-            retention: header.retention,
+            upkeep: Upkeep {
+                retention: header.retention,
+                target_file_size,
+            },
             sql: sql.to_string(),
             file: file.to_string(),
         }),
@@ -123,7 +137,7 @@ mod tests {
         let named = "-- lake: table = \"marts.daily\", time_column = \"day\", grain = \"day\", retention = \"400d\"\nSELECT 1";
         let gold = parse("x", "x.sql", named).expect("a model");
         assert_eq!(gold.table.to_string(), "marts.daily");
-        assert_eq!(gold.retention.as_deref(), Some("400d"));
+        assert_eq!(gold.upkeep.retention.as_deref(), Some("400d"));
     }
 
     #[test]

@@ -169,7 +169,38 @@ fn a_dataset_of_its_own_loads_with_defaults() {
     assert_eq!(orders.silver.key, ["order_id", "line_no"]);
     assert_eq!(orders.silver.time_column, "ordered_at");
     assert!(orders.gold.is_empty());
+    assert_eq!(orders.silver.upkeep, Upkeep::default());
     assert!(pipeline.dataset("clicks").is_err());
+}
+
+#[test]
+fn upkeep_sizes_and_retentions_are_read_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kept = format!(
+        "{ORDERS}\n[bronze]\ntarget_file_size = \"64MiB\"\n\n[silver]\nretention = \"400d\"\n"
+    );
+    folder(dir.path(), "orders", &kept);
+    let orders = spec_of(&Pipeline::load(dir.path()).expect("loads"), "orders");
+    assert_eq!(orders.bronze.upkeep.target_file_size, Some(64 << 20));
+    assert_eq!(orders.bronze.upkeep.retention, None);
+    assert_eq!(
+        orders.silver.upkeep.properties(),
+        [
+            ("lake.retention", Some("400d".to_string())),
+            ("write.target-file-size-bytes", None)
+        ]
+    );
+
+    let broken = format!("{ORDERS}\n[bronze]\ntarget_file_size = \"10KB\"\n");
+    folder(dir.path(), "orders", &broken);
+    let problems = match Pipeline::load(dir.path()) {
+        Err(Error::Invalid(problems)) => problems.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        problems.contains("dataset.toml:17: target_file_size `10KB` is under 1 MB"),
+        "{problems}"
+    );
 }
 
 #[test]

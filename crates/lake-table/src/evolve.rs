@@ -235,6 +235,54 @@ pub async fn follow(
     }
 }
 
+/// Sets the properties the declaration owns on `table` to the values it
+/// wants (`None`: removed), in one commit when any differs; other
+/// properties are left alone. `source` names the declaration in logs.
+pub async fn follow_properties(
+    catalog: &LakeCatalog,
+    table: Table,
+    wanted: &[(&str, Option<String>)],
+    source: &str,
+) -> Result<Table> {
+    let have = table.metadata().properties();
+    let mut set = Vec::new();
+    let mut remove = Vec::new();
+    for (key, value) in wanted {
+        match (have.get(*key), value) {
+            (Some(old), Some(new)) if old == new => {}
+            (_, Some(new)) => set.push((key.to_string(), new.clone())),
+            (Some(_), None) => remove.push(key.to_string()),
+            (None, None) => {}
+        }
+    }
+    // An empty update is refused by some catalogs, and would be a needless
+    // commit anyway.
+    if set.is_empty() && remove.is_empty() {
+        return Ok(table);
+    }
+    let changed: Vec<String> = set
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(remove.iter().map(|k| format!("{k} removed")))
+        .collect();
+    let tx = Transaction::new(&table);
+    let mut action = tx.update_table_properties();
+    for (key, value) in set {
+        action = action.set(key, value);
+    }
+    for key in remove {
+        action = action.remove(key);
+    }
+    let tx = action.apply(tx)?;
+    let table = tx.commit(catalog.rest()).await?;
+    tracing::info!(
+        table = %table.identifier(),
+        properties = %changed.join(", "),
+        "table properties follow {source}"
+    );
+    Ok(table)
+}
+
 #[cfg(test)]
 mod tests {
     use iceberg::spec::{ListType, NestedField, PrimitiveType, StructType};

@@ -30,6 +30,18 @@ use crate::error::{Error, Result};
 /// Iceberg's default target size for data files.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 512 * 1024 * 1024;
 
+/// The size `table`'s data files aim at: its `write.target-file-size-bytes`
+/// (which a dataset's `target_file_size` sets), else Iceberg's default.
+pub fn target_file_size(table: &Table) -> u64 {
+    table
+        .metadata()
+        .properties()
+        .get(iceberg::spec::TableProperties::PROPERTY_WRITE_TARGET_FILE_SIZE_BYTES)
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&bytes| bytes > 0)
+        .unwrap_or(DEFAULT_TARGET_FILE_SIZE)
+}
+
 /// How files are written.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
@@ -102,13 +114,7 @@ impl TableWriter {
         let properties = properties.build();
         let target = options
             .target_file_size
-            .or_else(|| {
-                metadata
-                    .properties()
-                    .get("write.target-file-size-bytes")
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
+            .unwrap_or_else(|| target_file_size(table));
         let rolling = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(properties, iceberg_schema.clone()),
             usize::try_from(target).unwrap_or(usize::MAX),

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use iceberg::spec::{Literal, PrimitiveLiteral, Schema, Transform};
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
-use lake_spec::{Action, DatasetSpec, GoldSpec, Granularity, Pipeline};
+use lake_spec::{Action, DatasetSpec, GoldSpec, Granularity, Pipeline, Upkeep};
 use lake_table::files::{self, LiveFile};
 use lake_table::{Append, FileSelector, LakeCatalog, Overwrite, TableWriter, WriterOptions};
 
@@ -144,22 +144,25 @@ fn writer_options(distinct: &[String]) -> WriterOptions {
     }
 }
 
-/// Table properties of a model's table: its dataset, layer, source, and the
-/// retention the dataset declares for it.
+/// Table properties of a model's new table: its dataset, layer, source, and
+/// the upkeep the dataset declares for it.
 fn table_properties(
     dataset: &DatasetSpec,
     layer: &str,
     source: &TableIdent,
-    retention: Option<&String>,
+    upkeep: &Upkeep,
 ) -> HashMap<String, String> {
     let mut properties = HashMap::from([
         ("lake.dataset".to_string(), dataset.name.clone()),
         ("lake.layer".to_string(), layer.to_string()),
         ("lake.source".to_string(), source.to_string()),
     ]);
-    if let Some(retention) = retention {
-        properties.insert("lake.retention".to_string(), retention.clone());
-    }
+    properties.extend(
+        upkeep
+            .properties()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v?))),
+    );
     properties
 }
 
@@ -280,11 +283,24 @@ async fn follow_model(
     catalog: &LakeCatalog,
     table: Table,
     fields: &[Arc<Field>],
+    upkeep: &Upkeep,
     model: &str,
 ) -> Result<Table> {
     let wanted = table_schema(fields)?;
     let changes = lake_table::evolve::Changes::AddOnly;
-    Ok(lake_table::evolve::follow(catalog, table, &wanted, &[], changes, model).await?)
+    let table = lake_table::evolve::follow(catalog, table, &wanted, &[], changes, model).await?;
+    follow_upkeep(catalog, table, upkeep, model).await
+}
+
+/// Sets the table properties `upkeep` owns as the declaration in `model` says.
+async fn follow_upkeep(
+    catalog: &LakeCatalog,
+    table: Table,
+    upkeep: &Upkeep,
+    model: &str,
+) -> Result<Table> {
+    let properties = upkeep.properties();
+    Ok(lake_table::evolve::follow_properties(catalog, table, &properties, model).await?)
 }
 
 /// A batch of `columns` named after `fields`, typed as the arrays are: a
@@ -333,6 +349,10 @@ pub async fn run_silver(
     let target = load_optional(catalog, &target_ident).await?;
     let quarantine = load_optional(catalog, &quarantine_ident).await?;
     let Some((current, new_files)) = pending(&bronze, target.as_ref()).await? else {
+        // Nothing to read, but a changed declaration still reaches the tables.
+        for table in [target, quarantine].into_iter().flatten() {
+            follow_upkeep(catalog, table, &silver.upkeep, &silver.file).await?;
+        }
         report.elapsed = started.elapsed();
         return Ok(report);
     };
@@ -385,24 +405,33 @@ pub async fn run_silver(
     )));
 
     let target = match target {
-        Some(table) => follow_model(catalog, table, &clean_fields, &silver.file).await?,
+        Some(table) => {
+            follow_model(catalog, table, &clean_fields, &silver.upkeep, &silver.file).await?
+        }
         None => {
             let schema = table_schema(&clean_fields)?;
             let spec = lake_table::partition_by(&schema, &silver.time_column, Transform::Day)?;
-            let properties =
-                table_properties(dataset, "silver", &bronze_ident, silver.retention.as_ref());
+            let properties = table_properties(dataset, "silver", &bronze_ident, &silver.upkeep);
             catalog
                 .ensure_table(&target_ident, schema, spec, properties)
                 .await?
         }
     };
     let quarantine = match quarantine {
-        Some(table) => follow_model(catalog, table, &quarantine_fields, &silver.file).await?,
+        Some(table) => {
+            follow_model(
+                catalog,
+                table,
+                &quarantine_fields,
+                &silver.upkeep,
+                &silver.file,
+            )
+            .await?
+        }
         None => {
             let schema = table_schema(&quarantine_fields)?;
             let spec = lake_table::partition_by(&schema, QUARANTINED_AT, Transform::Day)?;
-            let properties =
-                table_properties(dataset, "silver", &bronze_ident, silver.retention.as_ref());
+            let properties = table_properties(dataset, "silver", &bronze_ident, &silver.upkeep);
             catalog
                 .ensure_table(&quarantine_ident, schema, spec, properties)
                 .await?
@@ -845,6 +874,9 @@ pub async fn run_gold(
     let target_ident = model.table.clone();
     let target = load_optional(catalog, &target_ident).await?;
     let Some((current, new_files)) = pending(&silver, target.as_ref()).await? else {
+        if let Some(table) = target {
+            follow_upkeep(catalog, table, &model.upkeep, &model.file).await?;
+        }
         report.elapsed = started.elapsed();
         return Ok(report);
     };
@@ -904,7 +936,9 @@ pub async fn run_gold(
         )));
     }
     let target = match target {
-        Some(table) => follow_model(catalog, table, output.fields(), &model.file).await?,
+        Some(table) => {
+            follow_model(catalog, table, output.fields(), &model.upkeep, &model.file).await?
+        }
         None => {
             let schema = table_schema(output.fields())?;
             let transform = match model.grain {
@@ -912,8 +946,7 @@ pub async fn run_gold(
                 Granularity::Day => Transform::Day,
             };
             let spec = lake_table::partition_by(&schema, &model.time_column, transform)?;
-            let properties =
-                table_properties(dataset, "gold", &silver_ident, model.retention.as_ref());
+            let properties = table_properties(dataset, "gold", &silver_ident, &model.upkeep);
             catalog
                 .ensure_table(&target_ident, schema, spec, properties)
                 .await?
