@@ -380,9 +380,9 @@ exit code is 1 if any failed. This is the task the Airflow DAG runs daily.")]
         /// Orphan files last modified before now minus this are deleted
         #[arg(long, value_name = "AGE", default_value = "3d", value_parser = humantime::parse_duration)]
         orphans_older_than: std::time::Duration,
-        /// Size compacted files aim at
-        #[arg(long, value_name = "SIZE", default_value = "512MiB")]
-        target_file_size: bytesize::ByteSize,
+        /// Size compacted files aim at [default: each table's write.target-file-size-bytes, else 512MiB]
+        #[arg(long, value_name = "SIZE")]
+        target_file_size: Option<bytesize::ByteSize>,
         /// Report what each step would do, change nothing
         #[arg(long)]
         dry_run: bool,
@@ -425,9 +425,9 @@ pub struct CompactArgs {
     #[command(flatten)]
     pub tables: TableSelection,
 
-    /// Size the rewritten files aim at
-    #[arg(long, value_name = "SIZE", default_value = "512MiB")]
-    pub target_file_size: bytesize::ByteSize,
+    /// Size the rewritten files aim at [default: the table's write.target-file-size-bytes, else 512MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub target_file_size: Option<bytesize::ByteSize>,
 
     /// Rewrite a group only when it holds at least this many files
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]

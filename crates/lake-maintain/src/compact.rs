@@ -31,8 +31,9 @@ const SMALL_SHARE: f64 = 0.75;
 
 #[derive(Clone, Debug)]
 pub struct CompactOptions {
-    /// Size the rewritten files aim at.
-    pub target_file_size: u64,
+    /// Size the rewritten files aim at; each table's own
+    /// `write.target-file-size-bytes` (else 512 MiB) when `None`.
+    pub target_file_size: Option<u64>,
     /// A group is rewritten only when it holds at least this many files.
     pub min_input_files: usize,
     /// Groups rewritten at the same time.
@@ -51,7 +52,7 @@ pub struct CompactOptions {
 impl Default for CompactOptions {
     fn default() -> Self {
         Self {
-            target_file_size: lake_table::writer::DEFAULT_TARGET_FILE_SIZE,
+            target_file_size: None,
             min_input_files: 5,
             max_concurrent: 1,
             dry_run: false,
@@ -86,6 +87,8 @@ impl Group {
 #[derive(Clone, Debug, Default)]
 pub struct CompactReport {
     pub table: String,
+    /// The size files were merged towards (the option, else the table's).
+    pub target_file_size: u64,
     /// Live data files and their bytes before.
     pub files_before: usize,
     pub bytes_before: u64,
@@ -104,11 +107,11 @@ pub struct CompactReport {
 /// The groups to rewrite among `live` files of a table whose default
 /// partition spec is `spec_id`: per partition, the files under
 /// `SMALL_SHARE` of the target, packed first-fit by decreasing size into
-/// groups of at most the target size, kept when they hold at least
+/// groups of at most the `target` size, kept when they hold at least
 /// `min_input_files` (and two) files. Files written under an older spec are
 /// left alone: the writer writes only the current one.
-pub fn plan(live: &[LiveFile], spec_id: i32, options: &CompactOptions) -> Vec<Group> {
-    let small = (options.target_file_size as f64 * SMALL_SHARE) as u64;
+pub fn plan(live: &[LiveFile], spec_id: i32, target: u64, options: &CompactOptions) -> Vec<Group> {
+    let small = (target as f64 * SMALL_SHARE) as u64;
     let mut by_partition: HashMap<&Struct, Vec<&LiveFile>> = HashMap::new();
     for file in live {
         if file.partition_spec_id == spec_id && file.data_file.file_size_in_bytes() < small {
@@ -124,10 +127,7 @@ pub fn plan(live: &[LiveFile], spec_id: i32, options: &CompactOptions) -> Vec<Gr
         let mut bins: Vec<(u64, Vec<LiveFile>)> = Vec::new();
         for file in files {
             let size = file.data_file.file_size_in_bytes();
-            match bins
-                .iter_mut()
-                .find(|(used, _)| used + size <= options.target_file_size)
-            {
+            match bins.iter_mut().find(|(used, _)| used + size <= target) {
                 Some((used, members)) => {
                     *used += size;
                     members.push(file.clone());
@@ -159,7 +159,7 @@ pub async fn compact(
     ident: &TableIdent,
     options: &CompactOptions,
 ) -> Result<CompactReport> {
-    if options.target_file_size == 0 || options.max_concurrent == 0 {
+    if options.target_file_size == Some(0) || options.max_concurrent == 0 {
         return Err(Error::Invalid(
             "--target-file-size and --max-concurrent must be above 0".into(),
         ));
@@ -167,6 +167,9 @@ pub async fn compact(
     let started = Instant::now();
     let table = catalog.load(ident).await?;
     refuse_delete_files(&table).await?;
+    let target = options
+        .target_file_size
+        .unwrap_or_else(|| lake_table::writer::target_file_size(&table));
     let schema = table.metadata().current_schema().clone();
     if let Some(missing) = options
         .sort_by
@@ -194,11 +197,13 @@ pub async fn compact(
     };
     let mut report = CompactReport {
         table: ident.to_string(),
+        target_file_size: target,
         files_before: live.len(),
         bytes_before: live.iter().map(|f| f.data_file.file_size_in_bytes()).sum(),
         groups: plan(
             &candidates,
             table.metadata().default_partition_spec_id(),
+            target,
             options,
         ),
         ..CompactReport::default()
@@ -217,7 +222,7 @@ pub async fn compact(
     // every `per_commit` of them are written.
     let mut rewritten = futures::stream::iter(report.groups.clone())
         .map(|group| async {
-            let files = rewrite(&table, &group, options).await;
+            let files = rewrite(&table, &group, target, &options.sort_by).await;
             (group, files)
         })
         .buffered(options.max_concurrent);
@@ -301,7 +306,12 @@ async fn refuse_delete_files(table: &Table) -> Result<()> {
 
 /// Rewrites one group into new data files (not committed), checking that
 /// they hold exactly the group's rows.
-async fn rewrite(table: &Table, group: &Group, options: &CompactOptions) -> Result<Vec<DataFile>> {
+async fn rewrite(
+    table: &Table,
+    group: &Group,
+    target: u64,
+    sort_by: &[String],
+) -> Result<Vec<DataFile>> {
     let schema = table.metadata().current_schema().clone();
     let field_ids: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
     let tasks = group
@@ -312,14 +322,14 @@ async fn rewrite(table: &Table, group: &Group, options: &CompactOptions) -> Resu
     let mut writer = TableWriter::new(
         table,
         WriterOptions {
-            target_file_size: Some(options.target_file_size),
+            target_file_size: Some(target),
             ..WriterOptions::default()
         },
     )
     .await?;
     let mut batches =
         lake_table::read::read_tasks(table.file_io().clone(), tasks, READ_CONCURRENCY);
-    if options.sort_by.is_empty() {
+    if sort_by.is_empty() {
         while let Some(batch) = batches.next().await {
             writer.write(&batch?).await?;
         }
@@ -328,7 +338,7 @@ async fn rewrite(table: &Table, group: &Group, options: &CompactOptions) -> Resu
         while let Some(batch) = batches.next().await {
             all.push(batch?);
         }
-        let sorted = sort(&all, &options.sort_by)?;
+        let sorted = sort(&all, sort_by)?;
         let mut offset = 0;
         while offset < sorted.num_rows() {
             let length = SORTED_SLICE_ROWS.min(sorted.num_rows() - offset);

@@ -19,8 +19,7 @@ use lake_table::{Delete, FileSelector, LakeCatalog};
 
 use crate::error::{Error, Result};
 
-/// The table property holding a table's retention.
-pub const RETENTION_PROPERTY: &str = "lake.retention";
+pub use lake_spec::RETENTION_PROPERTY;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 

@@ -13,7 +13,7 @@ pub async fn run(args: CompactArgs, config: Config) -> anyhow::Result<ExitCode> 
         .context("connecting to the catalog")?;
     let tables = super::selected_tables(&catalog, &args.tables).await?;
     let options = CompactOptions {
-        target_file_size: args.target_file_size.as_u64(),
+        target_file_size: args.target_file_size.map(|b| b.as_u64()),
         min_input_files: args.min_input_files as usize,
         // Rewriting is CPU-bound (zstd): one group per core keeps them busy.
         max_concurrent: args.max_concurrent.map_or_else(
@@ -46,11 +46,12 @@ pub(super) fn print(report: &CompactReport, dry_run: bool) {
     let size = |b: u64| ByteSize::b(b).display().si().to_string();
     if dry_run {
         eprintln!(
-            "{}: {} files ({}); would rewrite {} groups:",
+            "{}: {} files ({}); would rewrite {} groups towards {} files:",
             report.table,
             report.files_before,
             size(report.bytes_before),
-            report.groups.len()
+            report.groups.len(),
+            size(report.target_file_size)
         );
         for group in &report.groups {
             eprintln!(

@@ -89,7 +89,7 @@ fn task(command: MaintainCommand) -> (Option<TableSelection>, Task, bool) {
             None,
             Task::Daily {
                 compact: CompactOptions {
-                    target_file_size: target_file_size.as_u64(),
+                    target_file_size: target_file_size.map(|b| b.as_u64()),
                     dry_run,
                     ..CompactOptions::default()
                 },
