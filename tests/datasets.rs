@@ -324,6 +324,16 @@ impl Orders {
         rows[0]["n"].as_i64().context("a count")
     }
 
+    /// `table`'s properties.
+    async fn properties(&self, table: &str) -> Result<std::collections::HashMap<String, String>> {
+        use iceberg::Catalog;
+        let catalog = self.catalog.rest_catalog(Role::Reader).await?;
+        let table = catalog
+            .load_table(&iceberg::TableIdent::from_strs(table.split('.'))?)
+            .await?;
+        Ok(table.metadata().properties().clone())
+    }
+
     /// A summary value of `table`'s newest snapshot that has it.
     async fn summary(&self, table: &str, key: &str) -> Result<Option<String>> {
         use iceberg::Catalog;
@@ -636,6 +646,52 @@ async fn dataset_toml_evolves_the_tables_and_refuses_what_would_break_them() -> 
         before.len() + after.len() + before.len() / 50 + after.len() / 50
     );
 
+    // The upkeep the dataset declares reaches its tables, also on a run
+    // with nothing new to read, and leaves when no longer declared.
+    let toml = orders.pipeline.path().join("datasets/orders/dataset.toml");
+    let declared = std::fs::read_to_string(&toml)?;
+    std::fs::write(
+        &toml,
+        declared.replace(
+            "[silver]\n",
+            "[silver]\nretention = \"400d\"\ntarget_file_size = \"64MB\"\n",
+        ),
+    )?;
+    orders.lake(&["transform", "all"])?;
+    let silver = orders.properties("silver.orders_clean").await?;
+    assert_eq!(
+        silver.get("lake.retention").map(String::as_str),
+        Some("400d")
+    );
+    assert_eq!(
+        silver
+            .get("write.target-file-size-bytes")
+            .map(String::as_str),
+        Some("64000000")
+    );
+    let quarantine = orders.properties("silver.orders_quarantine").await?;
+    assert_eq!(
+        quarantine.get("lake.retention").map(String::as_str),
+        Some("400d")
+    );
+    let bronze = orders.properties("bronze.orders_raw").await?;
+    assert_eq!(bronze.get("lake.retention"), None);
+    let dry = orders.lake(&["compact", "silver.orders_clean", "--dry-run"])?;
+    assert!(dry.contains("towards 64.0 MB files"), "{dry}");
+    std::fs::write(
+        &toml,
+        declared.replace("[silver]\n", "[silver]\ntarget_file_size = \"32MB\"\n"),
+    )?;
+    orders.lake(&["transform", "silver"])?;
+    let silver = orders.properties("silver.orders_clean").await?;
+    assert_eq!(silver.get("lake.retention"), None);
+    assert_eq!(
+        silver
+            .get("write.target-file-size-bytes")
+            .map(String::as_str),
+        Some("32000000")
+    );
+
     // v3: line_no becomes a string — refused before anything is written.
     write_orders(
         orders.pipeline.path(),
@@ -643,7 +699,6 @@ async fn dataset_toml_evolves_the_tables_and_refuses_what_would_break_them() -> 
         "coupon = \"string\"\n",
         &SILVER.replace("       currency,", "       currency,\n       coupon,"),
     )?;
-    let toml = orders.pipeline.path().join("datasets/orders/dataset.toml");
     let text = std::fs::read_to_string(&toml)?.replace(
         "line_no = \"int not null\"",
         "line_no = \"string not null\"",
