@@ -228,25 +228,19 @@ pub type Offsets = BTreeMap<i32, i64>;
 pub fn table_offsets(table: &Table, route: &Route) -> Result<Offsets> {
     match lake_table::files::summary_lookup(table, &route.offsets_key()) {
         None => Ok(Offsets::new()),
-        Some((snapshot, json)) => parse_offsets(&json).map_err(|e| {
-            Error::Invalid(format!(
-                "{}: snapshot {snapshot} has unreadable {}: {e}",
-                table.identifier(),
-                route.offsets_key()
-            ))
+        Some((snapshot, json)) => parse_offsets(&json).map_err(|source| Error::Offsets {
+            table: table.identifier().to_string(),
+            snapshot,
+            key: route.offsets_key(),
+            source,
         }),
     }
 }
 
-pub fn parse_offsets(json: &str) -> std::result::Result<Offsets, String> {
-    let map: BTreeMap<String, i64> = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    map.into_iter()
-        .map(|(p, o)| {
-            p.parse::<i32>()
-                .map(|p| (p, o))
-                .map_err(|_| format!("partition `{p}` is not a number"))
-        })
-        .collect()
+pub fn parse_offsets(json: &str) -> std::result::Result<Offsets, serde_json::Error> {
+    // JSON object keys are strings; serde_json reads them as the partition
+    // numbers they hold, and refuses any other.
+    serde_json::from_str(json)
 }
 
 pub fn format_offsets(offsets: &Offsets) -> String {

@@ -396,14 +396,16 @@ impl RecordDecoder {
                         .map(|(field, micros)| (field.as_str(), *micros))
                         .unwrap_or_default();
                     let column = payload.column_by_name(source).ok_or_else(|| {
-                        Error::Invalid(format!("decoded batch lacks the event time `{source}`"))
+                        Error::Internal(format!("decoded batch lacks the event time `{source}`"))
                     })?;
                     // An `int` field holds epoch seconds or milliseconds too.
                     let epochs = arrow_cast::cast(column, &DataType::Int64)?;
                     let epochs = epochs
                         .as_any()
                         .downcast_ref::<Int64Array>()
-                        .ok_or_else(|| Error::Invalid(format!("`{source}` is not a number")))?;
+                        .ok_or_else(|| {
+                            Error::Internal(format!("`{source}` is not a number after the cast"))
+                        })?;
                     Arc::new(
                         TimestampMicrosecondArray::from_iter(
                             epochs.iter().map(|e| e.map(|e| e.saturating_mul(micros))),
@@ -412,7 +414,7 @@ impl RecordDecoder {
                     )
                 }
                 name => payload.column_by_name(name).cloned().ok_or_else(|| {
-                    Error::Invalid(format!("decoded batch lacks column `{name}`"))
+                    Error::Internal(format!("decoded batch lacks column `{name}`"))
                 })?,
             };
             columns.push(column);
@@ -463,7 +465,7 @@ pub fn rejects_batch(
                     .with_timezone(UTC),
             ),
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Internal(format!(
                     "unexpected rejects column `{other}`"
                 )));
             }

@@ -5,9 +5,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Kafka could not be reached or refused a request.
+    /// Kafka could not be reached or refused a request; the message says
+    /// what to check.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// librdkafka refused the client settings (`kafka.properties`, `-X`).
+    #[error("invalid Kafka settings")]
+    Settings(#[source] rdkafka::error::KafkaError),
+    /// A Kafka client call failed.
+    #[error("kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
     /// A table write or commit failed in a way retrying will not fix.
     #[error(transparent)]
     Table(#[from] lake_table::Error),
@@ -20,19 +27,35 @@ pub enum Error {
     /// The pipeline cannot be read, or names no such dataset.
     #[error(transparent)]
     Spec(#[from] lake_spec::Error),
-    /// Settings or table contents that cannot work.
+    /// Settings that cannot work.
     #[error("{0}")]
     Invalid(String),
+    /// A snapshot summary whose Kafka offsets cannot be read: the table was
+    /// written by something else, or by hand.
+    #[error("{table}: snapshot {snapshot} has unreadable {key}")]
+    Offsets {
+        table: String,
+        snapshot: i64,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A task or thread of the ingest pipeline ended abnormally.
+    #[error("the {what} ended abnormally")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("cannot start the consumer thread")]
+    Thread(#[source] std::io::Error),
+    /// A broken invariant inside lake: a bug, not something a user gave.
+    #[error("internal error (a bug in lake): {0}")]
+    Internal(String),
     /// A dataset's declaration cannot be ingested as it stands.
     #[error("{0}")]
     Dataset(String),
     /// Shutdown did not finish within its deadline.
     #[error("{0}")]
     Shutdown(String),
-}
-
-impl From<rdkafka::error::KafkaError> for Error {
-    fn from(error: rdkafka::error::KafkaError) -> Self {
-        Error::Kafka(error.to_string())
-    }
 }

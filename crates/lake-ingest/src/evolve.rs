@@ -32,7 +32,7 @@ pub async fn add_columns(catalog: &LakeCatalog, table: &Table, fields: &[Field])
             .as_struct()
             .fields()
             .first()
-            .ok_or_else(|| Error::Invalid(format!("cannot map field `{}`", field.name())))?;
+            .ok_or_else(|| Error::Internal(format!("cannot map field `{}`", field.name())))?;
         action = action.add_column(AddColumn::optional(
             field.name(),
             (*column.field_type).clone(),

@@ -486,11 +486,14 @@ pub async fn ingest(
     let consumer_thread = std::thread::Builder::new()
         .name("lake-ingest-consumer".into())
         .spawn(move || consume(kafka, thread_shared, &thread_options, &stop))
-        .map_err(|e| Error::Invalid(format!("cannot start the consumer thread: {e}")))?;
+        .map_err(Error::Thread)?;
     let consumed = tokio::task::spawn_blocking(move || consumer_thread.join())
         .await
-        .map_err(|e| Error::Invalid(format!("consumer thread: {e}")))?
-        .map_err(|_| Error::Invalid("the consumer thread panicked".into()))?;
+        .map_err(|source| Error::Task {
+            what: "consumer thread's waiter",
+            source,
+        })?
+        .map_err(|_| Error::Internal("the consumer thread panicked".into()))?;
     // Hanging up the sinks' channels lets them finish.
     let first_error = lock(&shared).error.take();
     drop(shared);
@@ -508,8 +511,11 @@ pub async fn ingest(
                 totals.rewinds += t.rewinds;
             }
             Ok(Err(e)) => sink_error = sink_error.or(Some(e)),
-            Err(e) => {
-                sink_error = sink_error.or(Some(Error::Invalid(format!("table writer: {e}"))))
+            Err(source) => {
+                sink_error = sink_error.or(Some(Error::Task {
+                    what: "table writer",
+                    source,
+                }))
             }
         }
     }
@@ -578,7 +584,7 @@ fn consume(
     };
     let consumer: BaseConsumer<IngestContext> = kafka
         .create_with_context(context)
-        .map_err(|e| Error::Kafka(format!("invalid Kafka settings: {e}")))?;
+        .map_err(Error::Settings)?;
     let topics: Vec<String> = options.routes.iter().map(|r| r.topic.clone()).collect();
     let brokers = kafka
         .get("bootstrap.servers")
@@ -785,7 +791,7 @@ fn send_chunk(state: &mut TopicState) -> Result<()> {
     state
         .sink
         .blocking_send(Command::Chunk(chunk))
-        .map_err(|_| Error::Invalid(format!("the writer of {} stopped", state.route.table)))
+        .map_err(|_| Error::Internal(format!("the writer of {} stopped", state.route.table)))
 }
 
 /// Ends the epoch of every topic that has one: commit, or rewind.

@@ -90,10 +90,14 @@ pub(crate) fn spawn(
     let writing = tokio::spawn(sink.serve(staged));
     let handle = tokio::spawn(async move {
         let decode_result = decoding.await;
-        let mut totals = writing
-            .await
-            .map_err(|e| Error::Invalid(format!("table writer: {e}")))??;
-        totals.decoding = decode_result.map_err(|e| Error::Invalid(format!("decoder: {e}")))??;
+        let mut totals = writing.await.map_err(|source| Error::Task {
+            what: "table writer",
+            source,
+        })??;
+        totals.decoding = decode_result.map_err(|source| Error::Task {
+            what: "decoder",
+            source,
+        })??;
         Ok(totals)
     });
     (commands, handle)
@@ -210,7 +214,7 @@ impl Sink {
                     let _ = reply.send(answer);
                 }
                 Stage::Command(Command::Chunk(_)) => {
-                    return Err(Error::Invalid(
+                    return Err(Error::Internal(
                         "a chunk reached the writer undecoded".into(),
                     ));
                 }

@@ -54,6 +54,10 @@ pub enum Error {
     #[error("{0}")]
     SchemaChange(String),
 
+    /// A broken invariant inside lake: a bug, not something a user gave.
+    #[error("internal error (a bug in lake): {0}")]
+    Internal(String),
+
     #[error(transparent)]
     Iceberg(#[from] iceberg::Error),
 

@@ -107,7 +107,7 @@ pub(crate) async fn load_manifests(
                     entries: entries.clone(),
                 })
                 .ok_or_else(|| {
-                    Error::Invalid(format!("manifest {} not loaded", file.manifest_path))
+                    Error::Internal(format!("manifest {} not loaded", file.manifest_path))
                 })
         })
         .collect()

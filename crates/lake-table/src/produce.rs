@@ -181,12 +181,12 @@ pub(crate) async fn stage(
         }
         (None, Some(parent_id)) => {
             if !change.removed.is_empty() {
-                return Err(Error::Invalid(
+                return Err(Error::Internal(
                     "removing files needs the base manifests loaded".into(),
                 ));
             }
             let snapshot = metadata.snapshot_by_id(parent_id).ok_or_else(|| {
-                Error::Invalid(format!("current snapshot {parent_id} is missing"))
+                Error::Internal(format!("current snapshot {parent_id} is missing"))
             })?;
             let list = base.manifest_list_reader(snapshot).load().await?;
             manifest_files.extend(list.entries().iter().cloned());

@@ -187,7 +187,7 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         return Ok(batch.clone());
     }
     if batch.num_columns() != schema.fields().len() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Internal(format!(
             "batch has {} columns, the table {}: {:?}",
             batch.num_columns(),
             schema.fields().len(),

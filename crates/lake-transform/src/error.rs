@@ -32,7 +32,36 @@ pub enum Error {
     /// Too much of the input broke a quality rule (`--fail-on-quarantine-ratio`).
     #[error("{0}")]
     QuarantineRatio(String),
-    /// Settings or table contents that cannot work.
+    /// Settings that cannot work.
     #[error("{0}")]
     Invalid(String),
+    /// A consumed-position summary that is not a snapshot id: the table was
+    /// written by something else, or by hand.
+    #[error("{table}: `{key}` is `{value}`, not a snapshot id")]
+    Position {
+        table: String,
+        key: String,
+        value: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// A model's column that cannot become the table's column type.
+    #[error("column `{column}`: the model gives {from}, the table has {to}")]
+    Cast {
+        column: String,
+        from: String,
+        to: String,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    /// A writer task of a model ended abnormally.
+    #[error("{model}: a writer task ended abnormally")]
+    Task {
+        model: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A broken invariant inside lake: a bug, not something a user gave.
+    #[error("internal error (a bug in lake): {0}")]
+    Internal(String),
 }

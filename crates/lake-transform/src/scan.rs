@@ -47,7 +47,7 @@ pub fn file_set_table(
             .iter()
             .map(|name| {
                 schema.field_id_by_name(name).ok_or_else(|| {
-                    Error::Invalid(format!("{} has no column `{name}`", table.identifier()))
+                    Error::Internal(format!("{} has no column `{name}`", table.identifier()))
                 })
             })
             .collect::<Result<_>>()?

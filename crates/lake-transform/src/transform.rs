@@ -121,12 +121,11 @@ fn consumed(target: Option<&Table>, source: &TableIdent) -> Result<Option<i64>> 
     };
     match files::summary_lookup(target, &files::source_key(source)) {
         None => Ok(None),
-        Some((_, value)) => value.parse().map(Some).map_err(|_| {
-            Error::Invalid(format!(
-                "{}: `{}` is `{value}`, not a snapshot id",
-                target.identifier(),
-                files::source_key(source)
-            ))
+        Some((_, value)) => value.parse().map(Some).map_err(|error| Error::Position {
+            table: target.identifier().to_string(),
+            key: files::source_key(source),
+            value,
+            source: error,
         }),
     }
 }
@@ -264,14 +263,14 @@ fn fit(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
                 batch.num_rows(),
             )),
             Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
-            Some(column) => arrow_cast::cast(column, field.data_type()).map_err(|e| {
-                Error::Invalid(format!(
-                    "column `{}`: the model gives {}, the table has {}: {e}",
-                    field.name(),
-                    column.data_type(),
-                    field.data_type()
-                ))
-            }),
+            Some(column) => {
+                arrow_cast::cast(column, field.data_type()).map_err(|source| Error::Cast {
+                    column: field.name().clone(),
+                    from: column.data_type().to_string(),
+                    to: field.data_type().to_string(),
+                    source,
+                })
+            }
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
@@ -469,11 +468,11 @@ pub async fn run_silver(
         match task.await {
             Ok(Ok(part)) => written.absorb(part),
             Ok(Err(e)) => failure = Some(e),
-            Err(e) => {
-                failure = Some(Error::Invalid(format!(
-                    "{}: a writer task failed: {e}",
-                    silver.file
-                )))
+            Err(source) => {
+                failure = Some(Error::Task {
+                    model: silver.file.clone(),
+                    source,
+                })
             }
         }
     }
@@ -1010,7 +1009,7 @@ async fn changed_keys(ctx: &SessionContext, column: &str, grain: Granularity) ->
             .column(0)
             .as_any()
             .downcast_ref::<Int64Array>()
-            .ok_or_else(|| Error::Invalid("changed keys are not integers".into()))?;
+            .ok_or_else(|| Error::Internal("changed keys are not integers".into()))?;
         keys.extend(values.iter().flatten());
     }
     Ok(keys)
