@@ -14,6 +14,9 @@ pub enum Error {
     /// The output file could not be written.
     #[error("{0}")]
     Io(String),
+    /// The pipeline cannot be read, or names no such dataset.
+    #[error(transparent)]
+    Spec(#[from] lake_spec::Error),
     /// The request cannot work (a rate out of range, …).
     #[error("{0}")]
     Invalid(String),

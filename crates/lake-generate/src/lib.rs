@@ -12,6 +12,7 @@ pub mod generator;
 pub mod replay;
 pub mod run;
 mod shape;
+pub mod source;
 pub mod speedtest;
 mod tweets;
 
@@ -20,3 +21,4 @@ pub use faults::{Fault, FaultRates, InvalidKind, MalformedKind};
 pub use generator::{Counts, Generator, GeneratorConfig, Record, Stream};
 pub use replay::Replay;
 pub use run::{Records, RunLimits, Summary, Target, run};
+pub use source::{Resolved, Source, resolve};

@@ -6,63 +6,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use lake_core::Config;
 use lake_generate::{
-    FaultRates, Generator, GeneratorConfig, Records, Replay, RunLimits, Stream, Summary, Target,
+    FaultRates, Generator, GeneratorConfig, Records, Replay, Resolved, RunLimits, Source, Stream,
+    Summary, Target,
 };
 
 use crate::cli::{GenerateArgs, KeyArg};
 
-/// What `lake generate` sends: a built-in stream, or a file's lines.
-enum Source {
-    Stream(GeneratorConfig),
-    /// The file, and the key fields of the dataset it feeds.
-    File(std::path::PathBuf, Vec<String>),
-}
-
 pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode> {
     let pipeline = super::pipeline(&config)?;
-    let dataset = match &args.dataset {
-        Some(name) => match pipeline.dataset(name) {
-            Ok(spec) => Some(spec.clone()),
-            // The built-in streams run whatever the pipeline declares.
-            Err(_) if Stream::parse(name).is_some() && args.from.is_none() => None,
-            Err(e) => return Err(e.into()),
-        },
-        None => None,
-    };
+    let Resolved { source, topic } = lake_generate::resolve(
+        &pipeline,
+        args.dataset.as_deref(),
+        args.from.as_deref(),
+        args.topic.as_deref(),
+        args.key == KeyArg::User,
+    )?;
     let label = args.dataset.clone().unwrap_or_else(|| "records".into());
     let seed = args.seed.unwrap_or_else(rand_seed);
-    let source = match &args.from {
-        Some(path) => {
-            let keys = match (&dataset, args.key) {
-                (Some(spec), KeyArg::User) => spec.key.clone(),
-                _ => Vec::new(),
-            };
-            Source::File(path.clone(), keys)
-        }
-        None => {
-            let name = args.dataset.as_deref().unwrap_or_default();
-            let stream = match &dataset {
-                Some(spec) => spec.generator.as_deref().and_then(Stream::parse).with_context(|| {
-                    format!(
-                        "dataset `{name}` ({}) names no built-in generator (tweets, speedtest); \
-                         feed it from a file with --from FILE",
-                        spec.file
-                    )
-                })?,
-                None => Stream::parse(name).with_context(|| format!("no stream `{name}`"))?,
-            };
-            Source::Stream(generator_config(&args, stream, seed)?)
-        }
-    };
-    let topic = match (&args.topic, &dataset, &source) {
-        (Some(topic), _, _) => topic.clone(),
-        (None, Some(spec), _) => spec.topic.clone(),
-        (None, None, Source::Stream(config)) => default_topic(config.stream)?,
-        (None, None, Source::File(..)) => {
-            bail!(
-                "--from without a dataset needs --topic (or name the dataset: lake generate <dataset> --from …)"
-            )
-        }
+    let replayed = matches!(source, Source::File { .. });
+    let mut records: Box<dyn Records + Send> = match source {
+        Source::Stream(stream) => Box::new(Generator::new(generator_config(&args, stream, seed)?)),
+        Source::File { path, keys } => Box::new(Replay::open(&path, &keys, &label)?),
     };
     let (target, destination) = match args.out.as_deref() {
         Some("-") => (Target::File(None), "stdout".to_string()),
@@ -104,12 +68,7 @@ pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode>
         super::shutdown_signal().await;
         signal_stop.store(true, Ordering::Relaxed);
     });
-    let replayed = matches!(source, Source::File(..));
     let summary = tokio::task::spawn_blocking(move || {
-        let mut records: Box<dyn Records> = match source {
-            Source::Stream(config) => Box::new(Generator::new(config)),
-            Source::File(path, keys) => Box::new(Replay::open(&path, &keys, &label)?),
-        };
         lake_generate::run(records.as_mut(), &target, &limits, &stop)
     })
     .await
@@ -162,16 +121,6 @@ fn generator_config(
     config.faults = faults;
     config.late_by = args.late_by;
     Ok(config)
-}
-
-/// The topic of the shipped dataset a stream feeds.
-fn default_topic(stream: Stream) -> anyhow::Result<String> {
-    let built_in = lake_spec::Pipeline::built_in()?;
-    Ok(built_in
-        .datasets
-        .iter()
-        .find(|d| d.generator.as_deref() == Some(stream.name()))
-        .map_or_else(|| stream.name().to_string(), |d| d.topic.clone()))
 }
 
 fn print_replayed(name: &str, destination: &str, summary: &Summary) {
