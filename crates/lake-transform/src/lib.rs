@@ -12,14 +12,15 @@
 
 pub mod error;
 pub mod models;
+mod pipeline;
 pub mod scan;
 pub mod transform;
 mod validate;
 
 pub use error::{Error, Result};
 pub use models::{model_sql, silver_sql};
+pub use pipeline::run_pipeline;
 pub use transform::{
-    Layers, ModelReport, Observer, Quiet, TransformOptions, run_gold, run_layers, run_pipeline,
-    run_silver,
+    Layers, ModelReport, Observer, Quiet, TransformOptions, run_gold, run_layers, run_silver,
 };
 pub use validate::validate;

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use iceberg::spec::{Literal, PrimitiveLiteral, Schema, Transform};
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
-use lake_spec::{Action, DatasetSpec, GoldSpec, Granularity, Pipeline, Upkeep};
+use lake_spec::{Action, DatasetSpec, GoldSpec, Granularity, Upkeep};
 use lake_table::files::{self, LiveFile};
 use lake_table::{Append, FileSelector, LakeCatalog, Overwrite, TableWriter, WriterOptions};
 
@@ -1034,29 +1034,6 @@ pub trait Observer {
 pub struct Quiet;
 
 impl Observer for Quiet {}
-
-/// Runs `layers` of the datasets `names` of `pipeline` (all of them when
-/// empty). Every model is planned against the declared schemas before any
-/// runs: a broken gold model is found before its silver table moves on.
-pub async fn run_pipeline(
-    catalog: &LakeCatalog,
-    pipeline: &Pipeline,
-    names: &[String],
-    layers: Layers,
-    options: &TransformOptions,
-    observer: &dyn Observer,
-) -> Result<Vec<ModelReport>> {
-    let datasets = pipeline.select(names)?;
-    let selected = Pipeline {
-        source: pipeline.source.clone(),
-        datasets: datasets.clone(),
-    };
-    let problems = crate::validate(&selected).await;
-    if !problems.is_empty() {
-        return Err(Error::Pipeline(problems));
-    }
-    run_layers(catalog, &datasets, layers, options, observer).await
-}
 
 /// Runs the models of `datasets`: every silver model, then every gold model
 /// (each reads the silver table its dataset's silver model just updated).

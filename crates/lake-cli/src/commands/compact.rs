@@ -1,9 +1,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bytesize::ByteSize;
 use lake_core::Config;
-use lake_maintain::{CompactOptions, CompactReport};
+use lake_maintain::CompactOptions;
 
 use crate::cli::CompactArgs;
 
@@ -40,54 +39,4 @@ pub async fn run(args: CompactArgs, config: Config) -> anyhow::Result<ExitCode> 
     } else {
         ExitCode::FAILURE
     })
-}
-
-pub(super) fn print(report: &CompactReport, dry_run: bool) {
-    let size = |b: u64| ByteSize::b(b).display().si().to_string();
-    if dry_run {
-        eprintln!(
-            "{}: {} files ({}); would rewrite {} groups towards {} files:",
-            report.table,
-            report.files_before,
-            size(report.bytes_before),
-            report.groups.len(),
-            size(report.target_file_size)
-        );
-        for group in &report.groups {
-            eprintln!(
-                "  {:?}: {} files, {}, {} rows",
-                group.partition,
-                group.files.len(),
-                size(group.bytes()),
-                group.rows()
-            );
-        }
-        return;
-    }
-    if report.groups.is_empty() {
-        eprintln!(
-            "{}: nothing to compact ({} files, {})",
-            report.table,
-            report.files_before,
-            size(report.bytes_before)
-        );
-        return;
-    }
-    let skipped = if report.skipped > 0 {
-        format!(", {} skipped (input removed meanwhile)", report.skipped)
-    } else {
-        String::new()
-    };
-    eprintln!(
-        "{}: {} files ({}) → {} files ({}); {} groups committed{skipped}, {} rows rewritten in {:.2}s{}",
-        report.table,
-        report.files_before,
-        size(report.bytes_before),
-        report.files_after,
-        size(report.bytes_after),
-        report.committed,
-        report.rows_rewritten,
-        report.elapsed.as_secs_f64(),
-        super::memory_note(lake_core::peak_rss_bytes())
-    );
 }

@@ -6,11 +6,11 @@ use bytesize::ByteSize;
 use iceberg::TableIdent;
 use lake_core::Config;
 use lake_maintain::{
-    CompactOptions, Done, ExpireOptions, ExpireReport, ManifestReport, OrphanOptions, OrphanReport,
-    RetentionReport, Task,
+    CompactOptions, CompactReport, Done, ExpireOptions, ExpireReport, ManifestReport,
+    OrphanOptions, OrphanReport, RetentionReport, Task,
 };
 
-use super::{compact, selected_tables};
+use super::selected_tables;
 use crate::cli::{MaintainCommand, TableSelection};
 
 fn size(bytes: u64) -> String {
@@ -119,7 +119,7 @@ impl lake_maintain::Observer for Printer {
         let dry_run = self.dry_run;
         match step {
             Done::Retention(r) => print_retention(r, dry_run),
-            Done::Compact(r) => compact::print(r, dry_run),
+            Done::Compact(r) => print_compact(r, dry_run),
             Done::CompactSkipped { table, why } => {
                 eprintln!("{table}: compaction skipped: {why}")
             }
@@ -220,4 +220,54 @@ fn print_retention(r: &RetentionReport, dry_run: bool) {
             eprintln!("  {partition}");
         }
     }
+}
+
+pub(super) fn print_compact(report: &CompactReport, dry_run: bool) {
+    let size = |b: u64| ByteSize::b(b).display().si().to_string();
+    if dry_run {
+        eprintln!(
+            "{}: {} files ({}); would rewrite {} groups towards {} files:",
+            report.table,
+            report.files_before,
+            size(report.bytes_before),
+            report.groups.len(),
+            size(report.target_file_size)
+        );
+        for group in &report.groups {
+            eprintln!(
+                "  {:?}: {} files, {}, {} rows",
+                group.partition,
+                group.files.len(),
+                size(group.bytes()),
+                group.rows()
+            );
+        }
+        return;
+    }
+    if report.groups.is_empty() {
+        eprintln!(
+            "{}: nothing to compact ({} files, {})",
+            report.table,
+            report.files_before,
+            size(report.bytes_before)
+        );
+        return;
+    }
+    let skipped = if report.skipped > 0 {
+        format!(", {} skipped (input removed meanwhile)", report.skipped)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{}: {} files ({}) → {} files ({}); {} groups committed{skipped}, {} rows rewritten in {:.2}s{}",
+        report.table,
+        report.files_before,
+        size(report.bytes_before),
+        report.files_after,
+        size(report.bytes_after),
+        report.committed,
+        report.rows_rewritten,
+        report.elapsed.as_secs_f64(),
+        super::memory_note(lake_core::peak_rss_bytes())
+    );
 }

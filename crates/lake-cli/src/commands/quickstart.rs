@@ -43,7 +43,7 @@ impl lake_transform::Observer for Printer {
 impl lake_maintain::Observer for Printer {
     fn done(&self, step: &Done) {
         if let Done::Compact(report) = step {
-            super::compact::print(report, false);
+            super::maintain::print_compact(report, false);
         }
     }
 
