@@ -699,11 +699,11 @@ async fn dataset_toml_evolves_the_tables_and_refuses_what_would_break_them() -> 
         "coupon = \"string\"\n",
         &SILVER.replace("       currency,", "       currency,\n       coupon,"),
     )?;
-    let text = std::fs::read_to_string(&toml)?.replace(
+    edit(
+        &toml,
         "line_no = \"int not null\"",
         "line_no = \"string not null\"",
-    );
-    std::fs::write(&toml, text)?;
+    )?;
     let rows_before = orders.sql("SELECT count(*) AS n FROM bronze.orders_raw")?;
     let dir = orders.dir();
     let out = run_lake_env(
@@ -738,6 +738,15 @@ async fn dataset_toml_evolves_the_tables_and_refuses_what_would_break_them() -> 
     Ok(())
 }
 
+const ORDERS_TOML: &str = "datasets/orders/dataset.toml";
+
+/// Replaces `from` by `to` in the file at `path`.
+fn edit(path: &Path, from: &str, to: &str) -> Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    ensure!(text.contains(from), "{} has no `{from}`", path.display());
+    Ok(std::fs::write(path, text.replace(from, to))?)
+}
+
 /// How a case breaks a good pipeline directory.
 type Breaks = Box<dyn Fn(&Path) -> Result<()>>;
 
@@ -748,10 +757,11 @@ fn validate_names_the_file_and_line_of_each_mistake() -> Result<()> {
         (
             "an unknown type",
             Box::new(|dir| {
-                let toml = dir.join("datasets/orders/dataset.toml");
-                let text = std::fs::read_to_string(&toml)?
-                    .replace("\"decimal(12, 2) not null\"", "\"money not null\"");
-                Ok(std::fs::write(toml, text)?)
+                edit(
+                    &dir.join(ORDERS_TOML),
+                    "\"decimal(12, 2) not null\"",
+                    "\"money not null\"",
+                )
             }),
             "datasets/orders/dataset.toml:14:",
             "unknown type `money`",
@@ -759,12 +769,11 @@ fn validate_names_the_file_and_line_of_each_mistake() -> Result<()> {
         (
             "a key field not in the schema",
             Box::new(|dir| {
-                let toml = dir.join("datasets/orders/dataset.toml");
-                let text = std::fs::read_to_string(&toml)?.replace(
+                edit(
+                    &dir.join(ORDERS_TOML),
                     "key = [\"order_id\", \"line_no\"]",
                     "key = [\"order_id\", \"line\"]",
-                );
-                Ok(std::fs::write(toml, text)?)
+                )
             }),
             "datasets/orders/dataset.toml:3:",
             "key field `line` is not in [schema]",
@@ -772,10 +781,11 @@ fn validate_names_the_file_and_line_of_each_mistake() -> Result<()> {
         (
             "an event time not in the schema",
             Box::new(|dir| {
-                let toml = dir.join("datasets/orders/dataset.toml");
-                let text = std::fs::read_to_string(&toml)?
-                    .replace("field = \"ordered_at\"", "field = \"placed_at\"");
-                Ok(std::fs::write(toml, text)?)
+                edit(
+                    &dir.join(ORDERS_TOML),
+                    "field = \"ordered_at\"",
+                    "field = \"placed_at\"",
+                )
             }),
             "datasets/orders/dataset.toml:6:",
             "event_time.field `placed_at` is not a top-level column of [schema]",
@@ -783,10 +793,11 @@ fn validate_names_the_file_and_line_of_each_mistake() -> Result<()> {
         (
             "a model reading a missing column",
             Box::new(|dir| {
-                let sql = dir.join("datasets/orders/silver.sql");
-                let text = std::fs::read_to_string(&sql)?
-                    .replace("       currency,", "       currency,\n       discount,");
-                Ok(std::fs::write(sql, text)?)
+                edit(
+                    &dir.join("datasets/orders/silver.sql"),
+                    "       currency,",
+                    "       currency,\n       discount,",
+                )
             }),
             "datasets/orders/silver.sql:",
             "does not plan against the bronze schema",

@@ -144,20 +144,16 @@ fn compare(parent: &str, have: &[NestedFieldRef], want: &[NestedFieldRef], plan:
 /// top-level columns named in `keep` (lake's own) are left out of the
 /// comparison.
 pub fn plan(table: &Schema, wanted: &Schema, keep: &[&str]) -> Plan {
-    let have: Vec<NestedFieldRef> = table
-        .as_struct()
-        .fields()
-        .iter()
-        .filter(|f| !keep.contains(&f.name.as_str()))
-        .cloned()
-        .collect();
-    let want: Vec<NestedFieldRef> = wanted
-        .as_struct()
-        .fields()
-        .iter()
-        .filter(|f| !keep.contains(&f.name.as_str()))
-        .cloned()
-        .collect();
+    let but_kept = |schema: &Schema| -> Vec<NestedFieldRef> {
+        schema
+            .as_struct()
+            .fields()
+            .iter()
+            .filter(|f| !keep.contains(&f.name.as_str()))
+            .cloned()
+            .collect()
+    };
+    let (have, want) = (but_kept(table), but_kept(wanted));
     let mut plan = Plan::default();
     compare("", &have, &want, &mut plan);
     plan
