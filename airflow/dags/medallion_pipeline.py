@@ -8,10 +8,12 @@ Every step is idempotent and exactly-once on its own (offsets and consumed snaps
 live in the tables' snapshot summaries), so a retry or a rerun never doubles a row;
 the DAG only has to keep the order and stop at the first failing step.
 
-Where lake finds its services: the task inherits the worker's environment, so the
-``LAKE_*`` variables of lake's configuration (LAKE_CATALOG__URI, LAKE_CATALOG__TOKEN,
-LAKE_KAFKA__BROKERS, LAKE_STORAGE__S3__*, or LAKE_CONFIG naming a lake.toml) are set
-on the Airflow workers, never in this file.
+Where lake finds its services and datasets: the task inherits the worker's environment,
+so the ``LAKE_*`` variables of lake's configuration (LAKE_CATALOG__URI, LAKE_CATALOG__TOKEN,
+LAKE_KAFKA__BROKERS, LAKE_STORAGE__S3__*, LAKE_PIPELINE__DIR, or LAKE_CONFIG naming a
+lake.toml) are set on the Airflow workers, never in this file. Every step runs every dataset
+of that pipeline directory (the built-in tweets and speedtest without one), so adding a
+dataset needs no change here.
 
 Airflow Variables, read when a task runs (each also settable as AIRFLOW_VAR_<NAME>):
   lake_bin             the lake executable (default: ``lake`` on PATH)
