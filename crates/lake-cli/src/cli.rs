@@ -366,8 +366,8 @@ Examples:
     },
     /// The daily policy on every table: retention, compaction, manifests, expiry, orphans
     #[command(after_help = "\
-In order, on every table of every namespace: retention; compaction (--target-file-size,
---min-input-files 5); rewrite-manifests; expire-snapshots (--older-than, --retain-last);
+In order, on every table of every namespace: retention; compaction (towards each table's
+target size or --target-file-size, --min-input-files 5); rewrite-manifests; expire-snapshots (--older-than, --retain-last);
 remove-orphan-files (--orphans-older-than). One table failing does not stop the others; the
 exit code is 1 if any failed. This is the task the Airflow DAG runs daily.")]
     All {
@@ -405,8 +405,9 @@ impl MaintainCommand {
 /// `lake compact`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Per partition, data files under 75 % of --target-file-size are packed (largest first) into
-groups of at most the target size; each group with at least --min-input-files files is read,
+Per partition, data files under 75 % of the target size (--target-file-size, else the
+table's write.target-file-size-bytes, which a dataset's target_file_size sets, else 512 MiB)
+are packed (largest first) into groups of at most that size; each group with at least --min-input-files files is read,
 written anew and swapped in by one `replace` commit. Ingest and transforms may run at the
 same time: a replace rebases over their appends, and rows are never lost or doubled. A group
 whose input was removed meanwhile (another compaction) is skipped and its new files deleted.
