@@ -3,11 +3,12 @@
 //! A dataset's `silver.sql` is its projection: bronze columns flattened,
 //! cleaned and derived. lake wraps it in what every silver model needs, built
 //! from `dataset.toml`: the first copy of each silver key (by Kafka
-//! partition and offset) among the new rows and the keys already in silver
-//! or its quarantine (the `existing` input, which always wins), then the
-//! quality rules in declared order. Deduplication is an aggregate and a join
-//! rather than a window: keys are nearly all distinct, and the aggregate
-//! touches only the key columns.
+//! partition and offset) among the new rows, unless the key is already in
+//! silver or its quarantine (the `existing` input), then the quality rules in
+//! declared order. Deduplication is an aggregate over the new rows' keys and
+//! an anti-join rather than a window: keys are nearly all distinct, the
+//! aggregate touches only the key columns, and the existing keys stream
+//! through the join without being held.
 //!
 //! Gold models run as written, over `silver`.
 
@@ -44,6 +45,11 @@ fn projection(spec: &DatasetSpec) -> String {
 pub fn silver_sql(spec: &DatasetSpec) -> String {
     let keys: Vec<String> = spec.silver.key.iter().map(|k| quoted(k)).collect();
     let key_list = keys.join(", ");
+    let anti = keys
+        .iter()
+        .map(|k| format!("(f.{k} IS NOT DISTINCT FROM e.{k})"))
+        .collect::<Vec<_>>()
+        .join("\n     AND ");
     let join = keys
         .iter()
         .map(|k| format!("(p.{k} IS NOT DISTINCT FROM f.{k})"))
@@ -90,22 +96,24 @@ pub fn silver_sql(spec: &DatasetSpec) -> String {
                         + CAST(m._kafka_offset AS DECIMAL(38, 0)) AS {POSITION}\n    \
              FROM model m\n\
          ),\n\
-         candidates AS (\n    \
-             SELECT {key_list}, {POSITION} FROM positioned\n    \
-             UNION ALL\n    \
-             -- A row already in silver or its quarantine wins over any new copy.\n    \
-             SELECT {key_list}, CAST(-1 AS DECIMAL(38, 0)) FROM existing\n\
-         ),\n\
-         -- Duplicates keep the copy read first from Kafka.\n\
+         -- Duplicates among the new rows keep the copy read first from Kafka.\n\
          first_copy AS (\n    \
              SELECT {key_list}, min({POSITION}) AS {POSITION}\n    \
-             FROM candidates\n    \
-             GROUP BY {key_list}\n    \
-             HAVING min({POSITION}) >= 0\n\
+             FROM positioned\n    \
+             GROUP BY {key_list}\n\
+         ),\n\
+         -- A key already in silver or its quarantine is not written again. The\n\
+         -- new keys are the join's build side and `existing` streams past them,\n\
+         -- so memory follows the new rows, not the table.\n\
+         unseen AS (\n    \
+             SELECT f.*\n    \
+             FROM first_copy f\n    \
+             LEFT ANTI JOIN existing e\n      \
+               ON {anti}\n\
          ),\n\
          fresh AS (\n    \
              SELECT p.*\n    \
-             FROM first_copy f\n    \
+             FROM unseen f\n    \
              JOIN positioned p\n      \
                ON {join}\n\
          )\n\
