@@ -9,12 +9,20 @@
 //! null` field, a changed type, a field becoming `not null` or optional, a
 //! required field removed — is refused with every such change named, and
 //! nothing is written.
+//!
+//! The partitioning follows too ([`follow_partitioning`]): a table whose
+//! default spec differs from the wanted one gets the wanted spec added and
+//! made the default (Iceberg partition evolution). New files are written
+//! under it; files already written keep the spec they were written with and
+//! stay readable, until compaction rewrites them.
 
-use iceberg::spec::{NestedFieldRef, Schema, Type};
+use iceberg::spec::{NestedFieldRef, PartitionSpec, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
+use iceberg::{TableRequirement, TableUpdate};
+use iceberg_catalog_rest::CommitTableRequest;
 
-use crate::catalog::LakeCatalog;
+use crate::catalog::{LakeCatalog, Outcome};
 use crate::error::{Error, Result};
 
 /// What following a declaration would do to a table.
@@ -277,6 +285,100 @@ pub async fn follow_properties(
         "table properties follow {source}"
     );
     Ok(table)
+}
+
+/// A partitioning as the fields it is made of: source column id and
+/// transform, in order. Names and field ids do not make two specs differ.
+fn shape(fields: impl Iterator<Item = (i32, Transform)>) -> Vec<(i32, Transform)> {
+    fields.collect()
+}
+
+fn bound_shape(spec: &PartitionSpec) -> Vec<(i32, Transform)> {
+    shape(spec.fields().iter().map(|f| (f.source_id, f.transform)))
+}
+
+fn unbound_shape(spec: &UnboundPartitionSpec) -> Vec<(i32, Transform)> {
+    shape(spec.fields().iter().map(|f| (f.source_id, f.transform)))
+}
+
+/// Makes `wanted` the table's default partition spec unless it already is:
+/// an earlier spec of the same shape is made the default again, else
+/// `wanted` is added. The commit asserts the default spec and the last
+/// partition field id it saw, so two processes evolving at once cannot
+/// both add a spec; the loser finds the table as it wants it. `source`
+/// names the declaration in logs.
+pub async fn follow_partitioning(
+    catalog: &LakeCatalog,
+    table: Table,
+    wanted: &UnboundPartitionSpec,
+    source: &str,
+) -> Result<Table> {
+    let want = unbound_shape(wanted);
+    let mut base = table;
+    for _ in 0..crate::ops::MAX_ATTEMPTS {
+        let metadata = base.metadata();
+        if bound_shape(metadata.default_partition_spec()) == want {
+            return Ok(base);
+        }
+        let earlier = metadata
+            .partition_specs_iter()
+            .find(|spec| bound_shape(spec) == want)
+            .map(|spec| spec.spec_id());
+        let updates = match earlier {
+            Some(spec_id) => vec![TableUpdate::SetDefaultSpec { spec_id }],
+            None => vec![
+                TableUpdate::AddSpec {
+                    spec: wanted.clone(),
+                },
+                // -1: the spec this commit adds.
+                TableUpdate::SetDefaultSpec { spec_id: -1 },
+            ],
+        };
+        let request = CommitTableRequest {
+            identifier: Some(base.identifier().clone()),
+            requirements: vec![
+                TableRequirement::UuidMatch {
+                    uuid: metadata.uuid(),
+                },
+                TableRequirement::DefaultSpecIdMatch {
+                    default_spec_id: metadata.default_partition_spec_id(),
+                },
+                TableRequirement::LastAssignedPartitionIdMatch {
+                    last_assigned_partition_id: metadata.last_partition_id(),
+                },
+            ],
+            updates,
+        };
+        let from = metadata.default_partition_spec_id();
+        match catalog
+            .commit_table(base.identifier(), &request, &base)
+            .await?
+        {
+            Outcome::Committed(table) => {
+                tracing::info!(
+                    table = %table.identifier(),
+                    from_spec = from,
+                    to_spec = table.metadata().default_partition_spec_id(),
+                    "partitioning changed, as {source} declares; files written before keep theirs"
+                );
+                return Ok(table);
+            }
+            Outcome::Refused(message) => {
+                return Err(Error::Catalog(format!(
+                    "{}: changing the partitioning was refused: {message}",
+                    base.identifier()
+                )));
+            }
+            // Another process changed the table (or the answer was lost):
+            // the reload shows whether anything is left to do.
+            Outcome::Conflict(_) | Outcome::Retry(_) | Outcome::Unknown(_) => {}
+        }
+        base = catalog.load(base.identifier()).await?;
+    }
+    Err(Error::TooManyConflicts {
+        table: base.identifier().clone(),
+        attempts: crate::ops::MAX_ATTEMPTS as u32,
+    })
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub enum FileSelector {
     /// Every file whose partition tuple is one of these (under the table's
     /// default partition spec).
     Partitions(HashSet<Struct>),
+    /// Every file written under one of these partition specs with one of
+    /// these tuples: partitions of a table whose spec evolved.
+    SpecPartitions(HashSet<(i32, Struct)>),
     /// Every file the predicate accepts.
     Matching(Arc<dyn Fn(&DataFile) -> bool + Send + Sync>),
 }
@@ -53,6 +56,9 @@ impl std::fmt::Debug for FileSelector {
         match self {
             FileSelector::Paths(p) => write!(f, "Paths({} files)", p.len()),
             FileSelector::Partitions(p) => write!(f, "Partitions({} partitions)", p.len()),
+            FileSelector::SpecPartitions(p) => {
+                write!(f, "SpecPartitions({} partitions)", p.len())
+            }
             FileSelector::Matching(_) => f.write_str("Matching(..)"),
         }
     }
@@ -67,6 +73,11 @@ impl FileSelector {
         FileSelector::Partitions(values.into_iter().collect())
     }
 
+    /// Partitions as (spec id, tuple) pairs.
+    pub fn spec_partitions(values: impl IntoIterator<Item = (i32, Struct)>) -> Self {
+        FileSelector::SpecPartitions(values.into_iter().collect())
+    }
+
     pub fn matching(predicate: impl Fn(&DataFile) -> bool + Send + Sync + 'static) -> Self {
         FileSelector::Matching(Arc::new(predicate))
     }
@@ -77,6 +88,9 @@ impl FileSelector {
             FileSelector::Partitions(values) => {
                 file.partition_spec_id == default_spec_id
                     && values.contains(file.data_file.partition())
+            }
+            FileSelector::SpecPartitions(values) => {
+                values.contains(&(file.partition_spec_id, file.data_file.partition().clone()))
             }
             FileSelector::Matching(predicate) => predicate(&file.data_file),
         }
