@@ -1,5 +1,7 @@
 //! Bin-pack compaction: per partition, small files are rewritten into files
-//! near the target size.
+//! near the target size. Files written under an earlier partition spec are
+//! all rewritten, into the current one, so a table whose partitioning
+//! evolved converges to one layout.
 //!
 //! Each group of files is read whole, written anew with the table's writer and
 //! swapped in by a `replace` commit. A replace rebases over concurrent appends,
@@ -8,13 +10,13 @@
 //! another compaction or a retention delete), and then its new files are
 //! deleted and the group is reported as skipped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use futures::StreamExt;
 use iceberg::TableIdent;
-use iceberg::spec::{DataFile, ManifestContentType, Struct};
+use iceberg::spec::{DataFile, Datum, ManifestContentType, PartitionSpec, Struct};
 use iceberg::table::Table;
 use lake_core::metrics as names;
 use lake_table::files::{self, LiveFile};
@@ -66,7 +68,12 @@ impl Default for CompactOptions {
 /// Files of one partition to be rewritten together.
 #[derive(Clone, Debug)]
 pub struct Group {
+    /// The partition, under the current spec (empty for an earlier spec's
+    /// group, whose files span partitions).
     pub partition: Struct,
+    /// The spec the files were written under when it is not the current
+    /// one: the group moves them into the current partitioning.
+    pub earlier_spec: Option<i32>,
     pub files: Vec<LiveFile>,
 }
 
@@ -105,16 +112,32 @@ pub struct CompactReport {
 }
 
 /// The groups to rewrite among `live` files of a table whose default
-/// partition spec is `spec_id`: per partition, the files under
-/// `SMALL_SHARE` of the target, packed first-fit by decreasing size into
-/// groups of at most the `target` size, kept when they hold at least
-/// `min_input_files` (and two) files. Files written under an older spec are
-/// left alone: the writer writes only the current one.
-pub fn plan(live: &[LiveFile], spec_id: i32, target: u64, options: &CompactOptions) -> Vec<Group> {
+/// partition spec is `spec`: per partition, the files under `SMALL_SHARE`
+/// of the target, packed first-fit by decreasing size into groups of at
+/// most the `target` size, kept when they hold at least `min_input_files`
+/// (and two) files.
+///
+/// Files written under an earlier spec are taken whatever their size or
+/// number, ordered by the lower bound of the current spec's first source
+/// column and packed in that order up to the target: each group then covers
+/// a run of the current partitions, and the rewrites rarely put two files
+/// into one of them.
+pub fn plan(
+    live: &[LiveFile],
+    spec: &PartitionSpec,
+    target: u64,
+    options: &CompactOptions,
+) -> Vec<Group> {
     let small = (target as f64 * SMALL_SHARE) as u64;
     let mut by_partition: HashMap<&Struct, Vec<&LiveFile>> = HashMap::new();
+    let mut earlier: BTreeMap<i32, Vec<&LiveFile>> = BTreeMap::new();
     for file in live {
-        if file.partition_spec_id == spec_id && file.data_file.file_size_in_bytes() < small {
+        if file.partition_spec_id != spec.spec_id() {
+            earlier
+                .entry(file.partition_spec_id)
+                .or_default()
+                .push(file);
+        } else if file.data_file.file_size_in_bytes() < small {
             by_partition
                 .entry(file.data_file.partition())
                 .or_default()
@@ -140,6 +163,7 @@ pub fn plan(live: &[LiveFile], spec_id: i32, target: u64, options: &CompactOptio
                 .filter(|(_, members)| members.len() >= options.min_input_files.max(2))
                 .map(|(_, files)| Group {
                     partition: partition.clone(),
+                    earlier_spec: None,
                     files,
                 }),
         );
@@ -150,6 +174,41 @@ pub fn plan(live: &[LiveFile], spec_id: i32, target: u64, options: &CompactOptio
             .cmp(&format!("{:?}", b.partition))
             .then(b.files.len().cmp(&a.files.len()))
     });
+    let order_by = spec.fields().first().map(|f| f.source_id);
+    for (spec_id, mut files) in earlier {
+        // Files without the bound (no statistics, all null) sort first.
+        fn bound(file: &LiveFile, field: Option<i32>) -> Option<&Datum> {
+            file.data_file.lower_bounds().get(&field?)
+        }
+        files.sort_by(|a, b| {
+            bound(a, order_by)
+                .partial_cmp(&bound(b, order_by))
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| a.path().cmp(b.path()))
+        });
+        let mut used = 0;
+        let mut members: Vec<LiveFile> = Vec::new();
+        for file in files {
+            let size = file.data_file.file_size_in_bytes();
+            if !members.is_empty() && used + size > target {
+                groups.push(Group {
+                    partition: Struct::empty(),
+                    earlier_spec: Some(spec_id),
+                    files: std::mem::take(&mut members),
+                });
+                used = 0;
+            }
+            used += size;
+            members.push(file.clone());
+        }
+        if !members.is_empty() {
+            groups.push(Group {
+                partition: Struct::empty(),
+                earlier_spec: Some(spec_id),
+                files: members,
+            });
+        }
+    }
     groups
 }
 
@@ -202,7 +261,7 @@ pub async fn compact(
         bytes_before: live.iter().map(|f| f.data_file.file_size_in_bytes()).sum(),
         groups: plan(
             &candidates,
-            table.metadata().default_partition_spec_id(),
+            table.metadata().default_partition_spec(),
             target,
             options,
         ),
@@ -410,6 +469,18 @@ async fn commit_groups(
     // Committing against the table as it is now, not as planned: other
     // groups and concurrent appends have most likely moved it.
     let current = catalog.load(table.identifier()).await?;
+    // The new files are partitioned by the spec the rewrite began under;
+    // a commit records them under the current one.
+    if current.metadata().default_partition_spec_id()
+        != table.metadata().default_partition_spec_id()
+    {
+        tracing::info!(
+            table = %table.identifier(),
+            "the partitioning changed during compaction; groups skipped"
+        );
+        delete(table, &added).await;
+        return Ok(false);
+    }
     match replace.commit_cached(catalog, &current, cache).await {
         Ok(_) => {
             tracing::debug!(

@@ -5,14 +5,16 @@
 //! `none`), else the layer's default from the table's namespace: bronze 30
 //! days, silver 90, gold 365. A partition goes when all of its time range ends
 //! before now minus the retention; the range comes from the first time
-//! transform (hour, day, month, year, or identity on a date) of the table's
-//! partition spec. Tables without one are left alone.
+//! transform (hour, day, month, year, or identity on a date) of the
+//! partition spec each file was written under, so a table whose partitioning
+//! evolved is judged file by file. Tables whose current spec has no time
+//! transform are left alone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use iceberg::TableIdent;
-use iceberg::spec::{Literal, PrimitiveLiteral, Struct, Transform, Type};
+use iceberg::spec::{Literal, PartitionSpec, PrimitiveLiteral, Schema, Struct, Transform, Type};
 use iceberg::table::Table;
 use lake_table::files::{self, LiveFile};
 use lake_table::{Delete, FileSelector, LakeCatalog};
@@ -89,9 +91,65 @@ pub async fn apply_retention(
         report.skipped = Some("no retention".into());
         return Ok(report);
     };
-    let spec = table.metadata().default_partition_spec().clone();
+    // Each file is judged by the spec it was written under: a table whose
+    // partitioning evolved holds files of several.
     let schema = table.metadata().current_schema();
-    let Some((index, transform)) = spec.fields().iter().enumerate().find_map(|(i, field)| {
+    let time_fields: HashMap<i32, (usize, Transform)> = table
+        .metadata()
+        .partition_specs_iter()
+        .filter_map(|spec| Some((spec.spec_id(), time_field(spec, schema)?)))
+        .collect();
+    if !time_fields.contains_key(&table.metadata().default_partition_spec_id()) {
+        report.skipped = Some("not partitioned by time".into());
+        return Ok(report);
+    }
+    let cutoff = crate::age_cutoff_micros(now_micros, retention);
+    let live = files::live_files(&table, None).await?;
+    let default_spec = table.metadata().default_partition_spec_id();
+    let old: Vec<&LiveFile> = live
+        .iter()
+        .filter(|f| {
+            time_fields
+                .get(&f.partition_spec_id)
+                .and_then(|(index, transform)| {
+                    partition_end(f.data_file.partition(), *index, *transform)
+                })
+                .is_some_and(|end| end <= cutoff)
+        })
+        .collect();
+    let partitions: HashSet<(i32, Struct)> = old
+        .iter()
+        .map(|f| (f.partition_spec_id, f.data_file.partition().clone()))
+        .collect();
+    let mut shown: Vec<String> = partitions
+        .iter()
+        .map(|(spec, p)| {
+            if *spec == default_spec {
+                format!("{p:?}")
+            } else {
+                format!("{p:?} (spec {spec})")
+            }
+        })
+        .collect();
+    shown.sort();
+    report.partitions = shown;
+    report.files = old.len();
+    report.rows = old.iter().map(|f| f.data_file.record_count()).sum();
+    report.bytes = old.iter().map(|f| f.data_file.file_size_in_bytes()).sum();
+    if !dry_run && !partitions.is_empty() {
+        Delete::new(FileSelector::spec_partitions(partitions))
+            .set("lake.retention.cutoff-micros", cutoff.to_string())
+            .commit(catalog, &table)
+            .await?;
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// The first time field of `spec` (hour, day, month, year, or identity on a
+/// date): its position in the partition tuple and its transform.
+fn time_field(spec: &PartitionSpec, schema: &Schema) -> Option<(usize, Transform)> {
+    spec.fields().iter().enumerate().find_map(|(i, field)| {
         let source_is_date = matches!(
             schema
                 .field_by_id(field.source_id)
@@ -105,39 +163,7 @@ pub async fn apply_retention(
             Transform::Identity if source_is_date => Some((i, Transform::Day)),
             _ => None,
         }
-    }) else {
-        report.skipped = Some("not partitioned by time".into());
-        return Ok(report);
-    };
-    let cutoff = crate::age_cutoff_micros(now_micros, retention);
-    let live = files::live_files(&table, None).await?;
-    let default_spec = table.metadata().default_partition_spec_id();
-    let old: Vec<&LiveFile> = live
-        .iter()
-        .filter(|f| f.partition_spec_id == default_spec)
-        .filter(|f| {
-            partition_end(f.data_file.partition(), index, transform)
-                .is_some_and(|end| end <= cutoff)
-        })
-        .collect();
-    let partitions: HashSet<Struct> = old
-        .iter()
-        .map(|f| f.data_file.partition().clone())
-        .collect();
-    let mut shown: Vec<String> = partitions.iter().map(|p| format!("{p:?}")).collect();
-    shown.sort();
-    report.partitions = shown;
-    report.files = old.len();
-    report.rows = old.iter().map(|f| f.data_file.record_count()).sum();
-    report.bytes = old.iter().map(|f| f.data_file.file_size_in_bytes()).sum();
-    if !dry_run && !partitions.is_empty() {
-        Delete::new(FileSelector::partitions(partitions))
-            .set("lake.retention.cutoff-micros", cutoff.to_string())
-            .commit(catalog, &table)
-            .await?;
-    }
-    report.elapsed = started.elapsed();
-    Ok(report)
+    })
 }
 
 /// Microseconds since the epoch at which partition `value`'s time range ends

@@ -234,9 +234,12 @@ pub(super) fn print_compact(report: &CompactReport, dry_run: bool) {
             size(report.target_file_size)
         );
         for group in &report.groups {
+            let partition = match group.earlier_spec {
+                Some(spec) => format!("spec {spec}, into the current partitioning"),
+                None => format!("{:?}", group.partition),
+            };
             eprintln!(
-                "  {:?}: {} files, {}, {} rows",
-                group.partition,
+                "  {partition}: {} files, {}, {} rows",
                 group.files.len(),
                 size(group.bytes()),
                 group.rows()
