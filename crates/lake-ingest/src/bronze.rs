@@ -139,10 +139,18 @@ pub fn distinct_columns(dataset: &DatasetSpec) -> Vec<String> {
         .collect()
 }
 
-/// The column bronze is partitioned by.
+/// The column of the payload's event time (a column, with min/max in each
+/// file's statistics, not the partitioning).
 pub fn event_time_column(dataset: &DatasetSpec) -> &str {
     dataset.bronze_time_column()
 }
+
+/// The column bronze is partitioned by: the Kafka record timestamp. The
+/// producer's client (or, with `message.timestamp.type=LogAppendTime`, the
+/// broker) sets it from a clock that moves forward, so an epoch of ingest
+/// writes to one or two partitions whatever times the payloads claim; a
+/// payload's event time can be anything a broken client sends.
+pub const PARTITION_COLUMN: &str = KAFKA_TIMESTAMP;
 
 /// Dead letters: the raw bytes, why they were refused, where they came from.
 pub fn rejects_schema() -> Schema {
@@ -157,15 +165,26 @@ pub fn rejects_schema() -> Schema {
         .unwrap_or_else(|e| panic!("rejects schema: {e}"))
 }
 
-/// The bronze schema and its partitioning by the hour or day of event time.
+/// The bronze schema and its partitioning by the hour or day of the Kafka
+/// record timestamp.
 pub fn bronze_definition(dataset: &DatasetSpec) -> Result<(Schema, UnboundPartitionSpec)> {
     let schema = bronze_schema(dataset)?;
+    let spec = bronze_partitioning(dataset, &schema)?;
+    Ok((schema, spec))
+}
+
+/// Bronze's partitioning over `schema` (a table's own schema: catalogs may
+/// number its columns anew on creation).
+pub fn bronze_partitioning(dataset: &DatasetSpec, schema: &Schema) -> Result<UnboundPartitionSpec> {
     let transform = match dataset.bronze.partition {
         Granularity::Hour => Transform::Hour,
         Granularity::Day => Transform::Day,
     };
-    let spec = lake_table::partition_by(&schema, event_time_column(dataset), transform)?;
-    Ok((schema, spec))
+    Ok(lake_table::partition_by(
+        schema,
+        PARTITION_COLUMN,
+        transform,
+    )?)
 }
 
 /// Loads or creates the bronze table of `route`.
@@ -204,6 +223,11 @@ pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table
         &route.dataset.file,
     )
     .await?;
+    // Tables made when bronze was partitioned by event time move to the
+    // Kafka timestamp; their existing files keep the old layout.
+    let spec = bronze_partitioning(&route.dataset, table.metadata().current_schema())?;
+    let table =
+        lake_table::evolve::follow_partitioning(catalog, table, &spec, &route.dataset.file).await?;
     Ok(lake_table::evolve::follow_properties(catalog, table, &upkeep, &route.dataset.file).await?)
 }
 
