@@ -361,13 +361,25 @@ impl Sink {
                     ],
                 )
                 .await
-                .map(|tables| tables.into_iter().next()),
-                _ => append.commit(&self.catalog, &self.bronze).await.map(Some),
+                .map(|tables| {
+                    let mut tables = tables.into_iter();
+                    (tables.next(), tables.next())
+                }),
+                _ => append
+                    .commit(&self.catalog, &self.bronze)
+                    .await
+                    .map(|table| (Some(table), None)),
             };
             match result {
-                Ok(table) => {
-                    if let Some(table) = table {
+                Ok((bronze, rejects)) => {
+                    if let Some(table) = bronze {
                         self.bronze = table;
+                    }
+                    // Kept current too: the next epoch's rejects commit would
+                    // otherwise start from a stale snapshot and lose a round
+                    // to the catalog's conflict check every time.
+                    if let Some(table) = rejects {
+                        self.rejects = Some(table);
                     }
                     self.totals.commits += 1;
                     self.totals.rows += rows;
