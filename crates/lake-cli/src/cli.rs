@@ -351,7 +351,8 @@ Examples:
     #[command(after_help = "\
 The retention is the table property lake.retention (e.g. `30d`, or `none`), else the layer's
 default: bronze 30 days, silver 90, gold 365. A partition goes when its whole time range (from
-the table's hour/day/month/year partitioning) ended before now minus the retention; its files
+the hour/day/month/year partitioning its files were written under: bronze by Kafka record time,
+silver and gold by event time) ended before now minus the retention; its files
 are removed in one `delete` commit (the rows stay readable in older snapshots until they expire).
 
 Examples:
@@ -559,7 +560,8 @@ pub enum ExampleArg {
 #[command(after_help = "\
 Each dataset's topic lands in its bronze table (built in: tweets -> bronze.tweets_raw,
 speedtest_raw -> bronze.speedtest_raw; else as its dataset.toml says), created if missing and
-partitioned by the hour (or day) of event time, with the raw record and its Kafka coordinates.
+partitioned by the hour (or day) of the Kafka record timestamp (not the payload's time, which a
+broken client can set to anything), with the raw record and its Kafka coordinates.
 Records that cannot be stored (invalid JSON or UTF-8, wrong types, a missing `not null` field,
 too large, empty) go to bronze.<table>_rejects with the reason, in the same atomic commit as the
 data.

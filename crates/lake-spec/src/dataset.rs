@@ -147,7 +147,7 @@ impl Upkeep {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BronzeSpec {
     pub table: TableIdent,
-    /// Partitioned by the event time at this granularity.
+    /// Partitioned by the Kafka record timestamp at this granularity.
     pub partition: Granularity,
     /// Columns whose values are (nearly) all distinct: written without a
     /// dictionary or min/max statistics.
