@@ -3,12 +3,13 @@
 //! rebalances, a zombie, hostile input — each under both group protocols,
 //! `classic` and KIP-848's `consumer`, which the broker runs for real.
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use arrow_array::{Array, Int32Array, Int64Array, LargeBinaryArray, RecordBatch, StringArray};
-use futures::TryStreamExt;
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use lake_core::config::Role;
@@ -16,6 +17,7 @@ use lake_testkit::{
     CatalogProcess, CatalogSpec, Kafka, LakeProcess, Services, run_lake_env, run_lake_ok,
 };
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use support::scan;
 
 const START: &str = "2026-01-01T00:00:00Z";
 
@@ -217,17 +219,6 @@ impl Harness {
         );
         Ok(())
     }
-}
-
-async fn scan(table: &Table, columns: &[&str]) -> Result<Vec<RecordBatch>> {
-    Ok(table
-        .scan()
-        .select(columns.iter().copied())
-        .build()?
-        .to_arrow()
-        .await?
-        .try_collect()
-        .await?)
 }
 
 fn strings<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {

@@ -5,12 +5,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use arrow_array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use futures::TryStreamExt;
+use arrow_array::{Array, Int64Array};
+use arrow_schema::DataType;
 use iceberg::spec::{Literal, PrimitiveLiteral, Transform};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -106,26 +108,16 @@ async fn files_per_partition(table: &Table) -> Result<BTreeMap<(i32, String), us
     Ok(per)
 }
 
-async fn scan(table: &Table, columns: &[&str]) -> Result<Vec<RecordBatch>> {
-    Ok(table
-        .scan()
-        .select(columns.iter().copied())
-        .build()?
-        .to_arrow()
-        .await?
-        .try_collect()
-        .await?)
-}
-
-/// Every value of a timestamp column, in microseconds (nulls left out).
-async fn timestamps(table: &Table, column: &str) -> Result<Vec<i64>> {
+/// Every non-null value of an integer or timestamp column (timestamps in
+/// microseconds), in scan order.
+async fn longs(table: &Table, column: &str) -> Result<Vec<i64>> {
     let mut all = Vec::new();
-    for batch in scan(table, &[column]).await? {
-        let values = batch
-            .column(0)
+    for batch in support::scan(table, &[column]).await? {
+        let values = arrow_cast::cast(batch.column(0), &DataType::Int64)?;
+        let values = values
             .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .context("a timestamp column")?;
+            .downcast_ref::<Int64Array>()
+            .context("a column of longs")?;
         all.extend(values.iter().flatten());
     }
     Ok(all)
@@ -133,15 +125,7 @@ async fn timestamps(table: &Table, column: &str) -> Result<Vec<i64>> {
 
 /// Every Kafka offset in `table`, sorted.
 async fn offsets(table: &Table) -> Result<Vec<i64>> {
-    let mut all = Vec::new();
-    for batch in scan(table, &["_kafka_offset"]).await? {
-        let values = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .context("offsets")?;
-        all.extend(values.iter().flatten());
-    }
+    let mut all = longs(table, "_kafka_offset").await?;
     all.sort_unstable();
     Ok(all)
 }
@@ -212,7 +196,7 @@ async fn impossible_event_times_do_not_shape_bronze() -> Result<()> {
 
     setup.ingest()?;
     let bronze = setup.bronze().await?;
-    let kafka_hours = hours(&timestamps(&bronze, "_kafka_timestamp").await?);
+    let kafka_hours = hours(&longs(&bronze, "_kafka_timestamp").await?);
     let spanned = kafka_hours.last().unwrap() - kafka_hours.first().unwrap() + 1;
     let before = files_per_partition(&bronze).await?;
     assert!(
@@ -225,7 +209,7 @@ async fn impossible_event_times_do_not_shape_bronze() -> Result<()> {
         "several commits, so several files in a partition: {before:?}"
     );
     // The event time is still a column, its range in each file's statistics.
-    assert_eq!(timestamps(&bronze, "created_at").await?.len(), 200_000);
+    assert_eq!(longs(&bronze, "created_at").await?.len(), 200_000);
     assert_eq!(offsets(&bronze).await?.len(), 200_000);
 
     let out = setup.lake(&["compact", "bronze.tweets_raw", "--min-input-files", "2"])?;

@@ -203,3 +203,15 @@ pub fn assert_same_rows(actual: &[Event], expected: &[Event]) {
         panic!("first differing row: got {a:?}, expected {e:?}");
     }
 }
+
+/// The columns `columns` of every live row of `table`.
+pub async fn scan(table: &Table, columns: &[&str]) -> Result<Vec<RecordBatch>> {
+    Ok(table
+        .scan()
+        .select(columns.iter().copied())
+        .build()?
+        .to_arrow()
+        .await?
+        .try_collect()
+        .await?)
+}
