@@ -806,3 +806,103 @@ async fn late_rows_rebuild_exactly_their_gold_partitions() -> Result<()> {
     );
     Ok(())
 }
+
+/// How many rows of `table` have each tweet id.
+async fn ids(lake: &Lake, table: &str) -> Result<BTreeMap<String, usize>> {
+    let mut counts = BTreeMap::new();
+    for row in lake.rows(table).await? {
+        *counts.entry(row["tweet_id"].clone()).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_resent_many_runs_later_is_still_a_duplicate() -> Result<()> {
+    let topics = DatasetTopics::create(PARTITIONS).await?;
+    let lake = Lake::start(topics.clone()).await?;
+    let dir = tempfile::tempdir()?;
+    let run = |args: &[&str]| -> Result<()> {
+        produce(&topics, "tweets", args)?;
+        lake.ingest("resent")?;
+        lake.transform()?;
+        Ok(())
+    };
+    // The first batch, eleven hours of 2 January, kept as a file to re-send.
+    let first = dir.path().join("first.jsonl");
+    let first_path = first.display().to_string();
+    let batch = |seed: &'static str, start: &'static str| {
+        [
+            "--count",
+            "2000",
+            "--seed",
+            seed,
+            "--start",
+            start,
+            "--events-per-second",
+            "0.05",
+            "--users",
+            "300",
+        ]
+    };
+    let mut to_file = vec!["generate", "tweets", "--rate", "0"];
+    to_file.extend(batch("1", "2026-01-02T00:00:00Z"));
+    to_file.extend(["--out", &first_path]);
+    lake.lake(&to_file)?;
+    run(&["--from", &first_path])?;
+    // Four more runs, each days later: silver grows by files and partitions
+    // the re-sent records' day has nothing to do with.
+    for (seed, start) in [
+        ("2", "2026-01-06T00:00:00Z"),
+        ("3", "2026-01-10T00:00:00Z"),
+        ("4", "2026-01-14T00:00:00Z"),
+        ("5", "2026-01-18T00:00:00Z"),
+    ] {
+        run(&batch(seed, start))?;
+    }
+    let before = ids(&lake, "silver.tweets_clean").await?;
+    assert_eq!(before.len(), 10_000);
+    assert!(before.values().all(|n| *n == 1));
+    let days = files_by_partition(&lake, "silver.tweets_clean").await?;
+    assert!(days.len() >= 5, "{days:?}");
+
+    // Every 40th record of the first batch, byte for byte: all duplicates.
+    let lines: Vec<String> = std::fs::read_to_string(&first)?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let resent: String = lines.iter().step_by(40).map(|l| format!("{l}\n")).collect();
+    let again = dir.path().join("again.jsonl");
+    std::fs::write(&again, resent)?;
+    run(&["--from", &again.display().to_string()])?;
+    let after = ids(&lake, "silver.tweets_clean").await?;
+    assert!(after == before, "a re-sent record was written again");
+
+    // A record whose id comes back ten days from its first copy, alone in
+    // its run: beyond the one-day horizon, it is not looked for and is
+    // written (the documented limit).
+    let mut moved: Value = serde_json::from_str(&lines[7])?;
+    let moved_id = moved["tweet_id"].as_str().unwrap().to_string();
+    moved["created_at"] = "2026-01-12T12:00:00Z".into();
+    std::fs::write(&again, format!("{moved}\n"))?;
+    run(&["--from", &again.display().to_string()])?;
+    let mut expected = before.clone();
+    *expected.get_mut(&moved_id).unwrap() += 1;
+    let after = ids(&lake, "silver.tweets_clean").await?;
+    let differs: Vec<_> = after
+        .iter()
+        .filter(|(id, n)| expected.get(*id) != Some(n))
+        .collect();
+    assert!(
+        differs.is_empty() && after.len() == expected.len(),
+        "only the moved id ({moved_id}) is written twice: {differs:?}"
+    );
+
+    // With the exhaustive check, a key from any time is caught.
+    moved["created_at"] = "2026-01-20T12:00:00Z".into();
+    std::fs::write(&again, format!("{moved}\n"))?;
+    produce(&topics, "tweets", &["--from", &again.display().to_string()])?;
+    lake.ingest("resent")?;
+    let log = lake.lake(&["transform", "silver", "--exhaustive-dedup"])?;
+    assert_eq!(ids(&lake, "silver.tweets_clean").await?, expected, "{log}");
+    Ok(())
+}

@@ -462,7 +462,10 @@ pub struct CompactArgs {
 #[command(after_help = "\
 silver: each dataset's silver.sql runs over the bronze rows appended since the last run; lake
 keeps the first copy of each silver key (the copy read first from Kafka) and drops keys already
-in the silver table or its quarantine; rows that break a rule of dataset.toml go to the
+in the silver table or its quarantine. Existing keys are read from the files whose event times
+come within the dataset's dedup_horizon (default 1d) of a day the new rows fall in: a re-sent
+record keeps its event time, so it is always caught, and the run reads a few days of silver,
+not all of it (--exhaustive-dedup reads every key). Rows that break a rule of dataset.toml go to the
 quarantine with the rule's name (or are dropped, or counted, as the rule says). Clean and
 quarantined rows are committed together with the bronze snapshot consumed, so a rerun with
 nothing new commits nothing and a crash never doubles a row.
@@ -495,6 +498,11 @@ pub struct TransformArgs {
     /// Fail, committing nothing, when more than this share of a silver run's rows break a rule
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
     pub fail_on_quarantine_ratio: Option<f64>,
+
+    /// Check new keys against every key in silver and its quarantine, not only those within
+    /// the dataset's dedup_horizon
+    #[arg(long)]
+    pub exhaustive_dedup: bool,
 
     /// With `models`: write each model's SQL into this directory
     #[arg(long, value_name = "DIR")]

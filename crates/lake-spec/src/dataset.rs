@@ -3,6 +3,7 @@
 //! docs/datasets.md.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use iceberg::TableIdent;
 use iceberg::spec::{NestedFieldRef, PrimitiveType, Schema, Type};
@@ -164,6 +165,11 @@ pub struct SilverSpec {
     pub time_column: String,
     /// The columns that identify a row across the whole table.
     pub key: Vec<String>,
+    /// How far apart in event time a new row and an existing row with its
+    /// key may be for the new one to be recognised as a duplicate: a run
+    /// reads the existing keys only of files whose time range comes within
+    /// this of a day the new rows fall in. `None`: every existing key.
+    pub dedup_horizon: Option<Duration>,
     pub distinct: Vec<String>,
     /// Of the silver table and its quarantine.
     pub upkeep: Upkeep,
@@ -319,6 +325,7 @@ struct RawSilver {
     distinct: Vec<String>,
     retention: Option<Spanned<String>>,
     target_file_size: Option<Spanned<String>>,
+    dedup_horizon: Option<Spanned<String>>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -575,6 +582,16 @@ pub(crate) fn parse(
         }
     }
     let [bronze_size, silver_size] = sizes;
+    let dedup_horizon = match &raw.silver.dedup_horizon {
+        None => Some(DEFAULT_DEDUP_HORIZON),
+        Some(text) => match parse_horizon(text.get_ref()) {
+            Ok(horizon) => horizon,
+            Err(message) => {
+                at(&mut problems, text.span(), message);
+                None
+            }
+        },
+    };
 
     // Rules.
     let mut rules = Vec::new();
@@ -698,6 +715,7 @@ pub(crate) fn parse(
                 .key
                 .map(|keys| keys.into_iter().map(|k| k.into_inner()).collect())
                 .unwrap_or_else(|| key.clone()),
+            dedup_horizon,
             distinct: raw.silver.distinct,
             upkeep: Upkeep {
                 retention: raw.silver.retention.map(|r| r.into_inner()),
@@ -759,6 +777,22 @@ pub(crate) fn parse_file_size(text: &str) -> Result<u64, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// Silver's dedup horizon when a dataset declares none: a re-sent record
+/// carries its original event time, so it falls within any horizon; a day
+/// also covers a key re-used with a nearby time.
+pub const DEFAULT_DEDUP_HORIZON: Duration = Duration::from_secs(24 * 3600);
+
+/// A dedup horizon: `all` (every existing key, `None`), or a duration such
+/// as `1d` or `0s`.
+pub(crate) fn parse_horizon(text: &str) -> Result<Option<Duration>, String> {
+    if text.trim().eq_ignore_ascii_case("all") {
+        return Ok(None);
+    }
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|e| format!("dedup_horizon `{text}` is not a duration (1d, 0s) or `all`: {e}"))
 }
 
 /// A retention: `none`, or a duration such as `30d` or `12h`.

@@ -204,6 +204,37 @@ fn upkeep_sizes_and_retentions_are_read_and_checked() {
 }
 
 #[test]
+fn the_dedup_horizon_defaults_to_a_day_and_all_means_every_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    folder(dir.path(), "orders", ORDERS);
+    let orders = spec_of(&Pipeline::load(dir.path()).expect("loads"), "orders");
+    assert_eq!(
+        orders.silver.dedup_horizon,
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    for (declared, wanted) in [
+        ("7d", Some(std::time::Duration::from_secs(7 * 86_400))),
+        ("0s", Some(std::time::Duration::ZERO)),
+        ("all", None),
+    ] {
+        let text = format!("{ORDERS}\n[silver]\ndedup_horizon = \"{declared}\"\n");
+        folder(dir.path(), "orders", &text);
+        let orders = spec_of(&Pipeline::load(dir.path()).expect("loads"), "orders");
+        assert_eq!(orders.silver.dedup_horizon, wanted, "{declared}");
+    }
+    let text = format!("{ORDERS}\n[silver]\ndedup_horizon = \"forever\"\n");
+    folder(dir.path(), "orders", &text);
+    let problems = match Pipeline::load(dir.path()) {
+        Err(Error::Invalid(problems)) => problems.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        problems.contains("dedup_horizon `forever` is not a duration (1d, 0s) or `all`"),
+        "{problems}"
+    );
+}
+
+#[test]
 fn every_problem_is_named_with_its_file_and_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broken = ORDERS

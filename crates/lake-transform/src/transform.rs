@@ -46,6 +46,8 @@ pub struct TransformOptions {
     pub fail_on_quarantine_ratio: Option<f64>,
     /// DataFusion's target partitions (threads of work).
     pub partitions: usize,
+    /// Read every existing silver key, whatever the dataset's dedup horizon.
+    pub exhaustive_dedup: bool,
 }
 
 impl Default for TransformOptions {
@@ -53,6 +55,7 @@ impl Default for TransformOptions {
         TransformOptions {
             fail_on_quarantine_ratio: None,
             partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            exhaustive_dedup: false,
         }
     }
 }
@@ -709,7 +712,8 @@ impl SilverSink {
 
 /// Registers `existing`: the silver key of every row already in the silver
 /// table and its quarantine (typed as the projection returns it while
-/// neither table exists).
+/// neither table exists) — of the files that can hold a duplicate within
+/// the dataset's dedup horizon, or of all of them.
 async fn register_existing(
     ctx: &SessionContext,
     dataset: &DatasetSpec,
@@ -719,13 +723,36 @@ async fn register_existing(
     options: &TransformOptions,
 ) -> Result<()> {
     let keys: Vec<&str> = dataset.silver.key.iter().map(String::as_str).collect();
+    let windows = match dataset.silver.dedup_horizon {
+        Some(horizon)
+            if !options.exhaustive_dedup && (target.is_some() || quarantine.is_some()) =>
+        {
+            Some(new_row_windows(ctx, dataset, horizon).await?)
+        }
+        _ => None,
+    };
     let mut sources = Vec::new();
     for (alias, table) in [
         ("existing_clean", target),
         ("existing_quarantine", quarantine),
     ] {
         if let Some(table) = table {
-            let live = files::live_files(table, None).await?;
+            let mut live = files::live_files(table, None).await?;
+            if let Some(windows) = &windows {
+                let all = live.len();
+                let field = table
+                    .metadata()
+                    .current_schema()
+                    .field_by_name(&dataset.silver.time_column)
+                    .map(|f| f.id);
+                live.retain(|file| may_hold_duplicates(file, field, windows));
+                tracing::debug!(
+                    table = %table.identifier(),
+                    files = live.len(),
+                    of = all,
+                    "existing keys read within the dedup horizon"
+                );
+            }
             ctx.register_table(
                 alias,
                 file_set_table(table, &live, &keys, options.partitions)?,
@@ -749,6 +776,78 @@ async fn register_existing(
     let view = ctx.sql(&union).await?;
     ctx.register_table("existing", view.into_view())?;
     Ok(())
+}
+
+/// The event-time ranges, in microseconds, an existing copy of a new row's
+/// key can lie in: each UTC day the new rows fall in, widened by `horizon`
+/// on both sides, overlapping ranges merged. Only the time column is read.
+async fn new_row_windows(
+    ctx: &SessionContext,
+    dataset: &DatasetSpec,
+    horizon: Duration,
+) -> Result<Vec<(i64, i64)>> {
+    const DAY: i64 = 86_400_000_000;
+    let time = format!("\"{}\"", dataset.silver.time_column.replace('"', "\"\""));
+    let sql = format!(
+        "SELECT DISTINCT date_trunc('day', {time}) AS day \
+         FROM ({}) AS model WHERE {time} IS NOT NULL",
+        dataset.silver.sql.trim_end().trim_end_matches(';')
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let widen = i64::try_from(horizon.as_micros()).unwrap_or(i64::MAX / 4);
+    let mut days: Vec<i64> = Vec::new();
+    for batch in &batches {
+        let micros = arrow_cast::cast(
+            batch.column(0),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let micros = arrow_cast::cast(&micros, &DataType::Int64)?;
+        let micros = micros
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .ok_or_else(|| Error::Internal("days are not 64-bit".into()))?;
+        days.extend(micros.iter().flatten());
+    }
+    days.sort_unstable();
+    let mut windows: Vec<(i64, i64)> = Vec::new();
+    for day in days {
+        let (start, end) = (
+            day.saturating_sub(widen),
+            day.saturating_add(DAY).saturating_add(widen),
+        );
+        match windows.last_mut() {
+            Some((_, last_end)) if start <= *last_end => *last_end = (*last_end).max(end),
+            _ => windows.push((start, end)),
+        }
+    }
+    Ok(windows)
+}
+
+/// Whether `file` may hold an existing key within `windows`: its time
+/// column's range meets one of them, or the file cannot tell (no bounds, or
+/// rows without a time, which no window covers).
+fn may_hold_duplicates(file: &LiveFile, field: Option<i32>, windows: &[(i64, i64)]) -> bool {
+    let Some(field) = field else {
+        return true;
+    };
+    let data = &file.data_file;
+    if data.null_value_counts().get(&field).is_none_or(|n| *n > 0) {
+        return true;
+    }
+    let micros = |datum: Option<&iceberg::spec::Datum>| match datum.map(|d| d.literal()) {
+        Some(PrimitiveLiteral::Long(v)) => Some(*v),
+        Some(PrimitiveLiteral::Int(days)) => Some(i64::from(*days) * 86_400_000_000),
+        _ => None,
+    };
+    let (Some(lower), Some(upper)) = (
+        micros(data.lower_bounds().get(&field)),
+        micros(data.upper_bounds().get(&field)),
+    ) else {
+        return true;
+    };
+    windows
+        .iter()
+        .any(|(start, end)| lower < *end && upper >= *start)
 }
 
 /// `existing` with no rows, its key columns typed as the projection returns

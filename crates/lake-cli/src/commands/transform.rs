@@ -27,6 +27,7 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
     };
     let options = TransformOptions {
         fail_on_quarantine_ratio: args.fail_on_quarantine_ratio,
+        exhaustive_dedup: args.exhaustive_dedup,
         ..TransformOptions::default()
     };
     let catalog = lake_table::LakeCatalog::connect(&config)
