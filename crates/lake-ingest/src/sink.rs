@@ -456,12 +456,11 @@ fn decoder_for(route: &Route, bronze: &Table, evolve: bool) -> Result<RecordDeco
     ))
 }
 
-/// Writer settings for bronze: fast zstd (compaction may recompress), and no
-/// dictionary or statistics for the columns whose values are all distinct.
+/// Writer settings for bronze: no dictionary or statistics for the columns
+/// whose values are all distinct (the codec and level are the table's).
 pub fn bronze_writer_options(distinct: &[String]) -> WriterOptions {
     WriterOptions {
         row_group_rows: ROW_GROUP_ROWS,
-        zstd_level: 1,
         distinct_columns: distinct.to_vec(),
         ..WriterOptions::default()
     }

@@ -17,6 +17,17 @@ pub async fn local_table(
     schema: Schema,
     spec: UnboundPartitionSpec,
 ) -> Result<Table> {
+    local_table_with(dir, name, schema, spec, HashMap::new()).await
+}
+
+/// [`local_table`] with table properties.
+pub async fn local_table_with(
+    dir: &std::path::Path,
+    name: &str,
+    schema: Schema,
+    spec: UnboundPartitionSpec,
+    properties: HashMap<String, String>,
+) -> Result<Table> {
     let catalog = MemoryCatalogBuilder::default()
         .with_storage_factory(lake_core::storage::storage_factory())
         .load(
@@ -33,6 +44,7 @@ pub async fn local_table(
         .name(name.to_string())
         .schema(schema)
         .partition_spec(spec)
+        .properties(properties)
         .build();
     Ok(catalog.create_table(&namespace, creation).await?)
 }

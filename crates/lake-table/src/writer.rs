@@ -1,4 +1,5 @@
-//! Record batches → partitioned, rolling, zstd Parquet data files.
+//! Record batches → partitioned, rolling Parquet data files, compressed as
+//! the table's properties say.
 //!
 //! Batches are split by the table's partition spec, each partition writes
 //! files up to the target size, and every file comes back as an Iceberg
@@ -21,7 +22,7 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -42,14 +43,72 @@ pub fn target_file_size(table: &Table) -> u64 {
         .unwrap_or(DEFAULT_TARGET_FILE_SIZE)
 }
 
+/// Iceberg's table property naming the codec of Parquet data files.
+pub const COMPRESSION_CODEC_PROPERTY: &str = "write.parquet.compression-codec";
+/// Iceberg's table property for the codec's level.
+pub const COMPRESSION_LEVEL_PROPERTY: &str = "write.parquet.compression-level";
+/// The zstd level of a table that names none: files are written once and
+/// read many times, and level 1 decodes as fast as higher ones while
+/// compressing several times faster than zstd's own default of 3.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
+/// How `table`'s data files are compressed, from its properties: the codec
+/// (`zstd` when unset; `snappy`, `gzip`, `lz4`, `brotli`, `uncompressed`)
+/// and its level where the codec has one (zstd: [`DEFAULT_ZSTD_LEVEL`]
+/// when unset). Every lake writer of the table uses it, so the choice is
+/// the table's.
+pub fn compression(table: &Table) -> Result<Compression> {
+    compression_from(table.metadata().properties())
+        .map_err(|message| Error::Invalid(format!("{}: {message}", table.identifier())))
+}
+
+fn compression_from(
+    properties: &std::collections::HashMap<String, String>,
+) -> std::result::Result<Compression, String> {
+    let codec = properties
+        .get(COMPRESSION_CODEC_PROPERTY)
+        .map_or_else(|| "zstd".to_string(), |c| c.trim().to_ascii_lowercase());
+    let level = match properties.get(COMPRESSION_LEVEL_PROPERTY) {
+        None => None,
+        Some(text) => Some(text.trim().parse::<i32>().map_err(|_| {
+            format!("table property {COMPRESSION_LEVEL_PROPERTY} = `{text}` is not a whole number")
+        })?),
+    };
+    let out_of_range = |e: parquet::errors::ParquetError| {
+        format!("table property {COMPRESSION_LEVEL_PROPERTY} for {codec}: {e}")
+    };
+    let unsigned = |default: u32| {
+        level.map_or(Ok(default), |l| {
+            u32::try_from(l).map_err(|_| {
+                format!("table property {COMPRESSION_LEVEL_PROPERTY} = {l} is negative")
+            })
+        })
+    };
+    Ok(match codec.as_str() {
+        "zstd" => Compression::ZSTD(
+            ZstdLevel::try_new(level.unwrap_or(DEFAULT_ZSTD_LEVEL)).map_err(out_of_range)?,
+        ),
+        "gzip" => Compression::GZIP(GzipLevel::try_new(unsigned(6)?).map_err(out_of_range)?),
+        "brotli" => Compression::BROTLI(BrotliLevel::try_new(unsigned(1)?).map_err(out_of_range)?),
+        // Codecs without levels ignore the level, as Iceberg's own writers do.
+        "snappy" => Compression::SNAPPY,
+        "lz4" => Compression::LZ4_RAW,
+        "uncompressed" | "none" => Compression::UNCOMPRESSED,
+        other => {
+            return Err(format!(
+                "table property {COMPRESSION_CODEC_PROPERTY} = `{other}`: lake writes zstd, \
+                 snappy, gzip, lz4, brotli or uncompressed"
+            ));
+        }
+    })
+}
+
 /// How files are written.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
     /// Roll to a new file past this size. Default: the table's
     /// `write.target-file-size-bytes`, else 512 MiB.
     pub target_file_size: Option<u64>,
-    /// zstd level (1–22).
-    pub zstd_level: i32,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
     /// File names start with this; make it unique per writer (the default is a
@@ -65,7 +124,6 @@ impl Default for WriterOptions {
     fn default() -> Self {
         Self {
             target_file_size: None,
-            zstd_level: 3,
             row_group_rows: 1024 * 1024,
             file_prefix: uuid::Uuid::new_v4().to_string(),
             distinct_columns: Vec::new(),
@@ -100,10 +158,8 @@ impl TableWriter {
         let metadata = table.metadata();
         let iceberg_schema = metadata.current_schema().clone();
         let schema = Arc::new(schema_to_arrow_schema(&iceberg_schema)?);
-        let level = ZstdLevel::try_new(options.zstd_level)
-            .map_err(|e| Error::Invalid(format!("zstd level {}: {e}", options.zstd_level)))?;
         let mut properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
+            .set_compression(compression(table)?)
             .set_max_row_group_row_count(Some(options.row_group_rows));
         for column in &options.distinct_columns {
             let path = ColumnPath::from(column.as_str());
@@ -292,6 +348,96 @@ mod tests {
             ("name", Arc::new(StringArray::from(names))),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn compression_follows_the_table_properties() {
+        let of = |pairs: &[(&str, &str)]| {
+            compression_from(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let codec = COMPRESSION_CODEC_PROPERTY;
+        let level = COMPRESSION_LEVEL_PROPERTY;
+        assert_eq!(
+            of(&[]),
+            Ok(Compression::ZSTD(ZstdLevel::try_new(1).unwrap()))
+        );
+        assert_eq!(
+            of(&[(level, "9")]),
+            Ok(Compression::ZSTD(ZstdLevel::try_new(9).unwrap()))
+        );
+        assert_eq!(
+            of(&[(codec, "GZIP"), (level, "2")]),
+            Ok(Compression::GZIP(GzipLevel::try_new(2).unwrap()))
+        );
+        assert_eq!(
+            of(&[(codec, "snappy"), (level, "5")]),
+            Ok(Compression::SNAPPY)
+        );
+        assert_eq!(
+            of(&[(codec, "uncompressed")]),
+            Ok(Compression::UNCOMPRESSED)
+        );
+        assert!(
+            of(&[(codec, "lzo")])
+                .unwrap_err()
+                .contains("`lzo`: lake writes zstd")
+        );
+        assert!(
+            of(&[(level, "high")])
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        assert!(of(&[(level, "99")]).unwrap_err().contains("for zstd"));
+        assert!(
+            of(&[(codec, "gzip"), (level, "-1")])
+                .unwrap_err()
+                .contains("negative")
+        );
+    }
+
+    #[tokio::test]
+    async fn files_are_compressed_with_the_table_s_codec() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = table(dir.path(), false).await;
+        let snappy = crate::testing::local_table_with(
+            dir.path(),
+            "snappy",
+            plain.metadata().current_schema().as_ref().clone(),
+            UnboundPartitionSpec::builder().build(),
+            std::collections::HashMap::from([(
+                COMPRESSION_CODEC_PROPERTY.to_string(),
+                "snappy".to_string(),
+            )]),
+        )
+        .await
+        .unwrap();
+        for (table, wanted) in [
+            (&plain, Compression::ZSTD(ZstdLevel::try_new(1).unwrap())),
+            (&snappy, Compression::SNAPPY),
+        ] {
+            let mut writer = TableWriter::new(table, WriterOptions::default())
+                .await
+                .unwrap();
+            writer.write(&batch(0..1000)).await.unwrap();
+            let files = writer.close().await.unwrap();
+            let bytes = table
+                .file_io()
+                .new_input(files[0].file_path())
+                .unwrap()
+                .read()
+                .await
+                .unwrap();
+            let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+            let metadata = parquet::file::reader::FileReader::metadata(&reader);
+            for column in metadata.row_group(0).columns() {
+                assert_eq!(column.compression(), wanted, "{}", column.column_path());
+            }
+        }
     }
 
     #[tokio::test]

@@ -133,13 +133,11 @@ fn consumed(target: Option<&Table>, source: &TableIdent) -> Result<Option<i64>> 
     }
 }
 
-/// How silver and gold files are written: zstd at its fastest level (the
-/// files are written once per run and read many times; level 1 decodes as
-/// fast as higher ones) and row groups of 128 k rows, which bound the memory
-/// of each open partition and give readers finer pruning.
+/// How silver and gold files are written (the codec and level are the
+/// table's): row groups of 128 k rows, which bound the memory of each open
+/// partition and give readers finer pruning.
 fn writer_options(distinct: &[String]) -> WriterOptions {
     WriterOptions {
-        zstd_level: 1,
         row_group_rows: 128 * 1024,
         distinct_columns: distinct.to_vec(),
         ..WriterOptions::default()
