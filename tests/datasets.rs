@@ -71,6 +71,7 @@ SELECT order_id,
        _kafka_offset,
        _ingested_at
 FROM bronze
+-- A trailing comment: lake's wrapping must not be swallowed by it.
 ";
 
 const REVENUE: &str = "\

@@ -33,7 +33,7 @@ fn literal(text: &str) -> String {
 
 /// The dataset's silver.sql as a subquery body: without a final `;`, and
 /// with a line break so a trailing comment cannot swallow what follows.
-fn projection(spec: &DatasetSpec) -> String {
+pub(crate) fn projection(spec: &DatasetSpec) -> String {
     let sql = spec.silver.sql.trim_end();
     let sql = sql.trim_end_matches(';').trim_end();
     format!("{sql}\n")

@@ -789,7 +789,7 @@ async fn new_row_windows(
     let sql = format!(
         "SELECT DISTINCT date_trunc('day', {time}) AS day \
          FROM ({}) AS model WHERE {time} IS NOT NULL",
-        dataset.silver.sql.trim_end().trim_end_matches(';')
+        crate::models::projection(dataset)
     );
     let batches = ctx.sql(&sql).await?.collect().await?;
     let widen = i64::try_from(horizon.as_micros()).unwrap_or(i64::MAX / 4);
