@@ -23,6 +23,8 @@ import duckdb
 DIALECT = [
     # DuckDB's cardinality() is for maps; len() counts list elements.
     ("cardinality(", "len("),
+    # DuckDB spells DataFusion's LEFT ANTI JOIN without LEFT.
+    ("LEFT ANTI JOIN", "ANTI JOIN"),
 ]
 
 GOLD = [
