@@ -18,7 +18,7 @@
 //! under, e.g. `perf record -g -o /tmp/transform.perf --`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -37,16 +37,6 @@ const OUTPUTS: [&str; 6] = [
     "gold.tweet_volume_by_region",
     "gold.tweet_metrics_by_language",
 ];
-
-fn python() -> PathBuf {
-    std::env::var_os("LAKE_TEST_PYTHON").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").expect("HOME");
-            Path::new(&home).join(".cache/lake/venv/bin/python")
-        },
-        PathBuf::from,
-    )
-}
 
 /// Rows in each output table, then the tables dropped and their files
 /// deleted so that the next run starts from empty targets.
@@ -132,7 +122,7 @@ fn main() {
         eprintln!("lake, run {run}: {seconds:.2}s, peak memory {peak_mb:.0} MB");
 
         let duck_out = dir.path().join("duckdb");
-        let out = Command::new(python())
+        let out = Command::new(common::python())
             .arg(&script)
             .arg(&models)
             .arg(&duck_out)

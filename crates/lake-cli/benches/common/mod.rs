@@ -79,6 +79,17 @@ pub fn connect(runtime: &tokio::runtime::Runtime, uri: &str, key: &str) -> LakeC
         .expect("connect")
 }
 
+/// The Python with DuckDB: `LAKE_TEST_PYTHON`, else the venv `tests/run` installs.
+pub fn python() -> PathBuf {
+    std::env::var_os("LAKE_TEST_PYTHON").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").expect("HOME");
+            Path::new(&home).join(".cache/lake/venv/bin/python")
+        },
+        PathBuf::from,
+    )
+}
+
 pub fn local_path(location: &str) -> PathBuf {
     PathBuf::from(location.strip_prefix("file://").unwrap_or(location))
 }
@@ -107,46 +118,9 @@ pub async fn fill_bronze(
     config.events_per_second = tweets as f64 / (2.0 * 86_400.0);
     config.faults = faults;
     let mut generator = Generator::new(config);
-    let route = lake_ingest::Route::for_dataset(&tweets_spec());
-    let mut table = lake_ingest::bronze::ensure_bronze(catalog, &route)
-        .await
-        .expect("bronze table");
-    let arrow = Arc::new(
-        iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).expect("arrow"),
-    );
-    let decoder = RecordDecoder::new(&tweets_spec(), "tweets", arrow, false);
-    let distinct = lake_ingest::bronze::distinct_columns(&tweets_spec());
-    let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
-    let mut written = 0u64;
+    let payloads = (0..tweets).map(|_| generator.next_record().payload.to_vec());
     let started = Instant::now();
-    while written < tweets {
-        let mut writer = TableWriter::new(&table, lake_ingest::bronze_writer_options(&distinct))
-            .await
-            .expect("writer");
-        let end = (written + commit_rows).min(tweets);
-        for i in written..end {
-            let at = Coordinates {
-                partition: (i % KAFKA_PARTITIONS) as i32,
-                offset: (i / KAFKA_PARTITIONS) as i64,
-                timestamp_ms: Some(0),
-            };
-            chunk.push(Some(generator.next_record().payload), at, 1 << 20);
-            if chunk.len() == 4096 || i + 1 == end {
-                let decoded = decoder.decode(&chunk, lake_core::now_micros());
-                for batch in &decoded.expect("decode").bronze {
-                    writer.write(batch).await.expect("write");
-                }
-                chunk.clear();
-            }
-        }
-        let files = writer.close().await.expect("close");
-        table = Append::new()
-            .add_files(files)
-            .commit(catalog, &table)
-            .await
-            .expect("append");
-        written = end;
-    }
+    let table = append_tweets(catalog, payloads, 0, commit_rows, None).await;
     let files = lake_table::files::live_files(&table, None)
         .await
         .expect("live files");
@@ -158,6 +132,81 @@ pub async fn fill_bronze(
         started.elapsed().as_secs_f64()
     );
     files.iter().map(|f| local_path(f.path())).collect()
+}
+
+/// Appends tweet payloads to `bronze.tweets_raw` (created if missing) as
+/// ingest decodes them, committing every `commit_rows`. Payload `i` sits at
+/// the Kafka coordinates of record `first + i` of a 16-partition topic. When
+/// `keys` is given, the `tweet_id` of every bronze row written is pushed to it
+/// (records ingest would reject write no row).
+pub async fn append_tweets(
+    catalog: &LakeCatalog,
+    payloads: impl Iterator<Item = Vec<u8>>,
+    first: u64,
+    commit_rows: u64,
+    mut keys: Option<&mut Vec<Option<String>>>,
+) -> iceberg::table::Table {
+    let route = lake_ingest::Route::for_dataset(&tweets_spec());
+    let mut table = lake_ingest::bronze::ensure_bronze(catalog, &route)
+        .await
+        .expect("bronze table");
+    let arrow = Arc::new(
+        iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).expect("arrow"),
+    );
+    let decoder = RecordDecoder::new(&tweets_spec(), "tweets", arrow, false);
+    let distinct = lake_ingest::bronze::distinct_columns(&tweets_spec());
+    let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
+    let mut payloads = payloads.peekable();
+    let mut index = first;
+    while payloads.peek().is_some() {
+        let mut writer = TableWriter::new(&table, lake_ingest::bronze_writer_options(&distinct))
+            .await
+            .expect("writer");
+        let mut in_commit = 0;
+        while in_commit < commit_rows {
+            let payload = payloads.next();
+            if let Some(payload) = &payload {
+                let at = Coordinates {
+                    partition: (index % KAFKA_PARTITIONS) as i32,
+                    offset: (index / KAFKA_PARTITIONS) as i64,
+                    timestamp_ms: Some(0),
+                };
+                chunk.push(Some(payload.as_slice()), at, 1 << 20);
+                index += 1;
+                in_commit += 1;
+            }
+            let last = payload.is_none() || in_commit == commit_rows;
+            if chunk.len() == 4096 || (last && !chunk.is_empty()) {
+                let decoded = decoder
+                    .decode(&chunk, lake_core::now_micros())
+                    .expect("decode");
+                for batch in &decoded.bronze {
+                    if let Some(keys) = keys.as_deref_mut() {
+                        let ids = batch.column_by_name("tweet_id").expect("tweet_id column");
+                        let ids = arrow_cast::cast(ids, &arrow_schema::DataType::Utf8)
+                            .expect("tweet_id as text");
+                        let ids = ids
+                            .as_any()
+                            .downcast_ref::<arrow_array::StringArray>()
+                            .expect("strings");
+                        keys.extend(ids.iter().map(|id| id.map(str::to_string)));
+                    }
+                    writer.write(batch).await.expect("write");
+                }
+                chunk.clear();
+            }
+            if payload.is_none() {
+                break;
+            }
+        }
+        let files = writer.close().await.expect("close");
+        table = Append::new()
+            .add_files(files)
+            .commit(catalog, &table)
+            .await
+            .expect("append");
+    }
+    table
 }
 
 /// The built-in tweets dataset.
