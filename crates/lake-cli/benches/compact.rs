@@ -9,10 +9,18 @@
 //! the default 512 MiB target. It prints files and bytes before and after, and the rate in
 //! MB/s of small files read and rewritten (commits included).
 //!
+//! Side by side in each run, DuckDB (the `duckdb` Python package, `LAKE_TEST_PYTHON` or the
+//! venv `tests/run` installs) rewrites the same small files, each partition of five or more
+//! into one file, with `COPY … TO … (FORMAT parquet)` at the table's zstd level
+//! (benches/compact_duckdb.py); it must write as many rows as those files hold.
+//!
 //! LAKE_BENCH_RUNS sets the runs (3), LAKE_BENCH_LOG the lake run's RUST_LOG,
-//! LAKE_BENCH_ARGS more `lake compact` arguments (`--max-concurrent 1`).
+//! LAKE_BENCH_ARGS more `lake compact` arguments (`--max-concurrent 1`), LAKE_BENCH_WRAP a
+//! command the lake run is started under, e.g. `perf record -g -o /tmp/compact.perf --`.
 
-use std::process::Command;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use iceberg::{Catalog, TableIdent};
@@ -48,6 +56,9 @@ fn main() {
     let mut rates = Vec::new();
     let mut seconds = Vec::new();
     let mut memory = Vec::new();
+    let mut duck_seconds = Vec::new();
+    let mut level = 1;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compact_duckdb.py");
     let mut shape = (0usize, 0u64, 0usize, 0u64);
     for run in 0..runs {
         runtime.block_on(common::fill_bronze(&catalog, tweets, commit_rows, faults));
@@ -60,17 +71,17 @@ fn main() {
             .map(|f| f.data_file.file_size_in_bytes())
             .sum();
 
+        // DuckDB writes at the level lake's compaction takes from the table.
+        level = match lake_table::writer::compression(&table).expect("codec") {
+            parquet::basic::Compression::ZSTD(level) => level.compression_level(),
+            other => panic!("the bench compares zstd; bronze is {other:?}"),
+        };
         let started = Instant::now();
-        let out = common::lake_env(
-            &mut Command::new(env!("CARGO_BIN_EXE_lake")),
-            &uri,
-            &key,
-            dir.path(),
-        )
-        .args(["compact", "bronze.tweets_raw"])
-        .args(extra.split_whitespace())
-        .output()
-        .expect("lake compact");
+        let out = common::lake_env(&mut common::lake_command(), &uri, &key, dir.path())
+            .args(["compact", "bronze.tweets_raw"])
+            .args(extra.split_whitespace())
+            .output()
+            .expect("lake compact");
         let elapsed = started.elapsed().as_secs_f64();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
@@ -97,6 +108,55 @@ fn main() {
         seconds.push(elapsed);
         memory.push(common::peak_mb(&stderr));
 
+        // DuckDB merges the same small files, partition by partition, as
+        // lake did (partitions of fewer than --min-input-files are left).
+        let mut partitions: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+        for file in &before {
+            let path = common::local_path(file.path());
+            let partition = path.parent().expect("partition directory").to_path_buf();
+            partitions.entry(partition).or_default().push(path);
+        }
+        let groups: Vec<Vec<PathBuf>> = partitions
+            .into_values()
+            .filter(|files| files.len() >= 5)
+            .collect();
+        let grouped_rows: u64 = before
+            .iter()
+            .filter(|f| {
+                groups
+                    .iter()
+                    .any(|g| g.contains(&common::local_path(f.path())))
+            })
+            .map(|f| f.data_file.record_count())
+            .sum();
+        let duck_out = dir.path().join("duckdb");
+        let mut child = Command::new(common::python())
+            .arg(&script)
+            .arg(&duck_out)
+            .env("LEVEL", level.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python with duckdb (run tests/run once to install it)");
+        serde_json::to_writer(child.stdin.take().expect("stdin"), &groups).expect("groups");
+        let out = child.wait_with_output().expect("duckdb");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        std::fs::remove_dir_all(&duck_out).expect("delete duckdb output");
+        assert_eq!(report["rows"].as_u64(), Some(grouped_rows), "DuckDB's rows");
+        let duck = report["seconds"].as_f64().expect("seconds");
+        eprintln!(
+            "duckdb, run {run}: {} groups ({grouped_rows} rows) in {duck:.2}s = {:.1} MB/s",
+            groups.len(),
+            bytes_before as f64 / 1e6 / duck
+        );
+        duck_seconds.push(duck);
+
         runtime
             .block_on(catalog.rest().drop_table(&ident))
             .expect("drop");
@@ -104,13 +164,20 @@ fn main() {
             .expect("delete files");
     }
     let (files_before, bytes_before, files_after, bytes_after) = shape;
+    let lake = median(seconds);
     println!(
         "compact: {tweets} tweets in {files_before} files ({:.0} MB) → {files_after} files ({:.0} MB); median of {runs}: {:.2}s = {:.1} MB/s of small files, {:.0} k rows/s; peak RSS {:.0} MB",
         bytes_before as f64 / 1e6,
         bytes_after as f64 / 1e6,
-        median(seconds.clone()),
+        lake,
         median(rates),
-        tweets as f64 / 1e3 / median(seconds),
+        tweets as f64 / 1e3 / lake,
         median(memory)
     );
+    let duck = median(duck_seconds);
+    println!(
+        "compact/duckdb: the same partitions' files, one COPY each at zstd level {level}, median of {runs}: {duck:.2}s = {:.1} MB/s",
+        bytes_before as f64 / 1e6 / duck
+    );
+    println!("compact/ratio: lake at {:.2}× DuckDB's rate", duck / lake);
 }

@@ -68,11 +68,6 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let wrap: Vec<String> = std::env::var("LAKE_BENCH_WRAP")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let (uri, key) = common::embedded_catalog(&runtime, dir.path());
@@ -99,14 +94,7 @@ fn main() {
     let mut duck_silver = Vec::new();
     for run in 0..runs {
         let started = Instant::now();
-        let mut command = match wrap.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(env!("CARGO_BIN_EXE_lake"));
-                command
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_lake")),
-        };
+        let mut command = common::lake_command();
         let out = common::lake_env(&mut command, &uri, &key, dir.path())
             .args(["transform", "all", "--dataset", "tweets"])
             .output()

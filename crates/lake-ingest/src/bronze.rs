@@ -195,7 +195,10 @@ pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table
         ("lake.layer".to_string(), "bronze".to_string()),
         ("lake.source.topic".to_string(), route.topic.clone()),
     ]);
-    let upkeep = route.dataset.bronze.upkeep.properties();
+    let mut upkeep = route.dataset.bronze.upkeep.properties().to_vec();
+    upkeep.push(lake_table::writer::distinct_property(&distinct_columns(
+        &route.dataset,
+    )));
     properties.extend(
         upkeep
             .iter()

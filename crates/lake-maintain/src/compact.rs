@@ -27,6 +27,9 @@ use crate::error::{Error, Result};
 /// Small files of a group read at once: their reads are mostly waiting on
 /// storage round trips, and row order within a group does not matter.
 const READ_CONCURRENCY: usize = 8;
+/// Batches decoded ahead of the encoder (8 k rows each): enough to keep it
+/// fed, few enough to bound memory.
+const READ_AHEAD_BATCHES: usize = 8;
 
 /// Files below this share of the target size are candidates.
 const SMALL_SHARE: f64 = 0.75;
@@ -386,8 +389,10 @@ async fn rewrite(
         },
     )
     .await?;
-    let mut batches =
-        lake_table::read::read_tasks(table.file_io().clone(), tasks, READ_CONCURRENCY);
+    let mut batches = lake_table::read::read_ahead(
+        lake_table::read::read_tasks(table.file_io().clone(), tasks, READ_CONCURRENCY),
+        READ_AHEAD_BATCHES,
+    );
     if sort_by.is_empty() {
         while let Some(batch) = batches.next().await {
             writer.write(&batch?).await?;

@@ -57,3 +57,27 @@ pub fn read_tasks(
     .try_flatten()
     .boxed()
 }
+
+/// `batches` polled by a task of its own, up to `ahead` batches ahead of
+/// the consumer: decoding then runs on another core than whatever consumes
+/// it (compaction's encoder), instead of taking turns with it on one. The
+/// task stops when the returned stream is dropped.
+pub fn read_ahead(
+    mut batches: BoxStream<'static, iceberg::Result<arrow_array::RecordBatch>>,
+    ahead: usize,
+) -> BoxStream<'static, iceberg::Result<arrow_array::RecordBatch>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(ahead.max(1));
+    tokio::spawn(async move {
+        while let Some(batch) = batches.next().await {
+            let failed = batch.is_err();
+            // The consumer went away (it failed or is done): stop reading.
+            if sender.send(batch).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|batch| (batch, receiver))
+    })
+    .boxed()
+}

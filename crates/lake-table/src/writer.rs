@@ -103,20 +103,43 @@ fn compression_from(
     })
 }
 
+/// The table property listing (comma-separated) the top-level columns
+/// whose values are (nearly) all distinct: every lake writer of the table
+/// writes them without a dictionary and without min/max statistics, so a
+/// rewrite (compaction) encodes them as the first writer did.
+pub const DISTINCT_COLUMNS_PROPERTY: &str = "lake.write.distinct-columns";
+
+/// `DISTINCT_COLUMNS_PROPERTY` as a table owning `columns` wants it
+/// (`None`: not set).
+pub fn distinct_property(columns: &[String]) -> (&'static str, Option<String>) {
+    (
+        DISTINCT_COLUMNS_PROPERTY,
+        (!columns.is_empty()).then(|| columns.join(",")),
+    )
+}
+
+/// Iceberg's table property for the size a Parquet row group is flushed at.
+pub const ROW_GROUP_BYTES_PROPERTY: &str = "write.parquet.row-group-size-bytes";
+/// Iceberg's default for [`ROW_GROUP_BYTES_PROPERTY`]: 128 MiB.
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 128 * 1024 * 1024;
+
 /// How files are written.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
     /// Roll to a new file past this size. Default: the table's
     /// `write.target-file-size-bytes`, else 512 MiB.
     pub target_file_size: Option<u64>,
-    /// Rows per Parquet row group.
+    /// Rows per Parquet row group at most; a row group is also flushed at
+    /// the table's `write.parquet.row-group-size-bytes` (Iceberg's 128 MiB
+    /// when unset), whichever comes first.
     pub row_group_rows: usize,
     /// File names start with this; make it unique per writer (the default is a
     /// random UUID) so concurrent writers never collide.
     pub file_prefix: String,
     /// Top-level columns whose values are (nearly) all distinct: written
     /// without a dictionary and without min/max statistics, which would cost
-    /// time and help no reader.
+    /// time and help no reader. Added to those the table's
+    /// `lake.write.distinct-columns` names.
     pub distinct_columns: Vec<String>,
 }
 
@@ -158,10 +181,27 @@ impl TableWriter {
         let metadata = table.metadata();
         let iceberg_schema = metadata.current_schema().clone();
         let schema = Arc::new(schema_to_arrow_schema(&iceberg_schema)?);
+        let table_properties = metadata.properties();
+        let row_group_bytes = table_properties
+            .get(ROW_GROUP_BYTES_PROPERTY)
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&bytes| bytes > 0)
+            .unwrap_or(DEFAULT_ROW_GROUP_BYTES);
         let mut properties = WriterProperties::builder()
             .set_compression(compression(table)?)
-            .set_max_row_group_row_count(Some(options.row_group_rows));
-        for column in &options.distinct_columns {
+            .set_max_row_group_row_count(Some(options.row_group_rows))
+            .set_max_row_group_bytes(Some(row_group_bytes));
+        let of_table = table_properties
+            .get(DISTINCT_COLUMNS_PROPERTY)
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for column in options.distinct_columns.iter().chain(&of_table) {
             let path = ColumnPath::from(column.as_str());
             properties = properties
                 .set_column_dictionary_enabled(path.clone(), false)
@@ -438,6 +478,66 @@ mod tests {
                 assert_eq!(column.compression(), wanted, "{}", column.column_path());
             }
         }
+    }
+
+    #[tokio::test]
+    async fn distinct_columns_and_row_group_size_follow_the_table_properties() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = table(dir.path(), false).await;
+        let table = crate::testing::local_table_with(
+            dir.path(),
+            "distinct",
+            plain.metadata().current_schema().as_ref().clone(),
+            UnboundPartitionSpec::builder().build(),
+            std::collections::HashMap::from([
+                (DISTINCT_COLUMNS_PROPERTY.to_string(), " name ,".to_string()),
+                (ROW_GROUP_BYTES_PROPERTY.to_string(), "2048".to_string()),
+            ]),
+        )
+        .await
+        .unwrap();
+        let mut writer = TableWriter::new(&table, WriterOptions::default())
+            .await
+            .unwrap();
+        for start in (0..1000).step_by(100) {
+            writer.write(&batch(start..start + 100)).await.unwrap();
+        }
+        let files = writer.close().await.unwrap();
+        assert_eq!(files.len(), 1);
+        let bytes = table
+            .file_io()
+            .new_input(files[0].file_path())
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        assert!(
+            metadata.num_row_groups() > 1,
+            "2 KiB row groups: {} row group(s)",
+            metadata.num_row_groups()
+        );
+        for column in metadata.row_group(0).columns() {
+            let distinct = column.column_path().string() == "name";
+            assert_eq!(
+                column.dictionary_page_offset().is_none(),
+                distinct,
+                "{}: dictionary only where the column is not distinct",
+                column.column_path()
+            );
+            assert_eq!(
+                column.statistics().is_none(),
+                distinct,
+                "{}: statistics only where the column is not distinct",
+                column.column_path()
+            );
+        }
+        assert!(
+            !files[0].lower_bounds().contains_key(&3),
+            "no bounds for name"
+        );
+        assert_eq!(files[0].lower_bounds()[&1], Datum::long(0));
     }
 
     #[tokio::test]

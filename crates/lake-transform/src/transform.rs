@@ -151,6 +151,7 @@ fn table_properties(
     layer: &str,
     source: &TableIdent,
     upkeep: &Upkeep,
+    distinct: &[String],
 ) -> HashMap<String, String> {
     let mut properties = HashMap::from([
         ("lake.dataset".to_string(), dataset.name.clone()),
@@ -158,11 +159,18 @@ fn table_properties(
         ("lake.source".to_string(), source.to_string()),
     ]);
     properties.extend(
-        upkeep
-            .properties()
+        owned_properties(upkeep, distinct)
             .into_iter()
             .filter_map(|(k, v)| Some((k.to_string(), v?))),
     );
+    properties
+}
+
+/// Every property the dataset owns on a model's table: its upkeep and the
+/// columns its writers treat as distinct.
+fn owned_properties(upkeep: &Upkeep, distinct: &[String]) -> Vec<(&'static str, Option<String>)> {
+    let mut properties = upkeep.properties().to_vec();
+    properties.push(lake_table::writer::distinct_property(distinct));
     properties
 }
 
@@ -284,12 +292,13 @@ async fn follow_model(
     table: Table,
     fields: &[Arc<Field>],
     upkeep: &Upkeep,
+    distinct: &[String],
     model: &str,
 ) -> Result<Table> {
     let wanted = table_schema(fields)?;
     let changes = lake_table::evolve::Changes::AddOnly;
     let table = lake_table::evolve::follow(catalog, table, &wanted, &[], changes, model).await?;
-    follow_upkeep(catalog, table, upkeep, model).await
+    follow_upkeep(catalog, table, upkeep, distinct, model).await
 }
 
 /// Sets the table properties `upkeep` owns as the declaration in `model` says.
@@ -297,9 +306,10 @@ async fn follow_upkeep(
     catalog: &LakeCatalog,
     table: Table,
     upkeep: &Upkeep,
+    distinct: &[String],
     model: &str,
 ) -> Result<Table> {
-    let properties = upkeep.properties();
+    let properties = owned_properties(upkeep, distinct);
     Ok(lake_table::evolve::follow_properties(catalog, table, &properties, model).await?)
 }
 
@@ -350,8 +360,10 @@ pub async fn run_silver(
     let quarantine = load_optional(catalog, &quarantine_ident).await?;
     let Some((current, new_files)) = pending(&bronze, target.as_ref()).await? else {
         // Nothing to read, but a changed declaration still reaches the tables.
-        for table in [target, quarantine].into_iter().flatten() {
-            follow_upkeep(catalog, table, &silver.upkeep, &silver.file).await?;
+        for (table, distinct) in [(target, &silver.distinct[..]), (quarantine, &[][..])] {
+            if let Some(table) = table {
+                follow_upkeep(catalog, table, &silver.upkeep, distinct, &silver.file).await?;
+            }
         }
         report.elapsed = started.elapsed();
         return Ok(report);
@@ -406,12 +418,26 @@ pub async fn run_silver(
 
     let target = match target {
         Some(table) => {
-            follow_model(catalog, table, &clean_fields, &silver.upkeep, &silver.file).await?
+            follow_model(
+                catalog,
+                table,
+                &clean_fields,
+                &silver.upkeep,
+                &silver.distinct,
+                &silver.file,
+            )
+            .await?
         }
         None => {
             let schema = table_schema(&clean_fields)?;
             let spec = lake_table::partition_by(&schema, &silver.time_column, Transform::Day)?;
-            let properties = table_properties(dataset, "silver", &bronze_ident, &silver.upkeep);
+            let properties = table_properties(
+                dataset,
+                "silver",
+                &bronze_ident,
+                &silver.upkeep,
+                &silver.distinct,
+            );
             catalog
                 .ensure_table(&target_ident, schema, spec, properties)
                 .await?
@@ -424,6 +450,7 @@ pub async fn run_silver(
                 table,
                 &quarantine_fields,
                 &silver.upkeep,
+                &[],
                 &silver.file,
             )
             .await?
@@ -431,7 +458,8 @@ pub async fn run_silver(
         None => {
             let schema = table_schema(&quarantine_fields)?;
             let spec = lake_table::partition_by(&schema, QUARANTINED_AT, Transform::Day)?;
-            let properties = table_properties(dataset, "silver", &bronze_ident, &silver.upkeep);
+            let properties =
+                table_properties(dataset, "silver", &bronze_ident, &silver.upkeep, &[]);
             catalog
                 .ensure_table(&quarantine_ident, schema, spec, properties)
                 .await?
@@ -971,7 +999,7 @@ pub async fn run_gold(
     let target = load_optional(catalog, &target_ident).await?;
     let Some((current, new_files)) = pending(&silver, target.as_ref()).await? else {
         if let Some(table) = target {
-            follow_upkeep(catalog, table, &model.upkeep, &model.file).await?;
+            follow_upkeep(catalog, table, &model.upkeep, &[], &model.file).await?;
         }
         report.elapsed = started.elapsed();
         return Ok(report);
@@ -1033,7 +1061,15 @@ pub async fn run_gold(
     }
     let target = match target {
         Some(table) => {
-            follow_model(catalog, table, output.fields(), &model.upkeep, &model.file).await?
+            follow_model(
+                catalog,
+                table,
+                output.fields(),
+                &model.upkeep,
+                &[],
+                &model.file,
+            )
+            .await?
         }
         None => {
             let schema = table_schema(output.fields())?;
@@ -1042,7 +1078,7 @@ pub async fn run_gold(
                 Granularity::Day => Transform::Day,
             };
             let spec = lake_table::partition_by(&schema, &model.time_column, transform)?;
-            let properties = table_properties(dataset, "gold", &silver_ident, &model.upkeep);
+            let properties = table_properties(dataset, "gold", &silver_ident, &model.upkeep, &[]);
             catalog
                 .ensure_table(&target_ident, schema, spec, properties)
                 .await?

@@ -54,6 +54,24 @@ pub fn lake_env<'a>(
         .current_dir(dir)
 }
 
+/// The release `lake`, started under the command `LAKE_BENCH_WRAP` gives
+/// when set (e.g. `perf record -g -o /tmp/lake.perf --`).
+pub fn lake_command() -> std::process::Command {
+    let wrap: Vec<String> = std::env::var("LAKE_BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    match wrap.split_first() {
+        Some((program, args)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(env!("CARGO_BIN_EXE_lake"));
+            command
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_lake")),
+    }
+}
+
 /// The `peak memory N MB` a lake summary line reports.
 pub fn peak_mb(stderr: &str) -> f64 {
     stderr
