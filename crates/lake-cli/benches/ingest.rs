@@ -8,6 +8,12 @@
 //! peak memory are its own, once per group protocol (classic, then KIP-848's consumer
 //! protocol, which skips the broker's 3 s initial rebalance delay). The ceiling is the same bytes checked, decoded and written to
 //! Parquet in-process, with no Kafka and no catalog, through the same code.
+//!
+//! In each run a Python peer reads the same topic into the same catalog and warehouse:
+//! confluent-kafka, pyarrow's JSON reader and a pyiceberg append per 100 k records
+//! (benches/ingest_python.py, in the venv `tests/run` installs or `LAKE_TEST_PYTHON`). Both
+//! run under `/usr/bin/time` for their CPU seconds and peak RSS. LAKE_BENCH_WRAP is a
+//! command the lake runs are started under, e.g. `perf record -o /tmp/ingest.perf --`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -134,12 +140,14 @@ fn main() {
     // two group protocols taking turns so that both see the same noise.
     let protocols = ["classic", "consumer"];
     let mut measured: Vec<Measured> = protocols.iter().map(|_| Measured::default()).collect();
+    let mut python = Measured::default();
+    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_python.py");
     for run_number in 0..RUNS {
         for (protocol, measured) in protocols.iter().zip(&mut measured) {
             let table = format!("tweets=bronze.tweets_{protocol}{run_number}");
             let group = format!("bench-{protocol}-{run_number}");
             let started = Instant::now();
-            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lake"));
+            let mut command = common::timed(&common::lake_command());
             let out = common::lake_env(&mut command, &uri, &key, dir.path())
                 .args([
                     "ingest",
@@ -179,8 +187,42 @@ fn main() {
             );
             measured.steady.push(elapsed - waited);
             measured.e2e.push(elapsed);
-            measured.memory.push(peak_mb);
+            let (cpu, peak) = common::time_report(&stderr);
+            measured.memory.push(peak);
+            measured.cpu.push(cpu);
         }
+
+        // The Python peer on the same topic, same catalog and warehouse.
+        let started = Instant::now();
+        let out = common::timed(&std::process::Command::new(common::python()))
+            .arg(&peer)
+            .args([
+                &cluster.bootstrap_servers(),
+                "tweets",
+                &format!("bench-python-{run_number}"),
+                &format!("bronze.tweets_python{run_number}"),
+                &tweets.to_string(),
+            ])
+            .env("LAKE_PY_URI", &uri)
+            .env("LAKE_PY_TOKEN", &key)
+            .current_dir(dir.path())
+            .output()
+            .expect(
+                "python with confluent-kafka and pyiceberg (run tests/run once to install them)",
+            );
+        let elapsed = started.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(report["rows"].as_u64(), Some(tweets), "the peer's rows");
+        let (cpu, peak) = common::time_report(&stderr);
+        eprintln!(
+            "python peer, run {run_number}: {elapsed:.2}s, {cpu:.1} CPU-s, peak memory {peak:.0} MB, {} files",
+            report["files"]
+        );
+        python.e2e.push(elapsed);
+        python.cpu.push(cpu);
+        python.memory.push(peak);
     }
 
     // The ceiling: the same payloads through the same decode and write path.
@@ -245,6 +287,30 @@ fn main() {
 
     let ceiling = median(ceiling);
     let mb = bytes as f64 / 1e6;
+    let classic = (
+        median(measured[0].e2e.clone()),
+        median(measured[0].cpu.clone()),
+        median(measured[0].memory.clone()),
+    );
+    let peer = (
+        median(python.e2e),
+        median(python.cpu),
+        median(python.memory),
+    );
+    println!(
+        "ingest/python: confluent-kafka + pyarrow + pyiceberg, same topic and catalog, median of {RUNS}: {:.2}s = {:.0} k tweets/s; {:.1} CPU-s; peak RSS {:.0} MB",
+        peer.0,
+        tweets as f64 / 1e3 / peer.0,
+        peer.1,
+        peer.2
+    );
+    println!(
+        "ingest/vs-python (classic): lake {:.2}× the throughput at {:.2}× the CPU-seconds ({:.1} s) and {:.2}× the memory",
+        peer.0 / classic.0,
+        classic.1 / peer.1,
+        classic.1,
+        classic.2 / peer.2
+    );
     for (protocol, measured) in protocols.iter().zip(measured) {
         let e2e = median(measured.e2e);
         let steady = median(measured.steady);
@@ -273,6 +339,8 @@ fn main() {
 #[derive(Default)]
 struct Measured {
     e2e: Vec<f64>,
+    /// User + system CPU seconds of the process.
+    cpu: Vec<f64>,
     steady: Vec<f64>,
     memory: Vec<f64>,
 }

@@ -72,6 +72,34 @@ pub fn lake_command() -> std::process::Command {
     }
 }
 
+/// `command` started under `/usr/bin/time`, which appends a line with the
+/// process's CPU seconds and peak RSS to its stderr (see [`time_report`]):
+/// the same measurement for lake and its peers. Takes the program and
+/// arguments of `command` (set nothing else on it before).
+pub fn timed(command: &std::process::Command) -> std::process::Command {
+    let mut timed = std::process::Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "\nTIMED %U %S %M"])
+        .arg(command.get_program())
+        .args(command.get_args());
+    timed
+}
+
+/// The CPU seconds (user + system) and peak RSS in MB that [`timed`]'s
+/// line in `stderr` reports.
+pub fn time_report(stderr: &str) -> (f64, f64) {
+    let line = stderr
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("TIMED "))
+        .expect("a TIMED line from /usr/bin/time (is GNU time installed?)");
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .map(|f| f.parse().expect("a number"))
+        .collect();
+    (fields[0] + fields[1], fields[2] * 1024.0 / 1e6)
+}
+
 /// The `peak memory N MB` a lake summary line reports.
 pub fn peak_mb(stderr: &str) -> f64 {
     stderr
