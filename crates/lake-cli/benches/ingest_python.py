@@ -3,7 +3,8 @@ pyarrow and pyiceberg.
 
     python ingest_python.py BROKERS TOPIC GROUP TABLE RECORDS
 
-Environment: LAKE_PY_URI, LAKE_PY_TOKEN (the REST catalog). Reads TOPIC from
+Environment: LAKE_PY_URI, LAKE_PY_TOKEN (the REST catalog), and for an S3
+warehouse LAKE_PY_S3_ENDPOINT, LAKE_PY_S3_ACCESS_KEY, LAKE_PY_S3_SECRET_KEY. Reads TOPIC from
 the earliest offset as GROUP, parses every 100 000 records with pyarrow's JSON
 reader (the schema of the first batch fixed for the rest), appends them to
 TABLE (created from that schema) with pyiceberg and then commits the Kafka
@@ -29,7 +30,18 @@ def main() -> None:
     brokers, topic, group, name, records = sys.argv[1:6]
     records = int(records)
     started = time.perf_counter()
-    catalog = RestCatalog("lake", uri=os.environ["LAKE_PY_URI"], token=os.environ["LAKE_PY_TOKEN"])
+    props = {"uri": os.environ["LAKE_PY_URI"], "token": os.environ["LAKE_PY_TOKEN"]}
+    if os.environ.get("LAKE_PY_S3_ENDPOINT"):
+        props.update(
+            {
+                "s3.endpoint": os.environ["LAKE_PY_S3_ENDPOINT"],
+                "s3.access-key-id": os.environ["LAKE_PY_S3_ACCESS_KEY"],
+                "s3.secret-access-key": os.environ["LAKE_PY_S3_SECRET_KEY"],
+                "s3.region": "us-east-1",
+                "s3.force-virtual-addressing": "false",
+            }
+        )
+    catalog = RestCatalog("lake", **props)
     consumer = Consumer(
         {
             "bootstrap.servers": brokers,

@@ -1,0 +1,358 @@
+//! `lake ingest` against its peers on the real stack, side by side in one run.
+//!
+//! tests/run --bench peers        (1 M tweets; LAKE_BENCH_TWEETS to change)
+//!
+//! Needs the services `tests/run` starts (a Kafka 4 broker, PostgreSQL, s3s-fs; their
+//! endpoints in LAKE_TEST_*) and the Kafka Connect worker it assembles from Maven Central
+//! for this bench (LAKE_TEST_CONNECT_LIBS). A topic of 16 partitions on the broker is filled
+//! with generated tweets; a catalog process on PostgreSQL with an S3 warehouse on s3s-fs
+//! serves every contestant, each into its own table:
+//! - the release `lake ingest tweets --until-caught-up` (classic group protocol, the default,
+//!   10 s commit interval);
+//! - the Python peer (benches/ingest_python.py: confluent-kafka, pyarrow, pyiceberg, an
+//!   append per 100 k records);
+//! - Apache Iceberg's Kafka Connect sink in a standalone worker (one task, the same 10 s
+//!   commit interval, JSON values without schemas, the table auto-created), timed from its
+//!   start until every record is in its table, then stopped.
+//!
+//! Each runs under `/usr/bin/time` for CPU seconds and peak RSS; the bench prints wall
+//! time, CPU, memory and files written, and lake's throughput relative to each peer.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use iceberg::TableIdent;
+use lake_core::config::{KafkaConfig, Role};
+use lake_generate::{GeneratorConfig, RunLimits, Target, run};
+use lake_testkit::{CatalogProcess, CatalogSpec, Kafka, Services};
+
+mod common;
+
+const PARTITIONS: i32 = 16;
+/// Every contestant's commit interval.
+const COMMIT_SECONDS: u64 = 10;
+
+struct Result {
+    name: &'static str,
+    seconds: f64,
+    cpu: f64,
+    peak_mb: f64,
+    files: usize,
+}
+
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run this bench through `tests/run --bench peers`")
+    })
+}
+
+/// Rows and data files in `table`, 0 while it does not exist.
+fn table_state(
+    runtime: &tokio::runtime::Runtime,
+    catalog: &CatalogProcess,
+    table: &str,
+) -> (u64, usize) {
+    runtime.block_on(async {
+        let lake = catalog.lake_catalog(Role::Reader).await.expect("catalog");
+        let ident = TableIdent::from_strs(table.split('.')).expect("ident");
+        let Ok(table) = lake.load(&ident).await else {
+            return (0, 0);
+        };
+        let files = lake_table::files::live_files(&table, None)
+            .await
+            .expect("live files");
+        (
+            files.iter().map(|f| f.data_file.record_count()).sum(),
+            files.len(),
+        )
+    })
+}
+
+fn main() {
+    let tweets: u64 = std::env::var("LAKE_BENCH_TWEETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let connect_libs = PathBuf::from(required("LAKE_TEST_CONNECT_LIBS"));
+    let kafka_libs = PathBuf::from(required("LAKE_TEST_KAFKA_LIBS"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let services = Services::from_env();
+    let kafka = Kafka::from_env();
+    let catalog = runtime
+        .block_on(async {
+            let mut spec = CatalogSpec::postgres_s3(&services).await?;
+            // A short prefix: s3s-fs names a multipart upload's metadata file
+            // after the object's whole key in base64, and the Linux limit of
+            // 255 bytes per file name refuses keys much over 140 characters.
+            spec.warehouse = Some(format!(
+                "s3://{}/{}",
+                services.s3_bucket,
+                &Kafka::unique("p")[..10]
+            ));
+            CatalogProcess::start(spec).await
+        })
+        .expect("catalog process");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The topic, filled.
+    let topic = Kafka::unique("peers");
+    runtime
+        .block_on(kafka.create_topic(&topic, PARTITIONS))
+        .expect("topic");
+    let started = Instant::now();
+    let mut config = GeneratorConfig::new(lake_generate::Stream::Tweets, 42, common::START);
+    config.events_per_second = tweets as f64 / 3600.0;
+    let settings = KafkaConfig {
+        brokers: kafka.brokers().to_string(),
+        ..KafkaConfig::default()
+    };
+    let produced = run(
+        &mut lake_generate::Generator::new(config),
+        &Target::Kafka {
+            config: lake_kafka::client_config(&settings, &[]),
+            topic: topic.clone(),
+            keyed: false,
+        },
+        &RunLimits {
+            count: Some(tweets),
+            ..RunLimits::default()
+        },
+        &AtomicBool::new(false),
+    )
+    .expect("produce");
+    assert_eq!(produced.delivered, tweets);
+    let mb = produced.bytes as f64 / 1e6;
+    eprintln!(
+        "filled {topic}: {tweets} tweets, {mb:.0} MB in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut results = Vec::new();
+
+    // lake.
+    let started = Instant::now();
+    let out = common::timed(&Command::new(lake_testkit::lake_bin()))
+        .args([
+            "ingest",
+            "tweets",
+            "--until-caught-up",
+            "--brokers",
+            kafka.brokers(),
+        ])
+        .args(["--topic", &format!("tweets={topic}")])
+        .args([
+            "--table",
+            "tweets=bronze.peers_lake",
+            "--group-id",
+            &Kafka::unique("lake"),
+        ])
+        .args(["--commit-interval", &format!("{COMMIT_SECONDS}s")])
+        .envs(catalog.lake_env(Role::Writer))
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .output()
+        .expect("lake ingest");
+    let seconds = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let (rows, files) = table_state(&runtime, &catalog, "bronze.peers_lake");
+    assert_eq!(rows, tweets, "lake's rows");
+    let (cpu, peak_mb) = common::time_report(&stderr);
+    results.push(Result {
+        name: "lake ingest (classic)",
+        seconds,
+        cpu,
+        peak_mb,
+        files,
+    });
+
+    // The Python peer.
+    let s3 = &catalog.spec().storage.s3;
+    let started = Instant::now();
+    let out = common::timed(&Command::new(common::python()))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_python.py"))
+        .args([
+            kafka.brokers(),
+            &topic,
+            &Kafka::unique("python"),
+            "bronze.peers_python",
+        ])
+        .arg(tweets.to_string())
+        .env("LAKE_PY_URI", catalog.uri())
+        .env("LAKE_PY_TOKEN", catalog.keys().for_role(Role::Writer))
+        .env(
+            "LAKE_PY_S3_ENDPOINT",
+            s3.endpoint.clone().unwrap_or_default(),
+        )
+        .env(
+            "LAKE_PY_S3_ACCESS_KEY",
+            s3.access_key_id.clone().unwrap_or_default(),
+        )
+        .env(
+            "LAKE_PY_S3_SECRET_KEY",
+            s3.secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default(),
+        )
+        .current_dir(dir.path())
+        .output()
+        .expect("python with confluent-kafka and pyiceberg (tests/run installs them)");
+    let seconds = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let (rows, files) = table_state(&runtime, &catalog, "bronze.peers_python");
+    assert_eq!(rows, tweets, "the Python peer's rows");
+    let (cpu, peak_mb) = common::time_report(&stderr);
+    results.push(Result {
+        name: "Python peer",
+        seconds,
+        cpu,
+        peak_mb,
+        files,
+    });
+
+    // The Kafka Connect sink.
+    let control = Kafka::unique("control-iceberg");
+    runtime
+        .block_on(kafka.create_topic(&control, 1))
+        .expect("control topic");
+    let worker = dir.path().join("worker.properties");
+    std::fs::write(
+        &worker,
+        format!(
+            "bootstrap.servers={brokers}\n\
+             key.converter=org.apache.kafka.connect.storage.StringConverter\n\
+             value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+             value.converter.schemas.enable=false\n\
+             offset.storage.file.filename={offsets}\n\
+             plugin.path=\n",
+            brokers = kafka.brokers(),
+            offsets = dir.path().join("connect.offsets").display(),
+        ),
+    )
+    .expect("worker.properties");
+    let sink = dir.path().join("sink.properties");
+    std::fs::write(
+        &sink,
+        format!(
+            "name=iceberg-sink\n\
+             connector.class=org.apache.iceberg.connect.IcebergSinkConnector\n\
+             tasks.max=1\n\
+             topics={topic}\n\
+             consumer.override.auto.offset.reset=earliest\n\
+             iceberg.tables=bronze.peers_connect\n\
+             iceberg.tables.auto-create-enabled=true\n\
+             iceberg.control.topic={control}\n\
+             iceberg.control.commit.interval-ms={interval}\n\
+             iceberg.catalog.type=rest\n\
+             iceberg.catalog.uri={uri}\n\
+             iceberg.catalog.token={token}\n\
+             iceberg.catalog.rest.auth.type=oauth2\n\
+             iceberg.catalog.io-impl=org.apache.iceberg.aws.s3.S3FileIO\n\
+             iceberg.catalog.s3.endpoint={endpoint}\n\
+             iceberg.catalog.s3.path-style-access=true\n\
+             iceberg.catalog.s3.access-key-id={key}\n\
+             iceberg.catalog.s3.secret-access-key={secret}\n\
+             iceberg.catalog.client.region=us-east-1\n",
+            interval = COMMIT_SECONDS * 1000,
+            uri = catalog.uri(),
+            token = catalog.keys().for_role(Role::Writer),
+            endpoint = s3.endpoint.clone().unwrap_or_default(),
+            key = s3.access_key_id.clone().unwrap_or_default(),
+            secret = s3
+                .secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default(),
+        ),
+    )
+    .expect("sink.properties");
+    let class_path = format!(
+        "{}/*:{}/log4j-api-2.24.3.jar:{}/log4j-core-2.24.3.jar:{}/log4j-slf4j-impl-2.24.3.jar",
+        connect_libs.display(),
+        kafka_libs.display(),
+        kafka_libs.display(),
+        kafka_libs.display()
+    );
+    // Kept after the bench, for what the worker did.
+    let log_path = std::env::temp_dir().join("lake-bench-peers-connect.log");
+    let log = std::fs::File::create(&log_path).expect("connect.log");
+    let started = Instant::now();
+    let mut worker_process = common::timed(&Command::new(lake_testkit::java()))
+        .args(["-Xmx2g", "-cp", &class_path])
+        .arg(format!(
+            "-Dlog4j2.configurationFile={}",
+            lake_testkit::repo_root()
+                .join("tests/services/kafka-log4j2.properties")
+                .display()
+        ))
+        .arg("org.apache.kafka.connect.cli.ConnectStandalone")
+        .arg(&worker)
+        .arg(&sink)
+        .stdout(log)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("java");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let (rows, files) = loop {
+        let (rows, files) = table_state(&runtime, &catalog, "bronze.peers_connect");
+        if rows >= tweets {
+            break (rows, files);
+        }
+        if let Ok(Some(status)) = worker_process.try_wait() {
+            panic!(
+                "the Connect worker exited ({status}) with {rows} of {tweets} rows in its table; see {}",
+                log_path.display()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Connect sink has {rows} of {tweets} rows after 15 minutes; see {}",
+            log_path.display()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(rows, tweets, "the Connect sink's rows");
+    // GNU time waits for its child: stop the worker (time's only child).
+    let stopped = Command::new("pkill")
+        .args(["-TERM", "-P", &worker_process.id().to_string()])
+        .status()
+        .expect("pkill");
+    assert!(stopped.success(), "stopping the Connect worker");
+    let out = worker_process.wait_with_output().expect("worker exit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (cpu, peak_mb) = common::time_report(&stderr);
+    results.push(Result {
+        name: "Kafka Connect Iceberg sink",
+        seconds,
+        cpu,
+        peak_mb,
+        files,
+    });
+
+    for r in &results {
+        println!(
+            "peers/{}: {tweets} tweets ({mb:.0} MB) from the real broker: {:.2}s = {:.0} k tweets/s; {:.1} CPU-s; peak RSS {:.0} MB; {} files",
+            r.name,
+            r.seconds,
+            tweets as f64 / 1e3 / r.seconds,
+            r.cpu,
+            r.peak_mb,
+            r.files
+        );
+    }
+    let lake = &results[0];
+    for peer in &results[1..] {
+        println!(
+            "peers/lake-vs-{}: {:.2}× the throughput at {:.2}× the CPU-seconds and {:.2}× the memory",
+            peer.name,
+            peer.seconds / lake.seconds,
+            lake.cpu / peer.cpu,
+            lake.peak_mb / peer.peak_mb
+        );
+    }
+}
