@@ -16,11 +16,10 @@
 //! command the lake runs are started under, e.g. `perf record -o /tmp/ingest.perf --`.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use lake_core::config::KafkaConfig;
-use lake_generate::{Generator, GeneratorConfig, RunLimits, Target, run};
+use lake_generate::{Generator, GeneratorConfig};
 use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
 use lake_kafka as kafka;
 use lake_table::TableWriter;
@@ -67,22 +66,7 @@ fn main() {
         ))
         .expect("topic visible");
     let started = Instant::now();
-    let produced = run(
-        &mut generator(tweets),
-        &Target::Kafka {
-            config,
-            topic: "tweets".into(),
-            keyed: false,
-        },
-        &RunLimits {
-            count: Some(tweets),
-            ..RunLimits::default()
-        },
-        &AtomicBool::new(false),
-    )
-    .expect("produce");
-    assert_eq!(produced.delivered, tweets);
-    let bytes = produced.bytes;
+    let bytes = common::produce_tweets(&mut generator(tweets), config, "tweets", tweets);
     {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: BaseConsumer = rdkafka::ClientConfig::new()

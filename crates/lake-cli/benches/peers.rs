@@ -20,12 +20,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use iceberg::TableIdent;
 use lake_core::config::{KafkaConfig, Role};
-use lake_generate::{GeneratorConfig, RunLimits, Target, run};
+use lake_generate::GeneratorConfig;
 use lake_testkit::{CatalogProcess, CatalogSpec, Kafka, Services};
 
 mod common;
@@ -108,22 +107,13 @@ fn main() {
         brokers: kafka.brokers().to_string(),
         ..KafkaConfig::default()
     };
-    let produced = run(
+    let mb = common::produce_tweets(
         &mut lake_generate::Generator::new(config),
-        &Target::Kafka {
-            config: lake_kafka::client_config(&settings, &[]),
-            topic: topic.clone(),
-            keyed: false,
-        },
-        &RunLimits {
-            count: Some(tweets),
-            ..RunLimits::default()
-        },
-        &AtomicBool::new(false),
-    )
-    .expect("produce");
-    assert_eq!(produced.delivered, tweets);
-    let mb = produced.bytes as f64 / 1e6;
+        lake_kafka::client_config(&settings, &[]),
+        &topic,
+        tweets,
+    ) as f64
+        / 1e6;
     eprintln!(
         "filled {topic}: {tweets} tweets, {mb:.0} MB in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -170,6 +160,13 @@ fn main() {
 
     // The Python peer.
     let s3 = &catalog.spec().storage.s3;
+    let endpoint = s3.endpoint.clone().unwrap_or_default();
+    let access_key = s3.access_key_id.clone().unwrap_or_default();
+    let secret_key = s3
+        .secret_access_key
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .unwrap_or_default();
     let started = Instant::now();
     let out = common::timed(&Command::new(common::python()))
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_python.py"))
@@ -260,13 +257,8 @@ fn main() {
             interval = COMMIT_SECONDS * 1000,
             uri = catalog.uri(),
             token = catalog.keys().for_role(Role::Writer),
-            endpoint = s3.endpoint.clone().unwrap_or_default(),
-            key = s3.access_key_id.clone().unwrap_or_default(),
-            secret = s3
-                .secret_access_key
-                .as_ref()
-                .map(|s| s.expose().to_string())
-                .unwrap_or_default(),
+            key = access_key,
+            secret = secret_key,
         ),
     )
     .expect("sink.properties");

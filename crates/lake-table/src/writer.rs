@@ -440,22 +440,46 @@ mod tests {
         );
     }
 
+    /// An unpartitioned table `name` with the test schema and `properties`.
+    async fn table_with(dir: &std::path::Path, name: &str, properties: &[(&str, &str)]) -> Table {
+        let plain = table(dir, false).await;
+        crate::testing::local_table_with(
+            dir,
+            name,
+            plain.metadata().current_schema().as_ref().clone(),
+            UnboundPartitionSpec::builder().build(),
+            properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The Parquet footer of a file `table`'s writer wrote.
+    async fn footer(table: &Table, file: &DataFile) -> parquet::file::metadata::ParquetMetaData {
+        let bytes = table
+            .file_io()
+            .new_input(file.file_path())
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
+        parquet::file::reader::FileReader::metadata(&reader).clone()
+    }
+
     #[tokio::test]
     async fn files_are_compressed_with_the_table_s_codec() {
         let dir = tempfile::tempdir().unwrap();
         let plain = table(dir.path(), false).await;
-        let snappy = crate::testing::local_table_with(
+        let snappy = table_with(
             dir.path(),
             "snappy",
-            plain.metadata().current_schema().as_ref().clone(),
-            UnboundPartitionSpec::builder().build(),
-            std::collections::HashMap::from([(
-                COMPRESSION_CODEC_PROPERTY.to_string(),
-                "snappy".to_string(),
-            )]),
+            &[(COMPRESSION_CODEC_PROPERTY, "snappy")],
         )
-        .await
-        .unwrap();
+        .await;
         for (table, wanted) in [
             (&plain, Compression::ZSTD(ZstdLevel::try_new(1).unwrap())),
             (&snappy, Compression::SNAPPY),
@@ -465,15 +489,7 @@ mod tests {
                 .unwrap();
             writer.write(&batch(0..1000)).await.unwrap();
             let files = writer.close().await.unwrap();
-            let bytes = table
-                .file_io()
-                .new_input(files[0].file_path())
-                .unwrap()
-                .read()
-                .await
-                .unwrap();
-            let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
-            let metadata = parquet::file::reader::FileReader::metadata(&reader);
+            let metadata = footer(table, &files[0]).await;
             for column in metadata.row_group(0).columns() {
                 assert_eq!(column.compression(), wanted, "{}", column.column_path());
             }
@@ -483,19 +499,15 @@ mod tests {
     #[tokio::test]
     async fn distinct_columns_and_row_group_size_follow_the_table_properties() {
         let dir = tempfile::tempdir().unwrap();
-        let plain = table(dir.path(), false).await;
-        let table = crate::testing::local_table_with(
+        let table = table_with(
             dir.path(),
             "distinct",
-            plain.metadata().current_schema().as_ref().clone(),
-            UnboundPartitionSpec::builder().build(),
-            std::collections::HashMap::from([
-                (DISTINCT_COLUMNS_PROPERTY.to_string(), " name ,".to_string()),
-                (ROW_GROUP_BYTES_PROPERTY.to_string(), "2048".to_string()),
-            ]),
+            &[
+                (DISTINCT_COLUMNS_PROPERTY, " name ,"),
+                (ROW_GROUP_BYTES_PROPERTY, "2048"),
+            ],
         )
-        .await
-        .unwrap();
+        .await;
         let mut writer = TableWriter::new(&table, WriterOptions::default())
             .await
             .unwrap();
@@ -504,15 +516,7 @@ mod tests {
         }
         let files = writer.close().await.unwrap();
         assert_eq!(files.len(), 1);
-        let bytes = table
-            .file_io()
-            .new_input(files[0].file_path())
-            .unwrap()
-            .read()
-            .await
-            .unwrap();
-        let reader = parquet::file::reader::SerializedFileReader::new(bytes).unwrap();
-        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        let metadata = footer(&table, &files[0]).await;
         assert!(
             metadata.num_row_groups() > 1,
             "2 KiB row groups: {} row group(s)",

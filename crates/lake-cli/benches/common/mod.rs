@@ -255,6 +255,32 @@ pub async fn append_tweets(
     table
 }
 
+/// Produces `tweets` records of `generator` to `topic` (unkeyed) and
+/// returns their payload bytes; every one must be delivered.
+pub fn produce_tweets(
+    generator: &mut Generator,
+    config: rdkafka::ClientConfig,
+    topic: &str,
+    tweets: u64,
+) -> u64 {
+    let produced = lake_generate::run(
+        generator,
+        &lake_generate::Target::Kafka {
+            config,
+            topic: topic.to_string(),
+            keyed: false,
+        },
+        &lake_generate::RunLimits {
+            count: Some(tweets),
+            ..lake_generate::RunLimits::default()
+        },
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .expect("produce");
+    assert_eq!(produced.delivered, tweets, "tweets delivered");
+    produced.bytes
+}
+
 /// The built-in tweets dataset.
 pub fn tweets_spec() -> std::sync::Arc<lake_spec::DatasetSpec> {
     lake_spec::Pipeline::built_in()
