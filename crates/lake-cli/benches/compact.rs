@@ -141,13 +141,7 @@ fn main() {
             .expect("python with duckdb (run tests/run once to install it)");
         serde_json::to_writer(child.stdin.take().expect("stdin"), &groups).expect("groups");
         let out = child.wait_with_output().expect("duckdb");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        std::fs::remove_dir_all(&duck_out).expect("delete duckdb output");
+        let report = common::peer_report(&out, &duck_out);
         assert_eq!(report["rows"].as_u64(), Some(grouped_rows), "DuckDB's rows");
         let duck = report["seconds"].as_f64().expect("seconds");
         eprintln!(

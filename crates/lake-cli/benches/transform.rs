@@ -117,13 +117,7 @@ fn main() {
             .args(&bronze)
             .output()
             .expect("python with duckdb (run tests/run once to install it)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        std::fs::remove_dir_all(&duck_out).expect("delete duckdb output");
+        let report = common::peer_report(&out, &duck_out);
         let duck_rows: BTreeMap<String, u64> =
             serde_json::from_value(report["rows"].clone()).expect("rows");
         assert_eq!(

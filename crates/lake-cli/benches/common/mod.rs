@@ -136,6 +136,19 @@ pub fn python() -> PathBuf {
     )
 }
 
+/// The JSON report a peer script printed, once it exited successfully;
+/// `out_dir`, where it wrote its files, is deleted.
+pub fn peer_report(out: &std::process::Output, out_dir: &Path) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    std::fs::remove_dir_all(out_dir).expect("delete the peer's output");
+    report
+}
+
 pub fn local_path(location: &str) -> PathBuf {
     PathBuf::from(location.strip_prefix("file://").unwrap_or(location))
 }
