@@ -69,6 +69,28 @@ fn table_state(
     })
 }
 
+/// A contestant that ran to its end under `/usr/bin/time`, with every one
+/// of `tweets` in its table (`state`: rows and files).
+fn finished(
+    name: &'static str,
+    seconds: f64,
+    out: &std::process::Output,
+    state: (u64, usize),
+    tweets: u64,
+) -> Result {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name}: {stderr}");
+    assert_eq!(state.0, tweets, "{name}: rows in its table");
+    let (cpu, peak_mb) = common::time_report(&stderr);
+    Result {
+        name,
+        seconds,
+        cpu,
+        peak_mb,
+        files: state.1,
+    }
+}
+
 fn main() {
     let tweets: u64 = std::env::var("LAKE_BENCH_TWEETS")
         .ok()
@@ -145,18 +167,13 @@ fn main() {
         .output()
         .expect("lake ingest");
     let seconds = started.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let (rows, files) = table_state(&runtime, &catalog, "bronze.peers_lake");
-    assert_eq!(rows, tweets, "lake's rows");
-    let (cpu, peak_mb) = common::time_report(&stderr);
-    results.push(Result {
-        name: "lake ingest (classic)",
+    results.push(finished(
+        "lake ingest (classic)",
         seconds,
-        cpu,
-        peak_mb,
-        files,
-    });
+        &out,
+        table_state(&runtime, &catalog, "bronze.peers_lake"),
+        tweets,
+    ));
 
     // The Python peer.
     let s3 = &catalog.spec().storage.s3;
@@ -179,37 +196,20 @@ fn main() {
         .arg(tweets.to_string())
         .env("LAKE_PY_URI", catalog.uri())
         .env("LAKE_PY_TOKEN", catalog.keys().for_role(Role::Writer))
-        .env(
-            "LAKE_PY_S3_ENDPOINT",
-            s3.endpoint.clone().unwrap_or_default(),
-        )
-        .env(
-            "LAKE_PY_S3_ACCESS_KEY",
-            s3.access_key_id.clone().unwrap_or_default(),
-        )
-        .env(
-            "LAKE_PY_S3_SECRET_KEY",
-            s3.secret_access_key
-                .as_ref()
-                .map(|s| s.expose().to_string())
-                .unwrap_or_default(),
-        )
+        .env("LAKE_PY_S3_ENDPOINT", &endpoint)
+        .env("LAKE_PY_S3_ACCESS_KEY", &access_key)
+        .env("LAKE_PY_S3_SECRET_KEY", &secret_key)
         .current_dir(dir.path())
         .output()
         .expect("python with confluent-kafka and pyiceberg (tests/run installs them)");
     let seconds = started.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let (rows, files) = table_state(&runtime, &catalog, "bronze.peers_python");
-    assert_eq!(rows, tweets, "the Python peer's rows");
-    let (cpu, peak_mb) = common::time_report(&stderr);
-    results.push(Result {
-        name: "Python peer",
+    results.push(finished(
+        "Python peer",
         seconds,
-        cpu,
-        peak_mb,
-        files,
-    });
+        &out,
+        table_state(&runtime, &catalog, "bronze.peers_python"),
+        tweets,
+    ));
 
     // The Kafka Connect sink.
     let control = Kafka::unique("control-iceberg");
