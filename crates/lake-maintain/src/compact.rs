@@ -280,28 +280,46 @@ pub async fn compact(
         0 => report.groups.len(),
         n => n,
     };
-    // Groups are rewritten `max_concurrent` at a time and committed as
-    // every `per_commit` of them are written.
-    let mut rewritten = futures::stream::iter(report.groups.clone())
-        .map(|group| async {
-            let files = rewrite(&table, &group, target, &options.sort_by).await;
-            (group, files)
-        })
-        .buffered(options.max_concurrent);
+    // Groups are rewritten `max_concurrent` at a time, each on a task of its
+    // own so that they run on the runtime's workers side by side rather than
+    // taking turns on the thread that awaits them, and committed as every
+    // `per_commit` of them are written. Dropping the set (on an error) aborts
+    // the rewrites still in flight; what they wrote is left for orphan removal.
+    let mut pending = report.groups.clone().into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    let sort_by: std::sync::Arc<[String]> = options.sort_by.clone().into();
+    let mut start_next = |running: &mut tokio::task::JoinSet<_>| {
+        if let Some(group) = pending.next() {
+            let (table, sort_by) = (table.clone(), sort_by.clone());
+            running.spawn(async move {
+                let files = rewrite(&table, &group, target, &sort_by).await;
+                (group, files)
+            });
+        }
+    };
+    for _ in 0..options.max_concurrent {
+        start_next(&mut running);
+    }
     let mut groups: Vec<Group> = Vec::new();
     let mut new_files: Vec<DataFile> = Vec::new();
     loop {
-        let next = rewritten.next().await;
+        let next = running.join_next().await;
         let done = next.is_none();
-        if let Some((group, files)) = next {
+        if let Some(joined) = next {
+            let (group, files) = match joined {
+                Ok(rewritten) => rewritten,
+                Err(e) => {
+                    delete(&table, &new_files).await;
+                    return Err(Error::Internal(format!("a group's rewrite failed: {e}")));
+                }
+            };
             match files {
                 Ok(files) => {
                     groups.push(group);
                     new_files.extend(files);
+                    start_next(&mut running);
                 }
                 Err(e) => {
-                    // Rewrites still in flight are dropped; what they wrote
-                    // is left for orphan removal.
                     delete(&table, &new_files).await;
                     return Err(e);
                 }

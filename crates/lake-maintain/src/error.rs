@@ -17,4 +17,7 @@ pub enum Error {
     /// Settings that cannot work.
     #[error("{0}")]
     Invalid(String),
+    /// A failure of lake itself, not of its input.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
