@@ -70,20 +70,20 @@ pub fn file_set_table(
             .map(|f| f.as_ref().clone().with_metadata(Default::default()))
             .collect::<Vec<_>>(),
     ));
-    let tasks: Vec<FileScanTask> = files
+    let whole: Vec<FileScanTask> = files
         .iter()
         .map(|file| lake_table::read::scan_task(file, &schema, &[]))
         .collect();
-    let partitions = partitions.clamp(1, tasks.len().max(1));
-    let mut groups: Vec<Vec<FileScanTask>> = vec![Vec::new(); partitions];
-    // Largest first, each to the group with the fewest bytes: even streams.
-    let mut by_size = tasks;
-    by_size.sort_by_key(|t| std::cmp::Reverse(t.file_size_in_bytes));
-    let mut loads = vec![0u64; partitions];
-    for task in by_size {
-        let lightest = (0..partitions).min_by_key(|&i| loads[i]).unwrap_or(0);
-        loads[lightest] += task.file_size_in_bytes;
-        groups[lightest].push(task);
+    let mut groups = balance(whole.clone(), partitions);
+    // Whole files read faster and with less memory; row groups only when
+    // whole files leave one stream well behind the others.
+    if !even(&groups, partitions) {
+        let split = whole
+            .into_iter()
+            .zip(files)
+            .flat_map(|(task, file)| row_group_tasks(task, file))
+            .collect();
+        groups = balance(split, partitions);
     }
     Ok(Arc::new(FileSetTable {
         table: table.clone(),
@@ -91,6 +91,63 @@ pub fn file_set_table(
         field_ids,
         groups,
     }))
+}
+
+/// `tasks` in up to `partitions` groups of about equal bytes: largest
+/// first, each to the group with the fewest bytes so far.
+fn balance(mut tasks: Vec<FileScanTask>, partitions: usize) -> Vec<Vec<FileScanTask>> {
+    let partitions = partitions.clamp(1, tasks.len().max(1));
+    let mut groups: Vec<Vec<FileScanTask>> = vec![Vec::new(); partitions];
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.length));
+    let mut loads = vec![0u64; partitions];
+    for task in tasks {
+        let lightest = (0..partitions).min_by_key(|&i| loads[i]).unwrap_or(0);
+        loads[lightest] += task.length;
+        groups[lightest].push(task);
+    }
+    groups
+}
+
+/// No group holds more than a tenth above an equal share of the bytes
+/// among `partitions` (fewer groups than that leave the share unmet).
+fn even(groups: &[Vec<FileScanTask>], partitions: usize) -> bool {
+    let loads: Vec<u64> = groups
+        .iter()
+        .map(|group| group.iter().map(|t| t.length).sum())
+        .collect();
+    let total: u64 = loads.iter().sum();
+    let share = total as f64 / partitions.max(1) as f64;
+    loads.iter().all(|&load| load as f64 <= share * 1.1)
+}
+
+/// `task` split at the row groups its file's `split_offsets` name, so that
+/// streams can be balanced by row group rather than by whole file: a few
+/// large files (a busy hour's) otherwise left one stream with twice the
+/// rows of the other and a core idle while it finished. The reader takes a
+/// row group into the split holding its midpoint, so each is read once. The
+/// whole file when the offsets are absent or do not fit it.
+fn row_group_tasks(task: FileScanTask, file: &LiveFile) -> Vec<FileScanTask> {
+    let size = task.file_size_in_bytes;
+    let offsets = file.data_file.split_offsets().unwrap_or_default();
+    let fits = offsets.len() > 1
+        && offsets.first().is_some_and(|&first| first >= 4)
+        && offsets.windows(2).all(|pair| pair[0] < pair[1])
+        && offsets.last().is_some_and(|&last| (last as u64) < size);
+    if !fits {
+        return vec![task];
+    }
+    let mut bounds: Vec<u64> = offsets.iter().map(|&offset| offset as u64).collect();
+    bounds[0] = 0;
+    bounds.push(size);
+    bounds
+        .windows(2)
+        .map(|range| FileScanTask {
+            start: range[0],
+            length: range[1] - range[0],
+            record_count: None,
+            ..task.clone()
+        })
+        .collect()
 }
 
 /// See [`file_set_table`]. Scans read only the columns the plan uses.
@@ -202,4 +259,157 @@ fn relabel(
             .map_err(|e| invalid(&e));
     }
     lake_table::writer::conform(&batch, schema).map_err(|e| invalid(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use arrow_array::{Int64Array, RecordBatch};
+    use datafusion::prelude::SessionContext;
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type, UnboundPartitionSpec};
+    use lake_table::{TableWriter, WriterOptions};
+
+    use super::*;
+
+    /// One file of 100 000 ids in ten row groups, each with a column of
+    /// scrambled values that makes its row groups outweigh the footer.
+    async fn one_file_of_row_groups(dir: &std::path::Path) -> (Table, Vec<LiveFile>) {
+        let schema = Schema::builder()
+            .with_fields(vec![
+                NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+                NestedField::required(2, "noise", Type::Primitive(PrimitiveType::Long)).into(),
+            ])
+            .build()
+            .expect("schema");
+        let table = lake_table::testing::local_table_with(
+            dir,
+            "ids",
+            schema,
+            UnboundPartitionSpec::builder().build(),
+            HashMap::new(),
+        )
+        .await
+        .expect("table");
+        let mut writer = TableWriter::new(
+            &table,
+            WriterOptions {
+                row_group_rows: 10_000,
+                ..WriterOptions::default()
+            },
+        )
+        .await
+        .expect("writer");
+        let ids = RecordBatch::try_new(
+            writer.schema().clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..100_000)),
+                Arc::new(Int64Array::from_iter_values(
+                    (0..100_000i64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64)),
+                )),
+            ],
+        )
+        .expect("batch");
+        writer.write(&ids).await.expect("write");
+        let files = writer.close().await.expect("close");
+        let live = files
+            .into_iter()
+            .map(|data_file| LiveFile {
+                data_file,
+                snapshot_id: 1,
+                sequence_number: 1,
+                file_sequence_number: Some(1),
+                partition_spec_id: 0,
+            })
+            .collect();
+        (table, live)
+    }
+
+    #[tokio::test]
+    async fn a_file_s_row_groups_are_spread_over_the_streams_and_read_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (table, files) = one_file_of_row_groups(dir.path()).await;
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            files[0].data_file.split_offsets().map(<[i64]>::len),
+            Some(10)
+        );
+
+        let scan = file_set_table(&table, &files, &[], 2).expect("file set");
+        let per_stream: Vec<usize> = scan.groups.iter().map(Vec::len).collect();
+        assert_eq!(per_stream, [5, 5], "ten row groups, five per stream");
+        // Two files of one size balance whole: they are not split.
+        let twice = [files[0].clone(), files[0].clone()];
+        let whole = file_set_table(&table, &twice, &[], 2).expect("file set");
+        let per_stream: Vec<usize> = whole.groups.iter().map(Vec::len).collect();
+        assert_eq!(per_stream, [1, 1]);
+
+        let ctx = SessionContext::new();
+        ctx.register_table("ids", scan).expect("register");
+        let counted = ctx
+            .sql("SELECT count(*) AS n, count(DISTINCT id) AS d, sum(id) AS s FROM ids")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let row = &counted[0];
+        let value = |i: usize| {
+            row.column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("int64")
+                .value(0)
+        };
+        assert_eq!(
+            (value(0), value(1), value(2)),
+            (100_000, 100_000, 4_999_950_000)
+        );
+    }
+
+    #[test]
+    fn files_without_usable_offsets_stay_whole() {
+        let schema = Arc::new(
+            Schema::builder()
+                .with_fields(vec![
+                    NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+                ])
+                .build()
+                .expect("schema"),
+        );
+        let file = |offsets: Option<Vec<i64>>| LiveFile {
+            data_file: iceberg::spec::DataFileBuilder::default()
+                .content(iceberg::spec::DataContentType::Data)
+                .file_path("file:///t/data/a.parquet".into())
+                .file_format(iceberg::spec::DataFileFormat::Parquet)
+                .partition(iceberg::spec::Struct::empty())
+                .record_count(30)
+                .file_size_in_bytes(3000)
+                .split_offsets(offsets)
+                .build()
+                .expect("data file"),
+            snapshot_id: 1,
+            sequence_number: 1,
+            file_sequence_number: Some(1),
+            partition_spec_id: 0,
+        };
+        let ranges = |file: LiveFile| -> Vec<(u64, u64)> {
+            row_group_tasks(lake_table::read::scan_task(&file, &schema, &[]), &file)
+                .iter()
+                .map(|t| (t.start, t.length))
+                .collect()
+        };
+        assert_eq!(
+            ranges(file(Some(vec![4, 1000, 2000]))),
+            [(0, 1000), (1000, 1000), (2000, 1000)]
+        );
+        for unusable in [
+            None,
+            Some(vec![4]),
+            Some(vec![4, 2000, 1000]),
+            Some(vec![4, 3000]),
+        ] {
+            assert_eq!(ranges(file(unusable.clone())), [(0, 3000)], "{unusable:?}");
+        }
+    }
 }

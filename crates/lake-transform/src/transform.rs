@@ -669,11 +669,20 @@ struct SilverSink {
 
 impl SilverSink {
     async fn drain(mut self, mut stream: ModelStream) -> Result<SilverWritten> {
+        let started = Instant::now();
         while let Some(batch) = stream.next().await {
             self.write(&batch?).await?;
         }
+        let streamed = started.elapsed();
         self.written.clean = self.clean.close().await?;
         self.written.quarantine = self.quarantine.close().await?;
+        tracing::debug!(
+            model = %self.model,
+            rows = self.written.rows_out,
+            streamed_s = streamed.as_secs_f64(),
+            closed_s = started.elapsed().as_secs_f64(),
+            "silver stream written"
+        );
         Ok(self.written)
     }
 
