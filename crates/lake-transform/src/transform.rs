@@ -1196,16 +1196,69 @@ pub async fn run_layers(
         }
     }
     if matches!(layers, Layers::Gold | Layers::All) {
-        for dataset in datasets {
-            for model in &dataset.gold {
-                observer.starting(&model.table.to_string());
-                let report = run_gold(catalog, dataset, model, options).await?;
-                observer.finished(&report);
-                reports.push(report);
-            }
-        }
+        let models: Vec<(Arc<DatasetSpec>, GoldSpec)> = datasets
+            .iter()
+            .flat_map(|d| d.gold.iter().map(|m| (d.clone(), m.clone())))
+            .collect();
+        reports.extend(run_gold_models(catalog, models, options, observer).await?);
     }
     Ok(reports)
+}
+
+/// Runs gold models `options.partitions` at a time, each on a task of its
+/// own: a model alone leaves a core idle in its final aggregation, window
+/// and commit, and gold models read silver only, never each other. Reports
+/// come back in the models' order. After a failure the models already
+/// running finish (none is cut off mid-commit) and the first error is
+/// returned.
+async fn run_gold_models(
+    catalog: &LakeCatalog,
+    models: Vec<(Arc<DatasetSpec>, GoldSpec)>,
+    options: &TransformOptions,
+    observer: &dyn Observer,
+) -> Result<Vec<ModelReport>> {
+    let width = options.partitions.max(1);
+    let mut pending = models.into_iter().enumerate();
+    let mut running = tokio::task::JoinSet::new();
+    let mut start_next = |running: &mut tokio::task::JoinSet<_>| {
+        if let Some((index, (dataset, model))) = pending.next() {
+            observer.starting(&model.table.to_string());
+            let (catalog, options) = (catalog.clone(), options.clone());
+            running.spawn(
+                async move { (index, run_gold(&catalog, &dataset, &model, &options).await) },
+            );
+            true
+        } else {
+            false
+        }
+    };
+    for _ in 0..width {
+        start_next(&mut running);
+    }
+    let mut reports = Vec::new();
+    let mut failure = None;
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok((index, Ok(report))) => {
+                observer.finished(&report);
+                reports.push((index, report));
+            }
+            Ok((_, Err(e))) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(Error::Internal(format!("a gold model's task failed: {e}")));
+            }
+        }
+        if failure.is_none() {
+            start_next(&mut running);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    reports.sort_by_key(|(index, _)| *index);
+    Ok(reports.into_iter().map(|(_, report)| report).collect())
 }
 
 #[cfg(test)]
