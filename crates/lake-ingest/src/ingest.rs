@@ -620,19 +620,27 @@ fn consume(
     let mut since_check = 0u32;
     let mut in_poll = Duration::ZERO;
     let mut waiting_on_commits = Duration::ZERO;
+    // The loop runs once per record: clock reads and locks in it are paid
+    // millions of times, so the poll is timed only for the debug log that
+    // reports it, and the progress line is updated with the other checks.
+    let time_polls = tracing::enabled!(tracing::Level::DEBUG);
     loop {
         if stop.load(Ordering::Relaxed) {
             summary.interrupted = true;
             break;
         }
-        if let Some(e) = lock(&shared).error.take() {
-            return Err(e);
-        }
-        let poll_started = Instant::now();
+        let poll_started = time_polls.then(Instant::now);
         let polled = consumer.poll(Duration::from_millis(100));
-        in_poll += poll_started.elapsed();
+        if let Some(poll_started) = poll_started {
+            in_poll += poll_started.elapsed();
+        }
         {
             let mut guard = lock(&shared);
+            // A rebalance callback (they run inside the poll) that failed
+            // ends the run before anything else is taken in.
+            if let Some(e) = guard.error.take() {
+                return Err(e);
+            }
             // Checking triggers costs a walk over every partition; do it
             // every few hundred records, and whenever the consumer idles.
             since_check += 1;
@@ -696,6 +704,12 @@ fn consume(
                 continue;
             }
             since_check = 0;
+            if last_report.elapsed() >= Duration::from_millis(500) {
+                if let Some(progress) = &progress {
+                    progress.update(&summary, started.elapsed(), last_commit.elapsed());
+                }
+                last_report = Instant::now();
+            }
             for state in guard.topics.values_mut() {
                 state.report();
             }
@@ -738,12 +752,6 @@ fn consume(
             {
                 break;
             }
-        }
-        if last_report.elapsed() >= Duration::from_millis(500) {
-            if let Some(progress) = &progress {
-                progress.update(&summary, started.elapsed(), last_commit.elapsed());
-            }
-            last_report = Instant::now();
         }
     }
     {
