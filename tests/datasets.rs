@@ -842,7 +842,12 @@ fn validate_names_the_file_and_line_of_each_mistake() -> Result<()> {
             Vec::<(String, String)>::new(),
         )?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        ensure!(!out.status.success(), "{what}: validate passed");
+        // A pipeline that does not parse or does not check is a usage error.
+        ensure!(
+            out.status.code() == Some(2),
+            "{what}: validate ended with {} instead of 2:\n{stderr}",
+            out.status
+        );
         let line = stderr
             .lines()
             .find(|l| l.contains(message))

@@ -429,8 +429,9 @@ async fn retention_drops_exactly_the_partitions_older_than_the_cutoff() -> Resul
 }
 
 /// `lake compact --where` touches only the files the filter can match,
-/// `--partial-progress 0` commits them in one snapshot, `--sort-by` orders
-/// each new file; then `--partial-progress 1` commits group by group.
+/// `--groups-per-commit 0` commits them in one snapshot, `--sort-by` orders
+/// each new file; then `--partial-progress 1` (the option's former name, kept
+/// as an alias) commits group by group.
 #[tokio::test]
 async fn compact_filters_sorts_and_commits_by_progress() -> Result<()> {
     let (process, catalog) = start(&["bronze"]).await?;
@@ -475,7 +476,7 @@ async fn compact_filters_sorts_and_commits_by_progress() -> Result<()> {
             "2",
             "--sort-by",
             "name",
-            "--partial-progress",
+            "--groups-per-commit",
             "0",
         ],
     )?;

@@ -277,6 +277,36 @@ fn quickstart_reports_what_the_tables_hold_and_runs_again() -> Result<()> {
         }
     }
 
+    // Run where quickstart's ./lake-data is, with no catalog configured, the
+    // reading commands use it and say so; with a catalog named, they do not.
+    let here = lake_testkit::run_lake_in(
+        root.path(),
+        &["sql", "--format", "json", count],
+        Vec::<(String, String)>::new(),
+    )?;
+    let said = String::from_utf8_lossy(&here.stderr);
+    assert!(here.status.success(), "{said}");
+    let rows: Vec<Value> = serde_json::from_slice(&here.stdout)?;
+    assert_eq!(int(&rows[0], "n")?, rows_now);
+    assert!(
+        said.contains(
+            "no catalog configured (catalog.uri); reading the embedded catalog in ./lake-data"
+        ),
+        "{said}"
+    );
+    let dead = format!("http://127.0.0.1:{}", lake_testkit::free_port());
+    let named = lake_testkit::run_lake_in(
+        root.path(),
+        &["tables"],
+        vec![("LAKE_CATALOG__URI", dead.as_str())],
+    )?;
+    let said = String::from_utf8_lossy(&named.stderr);
+    assert_eq!(named.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&dead) && !said.contains("lake-data"),
+        "{said}"
+    );
+
     // Errors say what is wrong.
     let unknown = run_lake(&["sql", &embedded, "SELECT * FROM tweets_clean"])?;
     assert!(!unknown.status.success());

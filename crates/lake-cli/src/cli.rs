@@ -9,10 +9,18 @@ use lake_core::config::{LogFormat, Overrides, Role};
 
 const GLOBAL: &str = "Global options";
 
+/// The variable the catalog token is read from (the configuration layer's name
+/// for `catalog.token`).
+pub const TOKEN_ENV: &str = "LAKE_CATALOG__TOKEN";
+
 const AFTER_HELP: &str = "\
 Configuration is layered: built-in defaults, then lake.toml (or --config),
 then LAKE_* environment variables (LAKE_CATALOG__TOKEN, LAKE_STORAGE__S3__ENDPOINT,
-`__` between levels), then flags. `lake config show` prints the result.";
+`__` between levels), then flags. `lake config show` prints the result.
+
+Exit codes: 0 success; 1 the command failed while running; 2 the command line or the
+configuration is wrong; 3 a commit's outcome is unknown (the catalog failed after the
+request was sent and could not be asked afterwards): check the table before retrying.";
 
 /// lake: a Kafka → Iceberg medallion pipeline (bronze → silver → gold) on one binary.
 #[derive(Debug, Parser)]
@@ -31,11 +39,30 @@ pub struct GlobalArgs {
     pub config: Option<PathBuf>,
 
     /// Iceberg REST catalog URI (catalog.uri)
-    #[arg(long = "catalog", global = true, help_heading = GLOBAL, value_name = "URI")]
+    // `--catalog` was this flag's first name; it stays as a hidden alias so
+    // scripts keep working, while help shows a name Trino's `--catalog NAME`
+    // cannot be mistaken for.
+    #[arg(
+        long = "catalog-uri",
+        alias = "catalog",
+        global = true,
+        help_heading = GLOBAL,
+        value_name = "URI"
+    )]
     pub catalog_uri: Option<String>,
 
-    /// Catalog API key sent as a bearer token (catalog.token); prefer LAKE_CATALOG__TOKEN
-    #[arg(long, global = true, help_heading = GLOBAL, value_name = "KEY", hide_env_values = true)]
+    /// Catalog API key sent as a bearer token (catalog.token); the variable
+    /// keeps it out of shell history and process lists
+    // The configuration layer reads the same variable; clap names it here so
+    // `--help` shows it, and `main` drops a value clap took from it.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        value_name = "KEY",
+        env = TOKEN_ENV,
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 
     /// Log format (telemetry.log_format); filter with RUST_LOG
@@ -106,6 +133,8 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// Every table, and how far silver and gold trail the tables they are built from
     Status(ListArgs),
+    /// Print a shell completion script, e.g. `lake completions bash > /etc/bash_completion.d/lake`
+    Completions(CompletionsArgs),
 }
 
 impl Command {
@@ -119,6 +148,7 @@ impl Command {
             | Command::Snapshots(_)
             | Command::Status(_)
             | Command::Init(_)
+            | Command::Completions(_)
             | Command::Validate => "warn",
             _ => "info",
         }
@@ -149,8 +179,22 @@ impl Command {
             Command::Sql(_) | Command::Tables(_) | Command::Snapshots(_) | Command::Status(_) => {
                 "lake_query".into()
             }
+            Command::Completions(_) => "lake_completions".into(),
         }
     }
+}
+
+/// `lake completions`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  lake completions bash > ~/.local/share/bash-completion/completions/lake
+  lake completions zsh > \"${fpath[1]}/_lake\"
+  lake completions fish > ~/.config/fish/completions/lake.fish")]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Reading the catalog `lake quickstart` keeps in a directory, without a server.
@@ -414,8 +458,8 @@ same time: a replace rebases over their appends, and rows are never lost or doub
 whose input was removed meanwhile (another compaction) is skipped and its new files deleted.
 Tables with row-level delete files are left alone.
 
-Each group commits on its own by default (--partial-progress 1), so a long compaction keeps
-what it finished and never holds back ingest; --partial-progress 0 commits a table at once.
+Each group commits on its own by default (--groups-per-commit 1), so a long compaction keeps
+what it finished and never holds back ingest; --groups-per-commit 0 commits a table at once.
 --where picks the files a scan with that filter would read (by partition and column ranges).
 
 Examples:
@@ -445,8 +489,15 @@ pub struct CompactArgs {
     pub filter: Option<String>,
 
     /// Commit after every N rewritten groups; 0 commits each table's groups at once
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub partial_progress: u32,
+    // Hidden alias: the first name, which Spark's rewrite_data_files uses for
+    // something else (a switch, with the group count in another option).
+    #[arg(
+        long,
+        alias = "partial-progress",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub groups_per_commit: u32,
 
     /// Sort each group's rows by these columns, so files cover narrow ranges
     #[arg(long, value_name = "COLUMN", value_delimiter = ',')]

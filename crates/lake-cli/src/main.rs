@@ -3,11 +3,13 @@
 
 mod cli;
 mod commands;
+mod exit;
 mod telemetry;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 // jemalloc serves Rust's allocations and, unprefixed, librdkafka's and every other C
 // allocation too: glibc's per-thread arenas kept ~200 MB of freed decompression buffers
@@ -15,8 +17,31 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Whether `--token` itself was given (rather than clap taking it from its
+/// variable), at whichever level of subcommands it stands.
+fn token_on_command_line(matches: &ArgMatches) -> bool {
+    let mut level = Some(matches);
+    while let Some(matches) = level {
+        if matches.value_source("token") == Some(ValueSource::CommandLine) {
+            return true;
+        }
+        level = matches.subcommand().map(|(_, sub)| sub);
+    }
+    false
+}
+
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let mut cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if !token_on_command_line(&matches) {
+        // The configuration layer reads the variable itself and reports it as
+        // the environment's, not as a flag's.
+        cli.global.token = None;
+    }
+    // Completions need no configuration: a broken lake.toml must not stop them.
+    if let cli::Command::Completions(args) = &cli.command {
+        return commands::completions(args);
+    }
     let loaded = cli
         .overrides()
         .and_then(|overrides| lake_core::Config::load(cli.global.config.as_deref(), &overrides));
@@ -24,7 +49,7 @@ fn main() -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::USAGE);
         }
     };
     telemetry::init_logs(&config.telemetry, cli.command.default_log_filter());
@@ -51,7 +76,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit::for_error(&e)
         }
     }
 }

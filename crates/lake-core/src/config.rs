@@ -400,6 +400,10 @@ pub struct Sources {
     pub file: Option<PathBuf>,
     pub env: Vec<String>,
     pub flags: Vec<String>,
+    /// Whether the file, a variable or a flag names `catalog.uri`; otherwise
+    /// it is the built-in default, and reading commands may fall back to the
+    /// embedded catalog a quickstart left behind.
+    pub catalog_uri_given: bool,
 }
 
 impl Config {
@@ -424,6 +428,8 @@ impl Config {
         if let Some(path) = &file {
             figment = figment.merge(Toml::file_exact(path));
             sources.file = Some(path.clone());
+            sources.catalog_uri_given |=
+                Figment::from(Toml::file_exact(path)).contains("catalog.uri");
         }
 
         let env = Env::prefixed(ENV_PREFIX)
@@ -438,11 +444,13 @@ impl Config {
                 format!("{ENV_PREFIX}{}", key.as_str().replace('.', "__")).to_uppercase()
             })
             .collect();
+        sources.catalog_uri_given |= Figment::from(env.clone()).contains("catalog.uri");
         figment = figment.merge(env);
 
         for (key, value) in &overrides.0 {
             figment = figment.merge(Serialized::default(key, value.clone()));
             sources.flags.push(key.clone());
+            sources.catalog_uri_given |= key == "catalog.uri";
         }
 
         let config: Config = figment.extract().map_err(Error::from_figment)?;
@@ -651,6 +659,25 @@ mod tests {
             assert_eq!(sources.file.as_deref(), Some(Path::new("lake.toml")));
             assert!(sources.env.contains(&"LAKE_SERVER__WAREHOUSE".to_string()));
             assert_eq!(sources.flags, vec!["server.tenant".to_string()]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_catalog_uri_counts_as_given_from_any_layer_but_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            let given = |flags: &Overrides| Config::load(None, flags).unwrap().1.catalog_uri_given;
+            let none = Overrides::new();
+            jail.create_file("lake.toml", "[server]\ntenant = \"t\"\n")?;
+            assert!(!given(&none), "defaults and a file without catalog.uri");
+            let mut flag = Overrides::new();
+            flag.set("catalog.uri", Some("http://flag:1")).unwrap();
+            assert!(given(&flag), "a flag");
+            jail.set_env("LAKE_CATALOG__URI", "http://env:1");
+            assert!(given(&none), "a variable");
+            jail.clear_env();
+            jail.create_file("lake.toml", "[catalog]\nuri = \"http://file:1\"\n")?;
+            assert!(given(&none), "the file");
             Ok(())
         });
     }

@@ -48,7 +48,7 @@ pub struct CompactOptions {
     /// Only files that may hold rows matching this (see [`crate::filter`]).
     pub filter: Option<String>,
     /// Groups per commit; 0 commits all groups of a table at once.
-    pub partial_progress: usize,
+    pub groups_per_commit: usize,
     /// Columns the rows of each rewritten group are sorted by, so that the
     /// new files' column ranges are narrow and readers skip more of them.
     pub sort_by: Vec<String>,
@@ -62,7 +62,7 @@ impl Default for CompactOptions {
             max_concurrent: 1,
             dry_run: false,
             filter: None,
-            partial_progress: 1,
+            groups_per_commit: 1,
             sort_by: Vec::new(),
         }
     }
@@ -276,7 +276,7 @@ pub async fn compact(
         report.elapsed = started.elapsed();
         return Ok(report);
     }
-    let per_commit = match options.partial_progress {
+    let per_commit = match options.groups_per_commit {
         0 => report.groups.len(),
         n => n,
     };

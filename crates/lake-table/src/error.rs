@@ -80,6 +80,12 @@ impl Error {
         )
     }
 
+    /// True when a commit may or may not have landed: the one failure after
+    /// which retrying blindly could write the same data twice.
+    pub fn is_commit_state_unknown(&self) -> bool {
+        matches!(self, Error::CommitStateUnknown { .. })
+    }
+
     /// The table as it is now, when the error carries it.
     pub fn current_table(&self) -> Option<&Table> {
         match self {

@@ -20,7 +20,7 @@ use lake_core::config::{S3Config, StorageConfig};
 
 pub use catalog::{CatalogProcess, CatalogSpec, Keys, PySnapshot, PyTable, storage_env};
 pub use kafka::{Consumed, DatasetTopics, GroupView, Kafka};
-pub use process::{LakeProcess, run_lake, run_lake_env, run_lake_ok};
+pub use process::{LakeProcess, run_lake, run_lake_env, run_lake_in, run_lake_ok};
 pub use trino::{Column, QueryError, Rows, Trino};
 
 /// The command that starts the services and runs the tests.

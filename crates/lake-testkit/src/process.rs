@@ -39,6 +39,16 @@ pub fn run_lake_env<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     Ok(lake_command(args, env, dir.path()).output()?)
 }
 
+/// [`run_lake_env`] with `dir` as the working directory, for commands that
+/// look for files there (./lake.toml, ./lake-data).
+pub fn run_lake_in<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    args: &[&str],
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<std::process::Output> {
+    Ok(lake_command(args, env, dir).output()?)
+}
+
 /// [`run_lake_env`] that must succeed: a failure is an error carrying the
 /// command and its stderr.
 pub fn run_lake_ok<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(

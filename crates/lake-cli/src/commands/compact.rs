@@ -21,7 +21,7 @@ pub async fn run(args: CompactArgs, config: Config) -> anyhow::Result<ExitCode> 
         ),
         dry_run: args.dry_run,
         filter: args.filter.clone(),
-        partial_progress: args.partial_progress as usize,
+        groups_per_commit: args.groups_per_commit as usize,
         sort_by: args.sort_by.clone(),
     };
     let outcome = lake_maintain::policy::run(

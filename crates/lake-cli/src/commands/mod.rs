@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use lake_core::Config;
 use lake_core::config::Sources;
 
-use crate::cli::{Command, TableSelection};
+use crate::cli::{Command, CompletionsArgs, TableSelection};
 
 /// `; peak memory N MB` for a summary line, or nothing when unknown.
 fn memory_note(peak_rss_bytes: Option<u64>) -> String {
@@ -62,11 +62,24 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
         Command::Compact(args) => compact::run(args, config).await,
         Command::Maintain(command) => maintain::run(command, config).await,
         Command::Quickstart(args) => quickstart::run(args, config).await,
-        Command::Sql(args) => query::sql(args, config).await,
-        Command::Tables(args) => query::list(args, config, false).await,
-        Command::Snapshots(args) => query::snapshots(args, config).await,
-        Command::Status(args) => query::list(args, config, true).await,
+        Command::Sql(args) => query::sql(args, config, &sources).await,
+        Command::Tables(args) => query::list(args, config, &sources, false).await,
+        Command::Snapshots(args) => query::snapshots(args, config, &sources).await,
+        Command::Status(args) => query::list(args, config, &sources, true).await,
+        Command::Completions(args) => Ok(completions(&args)),
     }
+}
+
+/// `lake completions SHELL`: the script on standard output.
+pub fn completions(args: &CompletionsArgs) -> ExitCode {
+    use clap::CommandFactory;
+    clap_complete::generate(
+        args.shell,
+        &mut crate::cli::Cli::command(),
+        "lake",
+        &mut std::io::stdout(),
+    );
+    ExitCode::SUCCESS
 }
 
 /// Completes on Ctrl-C or SIGTERM, whichever comes first.

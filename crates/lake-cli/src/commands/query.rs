@@ -5,12 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use lake_core::Config;
+use lake_core::config::Sources;
 use lake_query::{AsOf, Format, Session};
 
 use super::embedded;
 use crate::cli::{ListArgs, SnapshotsArgs, SqlArgs};
 
-pub async fn sql(args: SqlArgs, config: Config) -> anyhow::Result<ExitCode> {
+pub async fn sql(args: SqlArgs, config: Config, sources: &Sources) -> anyhow::Result<ExitCode> {
     let query = if args.query == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -21,7 +22,7 @@ pub async fn sql(args: SqlArgs, config: Config) -> anyhow::Result<ExitCode> {
         args.query.clone()
     };
     let as_of = args.as_of.as_deref().map(AsOf::parse).transpose()?;
-    let (catalog, server) = embedded::connect(config, &args.embedded).await?;
+    let (catalog, server) = embedded::connect(config, sources, &args.embedded).await?;
     let session = Session::open(&catalog, as_of).await?;
     let result = session.query(&query).await?;
     lake_query::write_batches(
@@ -43,8 +44,13 @@ pub async fn sql(args: SqlArgs, config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// `lake tables` (`lag` false) and `lake status`.
-pub async fn list(args: ListArgs, config: Config, lag: bool) -> anyhow::Result<ExitCode> {
-    let (catalog, server) = embedded::connect(config, &args.embedded).await?;
+pub async fn list(
+    args: ListArgs,
+    config: Config,
+    sources: &Sources,
+    lag: bool,
+) -> anyhow::Result<ExitCode> {
+    let (catalog, server) = embedded::connect(config, sources, &args.embedded).await?;
     let statuses = lake_query::statuses(&catalog).await?;
     let batch = lake_query::status_batch(&statuses, lake_core::now_micros() / 1000, lag)?;
     write(&batch, args.format.into())?;
@@ -52,8 +58,12 @@ pub async fn list(args: ListArgs, config: Config, lag: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn snapshots(args: SnapshotsArgs, config: Config) -> anyhow::Result<ExitCode> {
-    let (catalog, server) = embedded::connect(config, &args.embedded).await?;
+pub async fn snapshots(
+    args: SnapshotsArgs,
+    config: Config,
+    sources: &Sources,
+) -> anyhow::Result<ExitCode> {
+    let (catalog, server) = embedded::connect(config, sources, &args.embedded).await?;
     let rows = lake_query::snapshots(&catalog, &args.table).await?;
     write(&lake_query::snapshots_batch(&rows)?, args.format.into())?;
     embedded::finish(server).await?;
