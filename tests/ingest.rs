@@ -872,3 +872,38 @@ async fn a_stopped_broker_fails_ingest_within_the_connect_timeout() -> Result<()
     );
     Ok(())
 }
+
+/// A continuous ingest started before its topic exists (compose starts it
+/// beside the generators that create the topics) says so once, keeps running,
+/// and takes every record once the topic appears. `--until-caught-up` still
+/// fails at once: there a missing topic is a mistake in the arguments.
+#[tokio::test]
+async fn continuous_ingest_waits_for_its_topic_to_exist() -> Result<()> {
+    let harness = Harness::start("classic").await?;
+    let batch = run_lake_env(
+        &strs(&harness.ingest_args(&["--until-caught-up"])),
+        harness.env(),
+    )?;
+    let stderr = String::from_utf8_lossy(&batch.stderr);
+    assert_eq!(batch.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("topic `{}` does not exist", harness.topic)),
+        "{stderr}"
+    );
+
+    let args = harness.ingest_args(&["--commit-interval", "1s"]);
+    let mut ingest = LakeProcess::spawn(&strs(&args), harness.env())?;
+    ingest.wait_for_log("waiting for it", Duration::from_secs(60))?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(ingest.running(), "ingest exited:\n{}", ingest.log());
+
+    let expected = harness.produce(5_000, 11, &[])?;
+    let rows = wait_for_rows(&harness, expected.len(), Duration::from_secs(90)).await?;
+    assert_eq!(rows, expected.len(), "{}", ingest.log());
+    stop(&mut ingest)?;
+    assert_bronze_equals(&harness.table("tweets_raw").await?, &expected).await?;
+    let log = ingest.log();
+    assert_eq!(log.matches("waiting for it").count(), 1, "{log}");
+    assert!(log.contains("topic exists now"), "{log}");
+    Ok(())
+}

@@ -573,6 +573,57 @@ fn prepare_consumer_config(kafka: &mut ClientConfig, options: &IngestOptions) ->
     Ok(())
 }
 
+/// How often a continuous ingest asks whether a missing topic exists yet.
+const TOPIC_RECHECK: Duration = Duration::from_secs(2);
+
+/// The partition count of `topic` once it exists, or `None` when stopped
+/// while waiting for it. A run that ends when caught up fails at once instead:
+/// a missing topic there is a mistake in its arguments, not a start-up race.
+/// A continuous one waits, so that it can start before the producers that
+/// create its topics (as in compose) without exiting and being restarted.
+fn wait_for_topic(
+    kafka: &ClientConfig,
+    topic: &str,
+    brokers: &str,
+    options: &IngestOptions,
+    stop: &AtomicBool,
+) -> Result<Option<usize>> {
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        let partitions = lake_kafka::topic_partitions(kafka, topic, options.kafka_timeout)?;
+        if partitions > 0 {
+            if let Some(since) = waiting_since {
+                tracing::info!(
+                    topic,
+                    waited_s = since.elapsed().as_secs(),
+                    "topic exists now"
+                );
+            }
+            return Ok(Some(partitions));
+        }
+        if options.until_caught_up {
+            return Err(Error::Kafka(format!(
+                "topic `{topic}` does not exist at {brokers}; create it (lake generate does) or check --topic"
+            )));
+        }
+        if waiting_since.is_none() {
+            tracing::warn!(
+                topic,
+                brokers,
+                "topic does not exist yet; waiting for it (lake generate creates it)"
+            );
+            waiting_since = Some(Instant::now());
+        }
+        let deadline = Instant::now() + TOPIC_RECHECK;
+        while Instant::now() < deadline {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 fn consume(
     kafka: ClientConfig,
     shared: Arc<Mutex<Shared>>,
@@ -591,12 +642,12 @@ fn consume(
         .unwrap_or_default()
         .to_string();
     for topic in &topics {
-        let partitions = lake_kafka::topic_partitions(&kafka, topic, options.kafka_timeout)?;
-        if partitions == 0 {
-            return Err(Error::Kafka(format!(
-                "topic `{topic}` does not exist at {brokers}; create it (lake generate does) or check --topic"
-            )));
-        }
+        let Some(partitions) = wait_for_topic(&kafka, topic, &brokers, options, stop)? else {
+            return Ok(IngestSummary {
+                interrupted: true,
+                ..IngestSummary::default()
+            });
+        };
         if options.until_caught_up {
             let mut high = BTreeMap::new();
             for partition in 0..partitions as i32 {
