@@ -337,36 +337,60 @@ async fn a_killed_catalog_restarts_with_everything() -> Result<()> {
     Ok(())
 }
 
-/// catalog/init.sql and catalog/lake.toml, as an operator would use them, with
-/// only the hosts swapped for the test services.
+/// The database set up as compose sets it up (deploy/postgres/init-lake.sh,
+/// with a password of its own from LAKE_DB_PASSWORD) and catalog/lake.toml, as
+/// an operator would use them, with only the hosts swapped for the test
+/// services; catalog/init.sql, for a server set up by hand, creates the same.
 #[tokio::test]
 async fn deployment_files_bring_up_a_postgres_catalog() -> Result<()> {
     use sqlx::Connection;
     let services = Services::from_env();
     let root = lake_testkit::repo_root();
-    let init = std::fs::read_to_string(root.join("catalog/init.sql"))?;
-    let mut admin = sqlx::PgConnection::connect(&services.postgres_url).await?;
-    // CREATE DATABASE refuses to run in a transaction, so one statement at a time.
-    let statements: Vec<String> = init
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    assert_eq!(statements.len(), 2, "{statements:?}");
-    for statement in &statements {
-        sqlx::raw_sql(statement).execute(&mut admin).await?;
-    }
     let host = services
         .postgres_url
         .trim_start_matches("postgres://postgres@")
         .split('/')
         .next()
         .expect("host:port");
+    let (pg_host, pg_port) = host.rsplit_once(':').expect("host:port");
+    let password = "not-the-default-7f3a";
+    let init = std::process::Command::new(root.join("deploy/postgres/init-lake.sh"))
+        .env("LAKE_DB_PASSWORD", password)
+        .env("POSTGRES_USER", "postgres")
+        .env("PGHOST", pg_host)
+        .env("PGPORT", pg_port)
+        .output()?;
+    assert!(
+        init.status.success(),
+        "init-lake.sh: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    // catalog/init.sql holds the same two statements, with its own password.
+    let statements = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .split(';')
+            // The script's shell lines stand before its first statement.
+            .filter_map(|s| s.find("CREATE").map(|at| s[at..].trim().to_string()))
+            .collect()
+    };
+    let by_hand = statements(&std::fs::read_to_string(root.join("catalog/init.sql"))?);
+    let compose = statements(
+        &std::fs::read_to_string(root.join("deploy/postgres/init-lake.sh"))?
+            .replace(":'password'", "'lake-change-me'"),
+    );
+    assert_eq!(by_hand.len(), 2, "{by_hand:?}");
+    assert_eq!(by_hand, compose);
+    let mut admin = sqlx::PgConnection::connect(&services.postgres_url).await?;
+    // The test server trusts every local login, so the password is not asked
+    // for below; that the role has one is checked here.
+    let (stored,): (String,) =
+        sqlx::query_as("SELECT rolpassword FROM pg_authid WHERE rolname = 'lake'")
+            .fetch_one(&mut admin)
+            .await?;
+    assert!(stored.starts_with("SCRAM-SHA-256$"), "{stored}");
     let mut spec = CatalogSpec::postgres_s3(&services).await?;
     spec.database = None;
     spec.warehouse = None;
@@ -375,7 +399,7 @@ async fn deployment_files_bring_up_a_postgres_catalog() -> Result<()> {
     spec.env = vec![
         (
             "LAKE_SERVER__DATABASE".into(),
-            format!("postgres://lake:lake-change-me@{host}/lake_catalog"),
+            format!("postgres://lake:{password}@{host}/lake_catalog"),
         ),
         ("LAKE_SERVER__WAREHOUSE".into(), warehouse.clone()),
     ];

@@ -143,16 +143,283 @@ fn properties_refuse_what_trino_would_misread() {
 
 // --- compose.yaml -------------------------------------------------------------
 
+fn compose_text() -> Result<String> {
+    let path = lake_testkit::repo_root().join("compose.yaml");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
 /// compose.yaml with its anchors and `<<` merges resolved.
 fn compose() -> Result<serde_norway::Value> {
-    let path = lake_testkit::repo_root().join("compose.yaml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut value: serde_norway::Value = serde_norway::from_str(&text)?;
+    parse_compose(&compose_text()?)
+}
+
+fn parse_compose(text: &str) -> Result<serde_norway::Value> {
+    let mut value: serde_norway::Value = serde_norway::from_str(text)?;
     value.apply_merge()?;
     // Merges nested under anchors (x-lake-service-env merges x-lake-client-env).
     value.apply_merge()?;
     Ok(value)
+}
+
+/// What a healthcheck may run in each image (named without its tag): the
+/// binaries it ships. An image missing here is a problem, so a new service
+/// comes with the knowledge of what its image holds.
+const SHIPPED: &[(&str, &[&str])] = &[
+    ("postgres", &["pg_isready"]),
+    (
+        "apache/kafka",
+        &["/opt/kafka/bin/kafka-broker-api-versions.sh"],
+    ),
+    // Alpine: busybox's wget.
+    ("chrislusf/seaweedfs", &["wget", "weed"]),
+    ("trinodb/trino", &["/usr/lib/trino/bin/health-check"]),
+    // Busybox-based.
+    ("prom/pushgateway", &["wget"]),
+    ("prom/prometheus", &["wget"]),
+    // Alpine.
+    ("grafana/grafana", &["wget"]),
+    // Built from the Dockerfile: the `lake` stage installs curl (checked
+    // below); Airflow's and Superset's base images ship it.
+    ("lake", &["lake", "curl"]),
+    ("lake-airflow", &["curl"]),
+    ("lake-superset", &["curl"]),
+];
+
+/// Environment names whose values are secrets.
+fn is_secret(name: &str) -> bool {
+    ["PASSWORD", "SECRET", "_KEY", "TOKEN"]
+        .iter()
+        .any(|part| name.contains(part))
+        && !name.ends_with("_KEY_ID")
+}
+
+/// What would keep compose.yaml (given as text) from starting as the docs say:
+/// images not pinned, healthchecks that run what their image does not ship,
+/// waits on services that cannot report, PostgreSQL checked before it listens
+/// on TCP, unbounded Kafka retention, secrets written out instead of taken
+/// from variables. Empty when none.
+fn compose_problems(text: &str) -> Result<Vec<String>> {
+    let compose = parse_compose(text)?;
+    let services = compose
+        .get("services")
+        .and_then(|s| s.as_mapping())
+        .context("services")?;
+    let name = |k: &serde_norway::Value| k.as_str().unwrap_or_default().to_string();
+    let dockerfile = std::fs::read_to_string(lake_testkit::repo_root().join("Dockerfile"))?;
+    let mut problems = Vec::new();
+    for (key, service) in services {
+        let svc = name(key);
+        let image = service
+            .get("image")
+            .and_then(|i| i.as_str())
+            .unwrap_or_default();
+        let (image_name, tag) = image.rsplit_once(':').unwrap_or((image, ""));
+        if service.get("build").is_none() && (tag.is_empty() || tag == "latest") {
+            problems.push(format!("{svc}: pin the image `{image}` to a version"));
+        }
+        match service.get("healthcheck") {
+            Some(check) => {
+                let test = strings(check.get("test").context("healthcheck.test")?)?;
+                let binary = match test.as_slice() {
+                    [kind, binary, ..] if kind == "CMD" => binary.clone(),
+                    _ => {
+                        problems.push(format!(
+                            "{svc}: healthcheck {test:?} is not [\"CMD\", binary, …]"
+                        ));
+                        continue;
+                    }
+                };
+                match SHIPPED.iter().find(|(image, _)| *image == image_name) {
+                    Some((_, binaries)) if binaries.contains(&binary.as_str()) => {}
+                    Some(_) => problems.push(format!(
+                        "{svc}: its healthcheck runs `{binary}`, which {image_name} does not ship"
+                    )),
+                    None => problems.push(format!(
+                        "{svc}: nothing says what {image_name} ships for its healthcheck to run"
+                    )),
+                }
+            }
+            None => {
+                let waited_for = services.values().any(|other| {
+                    other["depends_on"][key]["condition"].as_str()
+                        == Some("service_completed_successfully")
+                });
+                if !waited_for || service.get("restart").and_then(|r| r.as_str()) != Some("no") {
+                    problems.push(format!(
+                        "{svc}: no healthcheck, and not a one-shot others wait to complete"
+                    ));
+                }
+            }
+        }
+        if let Some(deps) = service.get("depends_on") {
+            let Some(deps) = deps.as_mapping() else {
+                problems.push(format!("{svc}: depends_on needs conditions"));
+                continue;
+            };
+            for (dep, spec) in deps {
+                let dep_name = name(dep);
+                let Some(target) = services.get(dep) else {
+                    problems.push(format!("{svc} depends on missing {dep_name}"));
+                    continue;
+                };
+                match spec.get("condition").and_then(|c| c.as_str()) {
+                    Some("service_healthy") if target.get("healthcheck").is_none() => {
+                        problems.push(format!(
+                            "{svc} waits for {dep_name} to be healthy; it has no healthcheck"
+                        ));
+                    }
+                    Some("service_healthy") => {}
+                    Some("service_completed_successfully")
+                        if target.get("restart").and_then(|r| r.as_str()) != Some("no") =>
+                    {
+                        problems.push(format!(
+                            "{svc} waits for {dep_name} to complete; it restarts instead"
+                        ));
+                    }
+                    Some("service_completed_successfully") => {}
+                    other => problems.push(format!("{svc} -> {dep_name}: condition {other:?}")),
+                }
+            }
+        }
+        if let Some(env) = service.get("environment").and_then(|e| e.as_mapping()) {
+            for (key, value) in env {
+                let (key, value) = (name(key), value.as_str().unwrap_or_default());
+                let in_url = value
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split_once('@'))
+                    .and_then(|(credentials, _)| credentials.split_once(':'))
+                    .is_some_and(|(_, password)| !password.starts_with("${"));
+                if (is_secret(&key) && !value.is_empty() && !value.starts_with("${")) || in_url {
+                    problems.push(format!(
+                        "{svc}: {key} is a literal secret; take it from a variable (${{NAME:-default}})"
+                    ));
+                }
+            }
+        }
+    }
+    // The `lake` stage installs what SHIPPED says it has.
+    let lake_stage = dockerfile
+        .split("\nFROM ")
+        .find(|stage| {
+            stage
+                .lines()
+                .next()
+                .is_some_and(|l| l.ends_with(" AS lake"))
+        })
+        .context("the Dockerfile has no `lake` stage")?;
+    if !lake_stage.contains("curl") {
+        problems.push("the Dockerfile's lake stage does not install curl".into());
+    }
+    // pg_isready through the socket passes during initialisation, before
+    // PostgreSQL listens on TCP, which is all the catalog can use.
+    let postgres = strings(&compose["services"]["postgres"]["healthcheck"]["test"])?;
+    if !postgres
+        .windows(2)
+        .any(|w| w[0] == "-h" && w[1] == "127.0.0.1")
+    {
+        problems.push(format!(
+            "postgres: the healthcheck {postgres:?} must ask over TCP (-h 127.0.0.1)"
+        ));
+    }
+    // Kafka keeps what the generators write for a bounded time and size.
+    let kafka = environment(&compose["services"]["kafka"])?;
+    let bounded = |key: &str, most: u64| {
+        kafka
+            .get(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v > 0 && v <= most)
+    };
+    if !bounded("KAFKA_LOG_RETENTION_HOURS", 72) || !bounded("KAFKA_LOG_RETENTION_BYTES", 16 << 30)
+    {
+        problems.push(
+            "kafka: retention must be bounded in hours (≤ 72) and bytes per partition (≤ 16 GiB)"
+                .into(),
+        );
+    }
+    Ok(problems)
+}
+
+/// compose.yaml as it stands has none of the problems above.
+#[test]
+fn compose_would_start() -> Result<()> {
+    let problems = compose_problems(&compose_text()?)?;
+    assert!(problems.is_empty(), "{problems:#?}");
+    Ok(())
+}
+
+/// Each check catches its mistake: a copy of compose.yaml broken on purpose
+/// in one place has the problem that names it.
+#[test]
+fn compose_checks_fail_on_a_broken_copy() -> Result<()> {
+    let text = compose_text()?;
+    let cases = [
+        (
+            "an unpinned image",
+            "image: trinodb/trino:476",
+            "image: trinodb/trino:latest",
+            "trino: pin the image",
+        ),
+        (
+            "a healthcheck its image cannot run",
+            r#"["CMD", "wget", "-qO", "/dev/null", "http://127.0.0.1:9000/healthz"]"#,
+            r#"["CMD", "curl", "-fsS", "http://127.0.0.1:9000/healthz"]"#,
+            "s3: its healthcheck runs `curl`, which chrislusf/seaweedfs does not ship",
+        ),
+        (
+            "an image nothing is known about",
+            "image: prom/pushgateway:v1.11.1",
+            "image: example/pushgateway:v1.11.1",
+            "pushgateway: nothing says what example/pushgateway ships",
+        ),
+        (
+            "a wait for health on a one-shot",
+            "      s3-init:\n        condition: service_completed_successfully",
+            "      s3-init:\n        condition: service_healthy",
+            "catalog waits for s3-init to be healthy; it has no healthcheck",
+        ),
+        (
+            "pg_isready over the socket",
+            r#""pg_isready", "-h", "127.0.0.1", "#,
+            r#""pg_isready", "#,
+            "postgres: the healthcheck",
+        ),
+        (
+            "unbounded Kafka retention",
+            "      KAFKA_LOG_RETENTION_BYTES: ${KAFKA_RETENTION_BYTES_PER_PARTITION:-1073741824}\n",
+            "",
+            "kafka: retention must be bounded",
+        ),
+        (
+            "a literal password in a URL",
+            "postgres://lake:${LAKE_DB_PASSWORD:-lake-change-me}@",
+            "postgres://lake:lake-change-me@",
+            "catalog: LAKE_SERVER__DATABASE is a literal secret",
+        ),
+    ];
+    for (what, from, to, expected) in cases {
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "{what}: `{from}` is not in compose.yaml once"
+        );
+        let problems = compose_problems(&text.replacen(from, to, 1))?;
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "{what}: {problems:#?}"
+        );
+    }
+    let literal = text.replacen(
+        "GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:-admin-change-me}",
+        "GF_SECURITY_ADMIN_PASSWORD: admin-change-me",
+        1,
+    );
+    assert_eq!(
+        compose_problems(&literal)?,
+        [
+            "grafana: GF_SECURITY_ADMIN_PASSWORD is a literal secret; take it from a variable (${NAME:-default})"
+        ]
+    );
+    Ok(())
 }
 
 /// `${NAME:-default}` → default, as compose interpolates with nothing in .env;
@@ -247,10 +514,10 @@ fn lake_accepts(args: &[String], env: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
-/// Every service comes from a pinned image or a Dockerfile stage, publishes
-/// exactly the ports the docs list, has a healthcheck (or is a one-shot that
-/// others wait to complete), and starts after what it depends on; every `lake`
-/// command and environment in it is one lake accepts.
+/// Every service comes from an image or a Dockerfile stage, publishes exactly
+/// the ports the docs list, and waits only for services that start without a
+/// profile; every `lake` command and environment in it is one lake accepts.
+/// (Pins, healthchecks and start conditions: [`compose_would_start`].)
 #[test]
 fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
     let root = lake_testkit::repo_root();
@@ -267,7 +534,7 @@ fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
 
     let expected_ports: BTreeMap<&str, Vec<&str>> = [
         ("kafka", vec!["19092:19092"]),
-        ("minio", vec!["9000:9000", "9001:9001"]),
+        ("s3", vec!["9000:9000"]),
         ("catalog", vec!["8181:8181"]),
         ("trino", vec!["8080:8080"]),
         ("airflow", vec!["8081:8080"]),
@@ -277,19 +544,6 @@ fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
         ("superset", vec!["8088:8088"]),
     ]
     .into();
-    let mut completed_by_others = Vec::new();
-    for service in services.values() {
-        if let Some(deps) = service.get("depends_on").and_then(|d| d.as_mapping()) {
-            for (dep, spec) in deps {
-                if spec.get("condition").and_then(|c| c.as_str())
-                    == Some("service_completed_successfully")
-                {
-                    completed_by_others.push(name(dep));
-                }
-            }
-        }
-    }
-
     let mut lake_services = 0;
     for (key, service) in services {
         let svc = name(key);
@@ -309,12 +563,9 @@ fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
                     "{svc}: name the built image"
                 );
             }
+            // Pinned: compose_problems.
             None => {
-                let image = image.with_context(|| format!("{svc}: neither image nor build"))?;
-                let (_, tag) = image
-                    .rsplit_once(':')
-                    .with_context(|| format!("{svc}: untagged {image}"))?;
-                assert!(tag != "latest" && !tag.is_empty(), "{svc}: pin {image}");
+                image.with_context(|| format!("{svc}: neither image nor build"))?;
             }
         }
         // Ports.
@@ -327,46 +578,15 @@ fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
             .map(|v| v.iter().map(|s| s.to_string()).collect())
             .unwrap_or_default();
         assert_eq!(ports, want, "{svc}: published ports");
-        // Healthcheck, or a one-shot others wait for.
-        match service.get("healthcheck") {
-            Some(check) => {
-                let test = strings(check.get("test").context("healthcheck.test")?)?;
-                assert_eq!(
-                    test.first().map(String::as_str),
-                    Some("CMD"),
-                    "{svc}: {test:?}"
-                );
-                assert!(test.len() > 1, "{svc}: empty healthcheck");
-            }
-            None => {
-                assert!(
-                    completed_by_others.contains(&svc)
-                        && service.get("restart").and_then(|r| r.as_str()) == Some("no"),
-                    "{svc}: no healthcheck, and not a one-shot others wait to complete"
-                );
-            }
-        }
-        // Start order: every dependency exists and is waited for properly.
-        if let Some(deps) = service.get("depends_on") {
-            let deps = deps
-                .as_mapping()
-                .with_context(|| format!("{svc}: depends_on needs conditions"))?;
-            for (dep, spec) in deps {
-                let dep_name = name(dep);
-                let target = services
-                    .get(dep)
-                    .with_context(|| format!("{svc} depends on missing {dep_name}"))?;
-                match spec.get("condition").and_then(|c| c.as_str()) {
-                    Some("service_healthy") => assert!(
-                        target.get("healthcheck").is_some(),
-                        "{svc} waits for {dep_name} to be healthy; it has no healthcheck"
-                    ),
-                    Some("service_completed_successfully") => {}
-                    other => panic!("{svc} -> {dep_name}: condition {other:?}"),
-                }
+        // Healthchecks and start order: compose_problems; here, that no
+        // service waits for one that only starts under a profile.
+        if let Some(deps) = service.get("depends_on").and_then(|d| d.as_mapping()) {
+            for (dep, _) in deps {
+                let target = &services[dep];
                 assert!(
                     target.get("profiles").is_none() || service.get("profiles").is_some(),
-                    "{svc} depends on {dep_name}, which only starts under a profile"
+                    "{svc} depends on {}, which only starts under a profile",
+                    name(dep)
                 );
             }
         }
@@ -423,6 +643,24 @@ fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
     assert_eq!(
         environment(&services["trino"])?["LAKE_READER_KEY"],
         catalog_env["LAKE_READER_KEY"]
+    );
+    // The `lake` role gets the password the catalog's database URL carries:
+    // the same variable with the same default.
+    let raw = |svc: &str, key: &str| {
+        services[svc]["environment"][key]
+            .as_str()
+            .map(str::to_string)
+    };
+    let password = raw("postgres", "LAKE_DB_PASSWORD").context("postgres: LAKE_DB_PASSWORD")?;
+    let url = raw("catalog", "LAKE_SERVER__DATABASE").context("catalog: LAKE_SERVER__DATABASE")?;
+    assert!(password.starts_with("${LAKE_DB_PASSWORD:-"), "{password}");
+    assert_eq!(
+        url,
+        format!("postgres://lake:{password}@postgres:5432/lake_catalog")
+    );
+    assert_eq!(
+        strings(&services["postgres"]["volumes"])?[1],
+        "./deploy/postgres/init-lake.sh:/docker-entrypoint-initdb.d/lake.sh:ro"
     );
     assert_eq!(
         strings(&services["trino"]["volumes"])?,

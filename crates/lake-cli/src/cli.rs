@@ -852,7 +852,7 @@ Examples:
   # Local, embedded database, files under ./lake-data:
   lake catalog serve --insecure-http --admin-key \"$(lake catalog generate-key)\"
 
-  # Deployment: PostgreSQL for state, MinIO for files (see catalog/lake.toml):
+  # Deployment: PostgreSQL for state, S3 for files (see catalog/lake.toml):
   lake --config catalog/lake.toml catalog serve
 
 Roles: admin (everything, incl. drop/purge), writer (create, commit), reader (load, list).")]
