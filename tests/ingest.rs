@@ -907,3 +907,244 @@ async fn continuous_ingest_waits_for_its_topic_to_exist() -> Result<()> {
     assert!(log.contains("topic exists now"), "{log}");
     Ok(())
 }
+
+/// `/ready` of a process serving health on `port`, as JSON (`None` while
+/// nothing answers).
+async fn readiness(port: u16) -> Option<(u16, serde_json::Value)> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/ready"))
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.ok()?))
+}
+
+/// The check named `name` in a `/ready` body: whether it holds, and why.
+fn check(body: &serde_json::Value, name: &str) -> (bool, String) {
+    let check = body["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check `{name}` in {body}"));
+    (
+        check["ok"].as_bool().expect("ok is a bool"),
+        check["detail"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Waits until `/ready` says `ready` (200 or 503 to match) and, when not
+/// ready, the check `failing` is the one that fails; returns the body.
+async fn wait_for_readiness(
+    process: &mut LakeProcess,
+    port: u16,
+    ready: bool,
+    failing: Option<&str>,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        anyhow::ensure!(process.running(), "exited:\n{}", process.log());
+        if let Some((status, body)) = readiness(port).await {
+            assert_eq!(status == 200, body["ready"] == true, "{body}");
+            let matches =
+                body["ready"] == ready && failing.is_none_or(|name| !check(&body, name).0);
+            if matches {
+                return Ok(body);
+            }
+            last = Some(body);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "/ready not {ready} (failing: {failing:?}) within {timeout:?}; last: {last:?}\n{}",
+            process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// /health answers while the process runs; /ready is true with every check
+/// holding, false naming the brokers while the broker is down, true again
+/// after it restarts, and the same for the catalog. The broker is the test's
+/// own: the shared one must stay up.
+#[tokio::test]
+async fn ready_goes_false_while_the_broker_or_the_catalog_is_down() -> Result<()> {
+    let mut broker = lake_testkit::OwnBroker::start()?;
+    let mut harness = Harness::start("classic").await?;
+    harness.kafka = broker.kafka();
+    harness.kafka.create_topic(&harness.topic, 2).await?;
+    let first = harness.produce(2_000, 21, &[])?;
+
+    let port = lake_testkit::free_port();
+    let mut args = harness.ingest_args(&["--commit-interval", "1s"]);
+    args.extend([
+        "--health-addr".into(),
+        format!("127.0.0.1:{port}"),
+        "-X".into(),
+        "statistics.interval.ms=500".into(),
+    ]);
+    let mut ingest = LakeProcess::spawn(&strs(&args), harness.env())?;
+    let body = wait_for_readiness(&mut ingest, port, true, None, Duration::from_secs(60)).await?;
+    for name in ["group", "commits", "brokers", "catalog"] {
+        let (ok, detail) = check(&body, name);
+        assert!(ok, "{name}: {detail}");
+    }
+    assert!(
+        check(&body, "group").1.contains("2 partitions assigned"),
+        "{body}"
+    );
+    assert!(
+        check(&body, "brokers").1.contains("1 of 1 brokers up"),
+        "{body}"
+    );
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health")).await?;
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await?;
+    assert_eq!(health["status"], "alive");
+    assert_eq!(
+        wait_for_rows(&harness, first.len(), Duration::from_secs(60)).await?,
+        first.len()
+    );
+
+    broker.kill()?;
+    let body = wait_for_readiness(
+        &mut ingest,
+        port,
+        false,
+        Some("brokers"),
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert!(
+        check(&body, "brokers").1.contains("0 of 1 brokers up"),
+        "{body}"
+    );
+    assert_eq!(
+        reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await?
+            .status(),
+        200,
+        "alive while not ready"
+    );
+    broker.start_again()?;
+    wait_for_readiness(&mut ingest, port, true, None, Duration::from_secs(120)).await?;
+
+    harness.catalog.kill().await?;
+    let body = wait_for_readiness(
+        &mut ingest,
+        port,
+        false,
+        Some("catalog"),
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert!(
+        check(&body, "catalog").1.contains("did not answer"),
+        "{body}"
+    );
+    harness.catalog.start_again().await?;
+    wait_for_readiness(&mut ingest, port, true, None, Duration::from_secs(60)).await?;
+
+    // Still ingesting, exactly: records produced after both outages land.
+    let second = harness.produce(2_000, 22, &[])?;
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(
+        wait_for_rows(&harness, all.len(), Duration::from_secs(90)).await?,
+        all.len()
+    );
+    stop(&mut ingest)?;
+    assert_bronze_equals(&harness.table("tweets_raw").await?, &all).await?;
+    Ok(())
+}
+
+/// The catalog dies twice under a running ingest and comes back on the same
+/// port: once between commits (mid-epoch), once with a commit request in
+/// flight (frozen, then killed: the answer never comes). The process never
+/// exits, logs each retry, and the table holds every record exactly once.
+#[tokio::test]
+async fn a_catalog_restart_mid_epoch_and_mid_commit_is_ridden_out() -> Result<()> {
+    let mut harness = Harness::start("classic").await?;
+    harness.kafka.create_topic(&harness.topic, 4).await?;
+    let first = harness.produce(40_000, 31, &[])?;
+    let args = harness.ingest_args(&["--commit-records", "5000", "--commit-interval", "1s"]);
+    let mut ingest = LakeProcess::spawn(&strs(&args), harness.env())?;
+    wait_for_partitions(&mut ingest, Duration::from_secs(60))?;
+    let rows = wait_for_rows(&harness, 5_000, Duration::from_secs(60)).await?;
+    assert!(rows >= 5_000, "{}", ingest.log());
+
+    // Mid-epoch: down for a few seconds while records keep arriving.
+    harness.catalog.kill().await?;
+    let second = harness.produce(20_000, 32, &[])?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(ingest.running(), "ingest exited:\n{}", ingest.log());
+    harness.catalog.start_again().await?;
+    let so_far: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let rows = wait_for_rows(&harness, so_far.len(), Duration::from_secs(120)).await?;
+    assert_eq!(rows, so_far.len(), "{}", ingest.log());
+
+    // Mid-commit: frozen, the catalog takes the next commit's request and
+    // never answers; then it dies with the request unanswered.
+    harness.catalog.signal("STOP")?;
+    let third = harness.produce(20_000, 33, &[])?;
+    // A commit is due within a second of the records arriving; its request
+    // goes into the frozen catalog.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    harness.catalog.kill().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(ingest.running(), "ingest exited:\n{}", ingest.log());
+    harness.catalog.start_again().await?;
+
+    let all: Vec<String> = so_far.iter().chain(&third).cloned().collect();
+    let rows = wait_for_rows(&harness, all.len(), Duration::from_secs(120)).await?;
+    assert_eq!(rows, all.len(), "{}", ingest.log());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(ingest.running(), "ingest exited:\n{}", ingest.log());
+    stop(&mut ingest)?;
+    let bronze = harness.table("tweets_raw").await?;
+    assert_bronze_equals(&bronze, &all).await?;
+    assert_eq!(
+        assert_complete(&bronze, 4, &harness.kafka.end_offsets(&harness.topic)?).await?,
+        all.len()
+    );
+    let log = ingest.log();
+    assert!(
+        log.contains("commit outcome unknown"),
+        "a commit was in flight:\n{log}"
+    );
+    let retries = log
+        .matches("starting over from the tables' offsets")
+        .count();
+    assert!(retries >= 2, "each outage logged its retries:\n{log}");
+    assert!(
+        log.contains(harness.catalog.uri()),
+        "retries name the catalog:\n{log}"
+    );
+    Ok(())
+}
+
+/// With a small budget and the catalog gone for good, ingest exits 1 once
+/// the budget is spent, naming the catalog and what failed in plain words.
+#[tokio::test]
+async fn ingest_gives_up_after_its_retry_budget_naming_the_catalog() -> Result<()> {
+    let mut harness = Harness::start("classic").await?;
+    harness.kafka.create_topic(&harness.topic, 1).await?;
+    harness.produce(1_000, 41, &[])?;
+    let args = harness.ingest_args(&["--commit-interval", "1s", "--retry-budget", "6s"]);
+    let mut ingest = LakeProcess::spawn(&strs(&args), harness.env())?;
+    assert_eq!(
+        wait_for_rows(&harness, 1_000, Duration::from_secs(60)).await?,
+        1_000
+    );
+    harness.catalog.kill().await?;
+    harness.produce(1_000, 42, &[])?;
+    let status = ingest.wait(Duration::from_secs(60))?;
+    let log = ingest.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let uri = harness.catalog.uri();
+    assert!(
+        log.contains(&format!(
+            "of retries (--retry-budget): the catalog at {uri} or its storage failed: \
+             nothing answers at {uri}"
+        )),
+        "{log}"
+    );
+    Ok(())
+}

@@ -7,6 +7,7 @@
 //! so port 0 works and the bound address is known before the first request.
 
 mod embedded;
+mod readiness;
 mod refusals;
 mod staging;
 
@@ -24,6 +25,7 @@ use axum::response::Response;
 use lake_core::config::{AuditSink, ServerConfig, StorageConfig};
 use lake_core::metrics as names;
 use lake_core::storage::{self, Location};
+pub use readiness::CatalogReadiness;
 use rustberg::auth::{ApiKey, ApiKeyBuilder, Auditor, FileSink, RateLimitConfig, StdoutSink};
 use rustberg::location::LocationScope;
 
@@ -116,9 +118,13 @@ impl Database {
 /// A catalog bound to its address and ready to serve.
 pub struct CatalogServer {
     router: axum::Router,
+    /// rustberg's own router, for asking it in-process.
+    inner: axum::Router,
     listener: std::net::TcpListener,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     local_addr: SocketAddr,
+    storage: StorageConfig,
+    warehouse: Location,
 }
 
 impl CatalogServer {
@@ -220,6 +226,7 @@ impl CatalogServer {
             storage: Arc::new(storage.clone()),
         };
         let router = inner
+            .clone()
             .layer(axum::middleware::from_fn_with_state(
                 staging,
                 staging::stage_without_files,
@@ -233,10 +240,23 @@ impl CatalogServer {
             .layer(axum::middleware::from_fn(record_request));
         Ok(Self {
             router,
+            inner,
             listener,
             tls,
             local_addr,
+            storage: storage.clone(),
+            warehouse,
         })
+    }
+
+    /// Starts probing the database and the warehouse every few seconds, for
+    /// the health listener's `/ready`; stops when the result is dropped.
+    pub fn readiness(&self) -> Arc<CatalogReadiness> {
+        CatalogReadiness::watch(
+            self.inner.clone(),
+            self.storage.clone(),
+            self.warehouse.clone(),
+        )
     }
 
     /// The address actually bound (the real port when 0 was asked for).

@@ -73,6 +73,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Serve /health and /ready on this address while a long-running command
+    /// (ingest, catalog serve, continuous generate) runs, e.g. 0.0.0.0:8080
+    /// (telemetry.health_addr)
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "ADDR")]
+    pub health_addr: Option<SocketAddr>,
+
     /// Push metrics to this Prometheus Pushgateway when the command ends, e.g.
     /// http://pushgateway:9091 (telemetry.push_gateway)
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "URL")]
@@ -700,6 +706,11 @@ pub struct IngestArgs {
     /// Give up when no broker answers within this long
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: std::time::Duration,
+
+    /// While the catalog or its storage is down, keep starting over from the
+    /// tables' offsets for this long before exiting (0s: exit at once)
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub retry_budget: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -952,6 +963,7 @@ impl Cli {
             .set("pipeline.dir", g.pipeline.as_ref())?
             .set("telemetry.log_format", g.log_format.map(LogFormat::from))?
             .set("telemetry.metrics_addr", g.metrics_addr)?
+            .set("telemetry.health_addr", g.health_addr)?
             .set("telemetry.push_gateway", g.push_gateway.as_ref())?;
         if let Command::Generate(generate) = &self.command {
             o.set("kafka.brokers", generate.brokers.as_ref())?;

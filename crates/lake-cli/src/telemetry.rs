@@ -1,10 +1,13 @@
 //! Logs (tracing, to stderr) and metrics (Prometheus exporter, off by default).
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lake_core::config::{LogFormat, TelemetryConfig};
+use lake_core::health::{Probe, Readiness};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -100,4 +103,54 @@ impl Metrics {
             Err(e) => tracing::warn!(%url, "cannot push metrics: {e}"),
         }
     }
+}
+
+/// Serves `/health` (200 while the process runs) and `/ready` (200 when
+/// every check of `probe` holds, else 503; the body names each check and its
+/// reason) on `addr` until the process ends. Probes answer from what the
+/// command already knows: a request never reaches Kafka, the catalog or the
+/// storage, so a probe cannot add load to an outage.
+pub async fn serve_health(addr: SocketAddr, probe: Arc<dyn Probe>) -> anyhow::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve /health and /ready on {addr}"))?;
+    let local = listener.local_addr().context("health listener address")?;
+    let started = Instant::now();
+    let json = |status: StatusCode, body: String| {
+        (status, [(header::CONTENT_TYPE, "application/json")], body)
+    };
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            get(move || async move {
+                let body = serde_json::json!({
+                    "status": "alive",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "uptime_s": started.elapsed().as_secs(),
+                });
+                json(StatusCode::OK, body.to_string())
+            }),
+        )
+        .route(
+            "/ready",
+            get(move || async move {
+                let readiness = Readiness::of(probe.as_ref());
+                let status = if readiness.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let body = serde_json::to_string(&readiness).unwrap_or_default();
+                json(status, body)
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("health listener stopped: {e}");
+        }
+    });
+    tracing::info!(addr = %local, "health at http://{local}/health and http://{local}/ready");
+    Ok(())
 }

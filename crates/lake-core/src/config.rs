@@ -355,6 +355,9 @@ pub struct TelemetryConfig {
     pub log: Option<String>,
     /// Serve Prometheus metrics at `http://<addr>/metrics`. Off when unset.
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve `/health` and `/ready` at `http://<addr>/` while a long-running
+    /// command (ingest, catalog serve, continuous generate) runs. Off when unset.
+    pub health_addr: Option<SocketAddr>,
     /// A Prometheus Pushgateway (`http://pushgateway:9091`) the command pushes
     /// its metrics to when it ends, for batch steps too short to be scraped.
     pub push_gateway: Option<String>,

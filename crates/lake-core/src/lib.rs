@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod storage;
 

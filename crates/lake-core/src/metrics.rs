@@ -33,6 +33,8 @@ pub const INGEST_COMMIT_DURATION_SECONDS: &str = "lake_ingest_commit_duration_se
 pub const INGEST_LAG_RECORDS: &str = "lake_ingest_lag_records";
 /// Counter of epochs discarded (another writer got there first, or a rebalance), labelled `table`.
 pub const INGEST_REWINDS_TOTAL: &str = "lake_ingest_rewinds_total";
+/// Counter of times a running ingest started over after the catalog or its storage failed.
+pub const INGEST_RECOVERIES_TOTAL: &str = "lake_ingest_recoveries_total";
 
 /// Counter of rows a transform committed to its target, labelled `table`.
 pub const TRANSFORM_ROWS_WRITTEN_TOTAL: &str = "lake_transform_rows_written_total";
@@ -66,6 +68,7 @@ pub const ALL: &[&str] = &[
     INGEST_COMMIT_DURATION_SECONDS,
     INGEST_LAG_RECORDS,
     INGEST_REWINDS_TOTAL,
+    INGEST_RECOVERIES_TOTAL,
     TRANSFORM_ROWS_WRITTEN_TOTAL,
     TRANSFORM_QUARANTINED_TOTAL,
     TRANSFORM_DUPLICATES_TOTAL,

@@ -20,5 +20,5 @@ pub use error::{Error, Result};
 pub use faults::{Fault, FaultRates, InvalidKind, MalformedKind};
 pub use generator::{Counts, Generator, GeneratorConfig, Record, Stream};
 pub use replay::Replay;
-pub use run::{Records, RunLimits, Summary, Target, run};
+pub use run::{GenerateStatus, Records, RunLimits, Summary, Target, run};
 pub use source::{Resolved, Source, resolve};

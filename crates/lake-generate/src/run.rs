@@ -71,6 +71,77 @@ pub struct RunLimits {
     /// Records per second; 0 is as fast as possible.
     pub rate: u32,
     pub progress: bool,
+    /// Where the run reports how deliveries go (`/ready`).
+    pub status: Arc<GenerateStatus>,
+}
+
+/// How a run's deliveries to Kafka go, for the health listener's `/ready`.
+#[derive(Debug)]
+pub struct GenerateStatus {
+    started: Instant,
+    /// Milliseconds after `started` of the last acknowledged record, plus
+    /// one (0: none yet). An atomic: it is written once per record.
+    last_ack: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    /// Brokers up and known, from the producer's statistics.
+    brokers: std::sync::Mutex<Option<(usize, usize)>>,
+}
+
+impl Default for GenerateStatus {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            last_ack: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            brokers: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// A generator is ready while Kafka acknowledged a record this recently.
+const ACK_WITHIN: Duration = Duration::from_secs(30);
+
+impl lake_core::health::Probe for GenerateStatus {
+    fn checks(&self) -> Vec<lake_core::health::Check> {
+        use lake_core::health::{Check, age};
+        let brokers = match *self
+            .brokers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        {
+            None => Check::new("brokers", false, "no word from the brokers yet"),
+            Some((up, known)) => {
+                Check::new("brokers", up > 0, format!("{up} of {known} brokers up"))
+            }
+        };
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        let deliveries = match self.last_ack.load(Ordering::Relaxed) {
+            0 => Check::new(
+                "deliveries",
+                false,
+                format!("no record acknowledged yet; {failed} failed"),
+            ),
+            at => {
+                let since = self
+                    .started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1));
+                Check::new(
+                    "deliveries",
+                    since < ACK_WITHIN,
+                    format!(
+                        "last record acknowledged {} ago (limit {}); {delivered} delivered, {failed} failed",
+                        age(since),
+                        age(ACK_WITHIN)
+                    ),
+                )
+            }
+        };
+        vec![brokers, deliveries]
+    }
 }
 
 /// What a run did.
@@ -100,9 +171,33 @@ struct Deliveries {
     first_error: std::sync::Mutex<Option<String>>,
 }
 
-struct DeliveryCounter(Arc<Deliveries>);
+struct DeliveryCounter(Arc<Deliveries>, Arc<GenerateStatus>);
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    /// The statistics (every `statistics.interval.ms`) say which brokers are up.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let learned: Vec<_> = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .collect();
+        let brokers: Vec<_> = if learned.is_empty() {
+            statistics
+                .brokers
+                .values()
+                .filter(|b| b.source == "configured")
+                .collect()
+        } else {
+            learned
+        };
+        let up = brokers.iter().filter(|b| b.state == "UP").count();
+        *self
+            .1
+            .brokers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((up, brokers.len()));
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -111,9 +206,13 @@ impl ProducerContext for DeliveryCounter {
         match result {
             Ok(_) => {
                 self.0.delivered.fetch_add(1, Ordering::Relaxed);
+                self.1.delivered.fetch_add(1, Ordering::Relaxed);
+                let at = self.1.started.elapsed().as_millis() as u64 + 1;
+                self.1.last_ack.store(at, Ordering::Relaxed);
             }
             Err((error, _)) => {
                 self.0.failed.fetch_add(1, Ordering::Relaxed);
+                self.1.failed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut first) = self.0.first_error.lock()
                     && first.is_none()
                 {
@@ -135,7 +234,7 @@ enum Sink {
 }
 
 impl Sink {
-    fn open(target: &Target) -> Result<Self> {
+    fn open(target: &Target, status: &Arc<GenerateStatus>) -> Result<Self> {
         match target {
             Target::Kafka {
                 config,
@@ -152,6 +251,7 @@ impl Sink {
                     ("queue.buffering.max.messages", "1000000"),
                     ("queue.buffering.max.kbytes", "1048576"),
                     ("partitioner", "murmur2_random"),
+                    ("statistics.interval.ms", "5000"),
                 ] {
                     if config.get(key).is_none() {
                         config.set(key, value);
@@ -164,7 +264,7 @@ impl Sink {
                 }
                 let deliveries = Arc::new(Deliveries::default());
                 let producer = config
-                    .create_with_context(DeliveryCounter(deliveries.clone()))
+                    .create_with_context(DeliveryCounter(deliveries.clone(), status.clone()))
                     .map_err(Error::Settings)?;
                 Ok(Sink::Kafka {
                     producer,
@@ -284,7 +384,7 @@ pub fn run(
     limits: &RunLimits,
     stop: &AtomicBool,
 ) -> Result<Summary> {
-    let mut sink = Sink::open(target)?;
+    let mut sink = Sink::open(target, &limits.status)?;
     let dataset = records.label().to_string();
     let bar = progress_bar(limits);
     let limiter = limiter(limits.rate);

@@ -58,4 +58,40 @@ pub enum Error {
     /// Shutdown did not finish within its deadline.
     #[error("{0}")]
     Shutdown(String),
+    /// A table writer ended; its own error says why.
+    #[error("a table writer stopped unexpectedly")]
+    WriterStopped,
+    /// The catalog or the storage stayed unreachable for the whole retry budget.
+    #[error(
+        "gave up after {} of retries (--retry-budget): the catalog at {uri} or its storage \
+         failed: {cause}",
+        lake_core::health::age(*waited)
+    )]
+    Outage {
+        uri: String,
+        waited: std::time::Duration,
+        cause: String,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// True when the catalog or the storage failed in a way that may end by
+    /// itself, so that starting over from the tables' offsets later can work.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::Table(e) => {
+                e.is_outage() || matches!(e, lake_table::Error::TooManyConflicts { .. })
+            }
+            Error::Iceberg(e) => lake_table::error::outage_in_chain(e),
+            _ => false,
+        }
+    }
+
+    /// What failed, in plain words: where nothing answered, or what answered
+    /// with which status, rather than the client library's wording.
+    pub fn plain_cause(&self) -> String {
+        lake_table::error::describe_outage(self)
+    }
 }

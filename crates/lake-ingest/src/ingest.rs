@@ -28,6 +28,7 @@ use crate::bronze::{Offsets, Route, ensure_bronze, ensure_rejects};
 use crate::decode::{Chunk, Coordinates};
 use crate::error::{Error, Result};
 use crate::sink::{Command, CommitOutcome, Sink, SinkTotals};
+use crate::status::IngestStatus;
 
 /// Chunks that may wait between the consumer and a table's writer. Deep
 /// enough to ride out either side being descheduled on a small machine.
@@ -84,6 +85,11 @@ pub struct IngestOptions {
     /// How long a Kafka metadata or watermark request may take.
     pub kafka_timeout: Duration,
     pub progress: bool,
+    /// How long a running ingest keeps starting over while the catalog or
+    /// the storage is unreachable before it gives up; zero gives up at once.
+    pub retry_budget: Duration,
+    /// Where the run reports how it stands (`/ready`) and what it committed.
+    pub status: Arc<IngestStatus>,
 }
 
 impl Default for IngestOptions {
@@ -102,6 +108,8 @@ impl Default for IngestOptions {
             chunk_records: 4096,
             kafka_timeout: Duration::from_secs(10),
             progress: false,
+            retry_budget: Duration::from_secs(300),
+            status: Arc::default(),
         }
     }
 }
@@ -129,6 +137,20 @@ pub struct IngestSummary {
     pub peak_rss_bytes: Option<u64>,
     pub caught_up: bool,
     pub interrupted: bool,
+    /// Times the run started over after the catalog or the storage failed.
+    pub recoveries: u64,
+}
+
+impl IngestSummary {
+    /// Adds what one attempt read; its flags are the run's when it is the last.
+    fn absorb(&mut self, attempt: &IngestSummary) {
+        self.consumed += attempt.consumed;
+        self.bytes += attempt.bytes;
+        self.rewinds += attempt.rewinds;
+        self.first_record_after = self.first_record_after.or(attempt.first_record_after);
+        self.caught_up = attempt.caught_up;
+        self.interrupted = attempt.interrupted;
+    }
 }
 
 struct TopicState {
@@ -193,6 +215,7 @@ struct Shared {
 
 struct IngestContext {
     shared: Arc<Mutex<Shared>>,
+    status: Arc<IngestStatus>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -207,6 +230,24 @@ impl ClientContext for IngestContext {
     /// librdkafka's statistics (every `statistics.interval.ms`) carry each
     /// partition's lag behind its end; they feed the lag gauge.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        // Brokers the client learned from the cluster; the bootstrap entries
+        // stand in for them until it has.
+        let learned: Vec<&rdkafka::statistics::Broker> = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .collect();
+        let brokers: Vec<&rdkafka::statistics::Broker> = if learned.is_empty() {
+            statistics
+                .brokers
+                .values()
+                .filter(|b| b.source == "configured")
+                .collect()
+        } else {
+            learned
+        };
+        let up = brokers.iter().filter(|b| b.state == "UP").count();
+        self.status.brokers(up, brokers.len());
         for (topic, stats) in statistics.topics {
             for (partition, p) in stats.partitions {
                 if partition >= 0 && p.consumer_lag >= 0 {
@@ -219,6 +260,13 @@ impl ClientContext for IngestContext {
                 }
             }
         }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.status.brokers_down();
+        }
+        tracing::warn!(%error, reason, "Kafka client error");
     }
 }
 
@@ -252,6 +300,8 @@ impl ConsumerContext for IngestContext {
                     .map(|e| format!("{}[{}]@{:?}", e.topic(), e.partition(), e.offset()))
                     .collect();
                 tracing::info!(partitions = ?assigned, "assigned; starting from the tables' offsets");
+                let total: usize = shared.topics.values().map(|s| s.assigned.len()).sum();
+                self.status.assigned(total);
                 let result = if incremental {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -273,6 +323,12 @@ impl ConsumerContext for IngestContext {
                 if let Err(e) = release(consumer, &mut shared, tpl, incremental) {
                     tracing::error!(error = %e, "cannot release the revoked partitions");
                     shared.error = Some(e);
+                }
+                if incremental {
+                    let total: usize = shared.topics.values().map(|s| s.assigned.len()).sum();
+                    self.status.assigned(total);
+                } else {
+                    self.status.joining();
                 }
             }
             other => {
@@ -428,13 +484,21 @@ fn request<T>(
 ) -> Result<T> {
     let (reply, answer) = oneshot::channel();
     sink.blocking_send(command(reply))
-        .map_err(|_| Error::Invalid("a table writer stopped unexpectedly".into()))?;
-    answer
-        .blocking_recv()
-        .map_err(|_| Error::Invalid("a table writer stopped unexpectedly".into()))
+        .map_err(|_| Error::WriterStopped)?;
+    answer.blocking_recv().map_err(|_| Error::WriterStopped)
 }
 
+/// The longest wait between attempts while an outage lasts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
 /// Runs ingestion until stopped, caught up, or out of records.
+///
+/// When the catalog or the storage fails (refused connections, timeouts,
+/// 5xx, a commit whose outcome is unknown), the run starts over inside this
+/// process: it leaves the group, waits with backoff, and joins again from the
+/// tables' offsets — what a restarted process would do, so exactly-once holds
+/// as it does across a crash — until `retry_budget` has passed without a
+/// commit; then it fails, naming the catalog and the last error.
 pub async fn ingest(
     catalog: LakeCatalog,
     mut kafka: ClientConfig,
@@ -445,19 +509,99 @@ pub async fn ingest(
         return Err(Error::Invalid("nothing to ingest: no topics".into()));
     }
     prepare_consumer_config(&mut kafka, &options)?;
+    let status = options.status.clone();
+    status.configure(&options.group_id, options.commit_interval);
+    let watcher = status.watch_catalog(catalog.clone());
+    let started = Instant::now();
+    let mut total = IngestSummary::default();
+    // When the current run of failed attempts began, and how many there were.
+    let mut outage: Option<(Instant, u32)> = None;
+    let result = loop {
+        let commits_before = status.commits();
+        let attempt_started = Instant::now();
+        status.starting();
+        let (attempt, error) = run_once(&catalog, kafka.clone(), &options, stop.clone()).await;
+        total.absorb(&attempt);
+        let Some(error) = error else { break Ok(()) };
+        if !error.is_outage() || options.retry_budget.is_zero() {
+            break Err(error);
+        }
+        // An attempt that committed, or ran longer than any wait, ended
+        // the previous outage: this failure starts a new one.
+        if status.commits() > commits_before || attempt_started.elapsed() > MAX_RETRY_DELAY {
+            outage = None;
+        }
+        let (since, attempts) = outage.get_or_insert_with(|| (Instant::now(), 0));
+        *attempts += 1;
+        let waited = since.elapsed();
+        let cause = error.plain_cause();
+        if waited >= options.retry_budget {
+            break Err(Error::Outage {
+                uri: catalog.uri().to_string(),
+                waited,
+                cause,
+                source: Box::new(error),
+            });
+        }
+        let delay = Duration::from_secs(1 << (*attempts - 1).min(5))
+            .min(MAX_RETRY_DELAY)
+            .min(options.retry_budget - waited);
+        tracing::warn!(
+            catalog = catalog.uri(),
+            attempt = *attempts,
+            retry_in = %lake_core::health::age(delay),
+            gives_up_in = %lake_core::health::age(options.retry_budget - waited),
+            "the catalog or its storage failed: {cause}; starting over from the tables' offsets"
+        );
+        metrics::counter!(names::INGEST_RECOVERIES_TOTAL).increment(1);
+        total.recoveries += 1;
+        status.recovering(cause);
+        let resume_at = Instant::now() + delay;
+        while Instant::now() < resume_at && !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if stop.load(Ordering::Relaxed) {
+            total.interrupted = true;
+            break Ok(());
+        }
+    };
+    watcher.abort();
+    result?;
+    total.rows = status.rows();
+    total.rejected = status.rejected();
+    total.commits = status.commits();
+    total.elapsed = started.elapsed();
+    total.peak_rss_bytes = lake_core::peak_rss_bytes();
+    Ok(total)
+}
 
+/// One attempt: the tables and their writers, a consumer in the group, until
+/// the run ends or fails. Returns what it read, and its error if it failed.
+async fn run_once(
+    catalog: &LakeCatalog,
+    kafka: ClientConfig,
+    options: &IngestOptions,
+    stop: Arc<AtomicBool>,
+) -> (IngestSummary, Option<Error>) {
     let mut shared = Shared::default();
     let mut sinks = Vec::new();
     for route in &options.routes {
-        let bronze = ensure_bronze(&catalog, route).await?;
-        ensure_rejects(&catalog, route).await?;
-        let sink = Sink::open(
-            catalog.clone(),
-            route.clone(),
-            bronze,
-            options.evolve_schema,
-        )
-        .await?;
+        let opened = async {
+            let bronze = ensure_bronze(catalog, route).await?;
+            ensure_rejects(catalog, route).await?;
+            Sink::open(
+                catalog.clone(),
+                route.clone(),
+                bronze,
+                options.evolve_schema,
+                options.status.clone(),
+            )
+            .await
+        };
+        let sink = match opened.await {
+            Ok(sink) => sink,
+            Err(e) => return (IngestSummary::default(), Some(e)),
+        };
         let (sender, handle) = crate::sink::spawn(sink, CHANNEL_CHUNKS);
         sinks.push(handle);
         shared.topics.insert(
@@ -483,19 +627,32 @@ pub async fn ingest(
     let shared = Arc::new(Mutex::new(shared));
     let thread_shared = shared.clone();
     let thread_options = options.clone();
-    let consumer_thread = std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("lake-ingest-consumer".into())
-        .spawn(move || consume(kafka, thread_shared, &thread_options, &stop))
-        .map_err(Error::Thread)?;
-    let consumed = tokio::task::spawn_blocking(move || consumer_thread.join())
-        .await
-        .map_err(|source| Error::Task {
-            what: "consumer thread's waiter",
-            source,
-        })?
-        .map_err(|_| Error::Internal("the consumer thread panicked".into()))?;
+        .spawn(move || {
+            let mut summary = IngestSummary::default();
+            let result = consume(kafka, thread_shared, &thread_options, &stop, &mut summary);
+            (summary, result)
+        });
+    let (summary, consumed) = match spawned {
+        Err(e) => (IngestSummary::default(), Err(Error::Thread(e))),
+        Ok(thread) => match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok((summary, result))) => (summary, result),
+            Ok(Err(_)) => (
+                IngestSummary::default(),
+                Err(Error::Internal("the consumer thread panicked".into())),
+            ),
+            Err(source) => (
+                IngestSummary::default(),
+                Err(Error::Task {
+                    what: "consumer thread's waiter",
+                    source,
+                }),
+            ),
+        },
+    };
     // Hanging up the sinks' channels lets them finish.
-    let first_error = lock(&shared).error.take();
+    let callback_error = lock(&shared).error.take();
     drop(shared);
     let mut totals = SinkTotals::default();
     let mut sink_error = None;
@@ -505,9 +662,6 @@ pub async fn ingest(
                 totals.decoding += t.decoding;
                 totals.writing += t.writing;
                 totals.committing += t.committing;
-                totals.rows += t.rows;
-                totals.rejected += t.rejected;
-                totals.commits += t.commits;
                 totals.rewinds += t.rewinds;
             }
             Ok(Err(e)) => sink_error = sink_error.or(Some(e)),
@@ -525,16 +679,16 @@ pub async fn ingest(
         committing = ?totals.committing,
         "time in the table writers"
     );
-    let mut summary = consumed?;
-    if let Some(e) = first_error.or(sink_error) {
-        return Err(e);
-    }
-    summary.rows = totals.rows;
-    summary.rejected = totals.rejected;
-    summary.commits = totals.commits;
+    let mut summary = summary;
     summary.rewinds += totals.rewinds;
-    summary.peak_rss_bytes = lake_core::peak_rss_bytes();
-    Ok(summary)
+    // The consumer's own error says most, unless it only saw a writer stop:
+    // then the writer's says why.
+    let error = match consumed {
+        Ok(()) => callback_error.or(sink_error),
+        Err(Error::WriterStopped) => sink_error.or(callback_error).or(Some(Error::WriterStopped)),
+        Err(e) => Some(e),
+    };
+    (summary, error)
 }
 
 fn prepare_consumer_config(kafka: &mut ClientConfig, options: &IngestOptions) -> Result<()> {
@@ -607,6 +761,7 @@ fn wait_for_topic(
             )));
         }
         if waiting_since.is_none() {
+            options.status.waiting_for_topic(topic);
             tracing::warn!(
                 topic,
                 brokers,
@@ -624,14 +779,17 @@ fn wait_for_topic(
     }
 }
 
+/// Reads until the run ends; `summary` holds what was read even when it fails.
 fn consume(
     kafka: ClientConfig,
     shared: Arc<Mutex<Shared>>,
     options: &IngestOptions,
     stop: &AtomicBool,
-) -> Result<IngestSummary> {
+    summary: &mut IngestSummary,
+) -> Result<()> {
     let context = IngestContext {
         shared: shared.clone(),
+        status: options.status.clone(),
     };
     let consumer: BaseConsumer<IngestContext> = kafka
         .create_with_context(context)
@@ -643,10 +801,8 @@ fn consume(
         .to_string();
     for topic in &topics {
         let Some(partitions) = wait_for_topic(&kafka, topic, &brokers, options, stop)? else {
-            return Ok(IngestSummary {
-                interrupted: true,
-                ..IngestSummary::default()
-            });
+            summary.interrupted = true;
+            return Ok(());
         };
         if options.until_caught_up {
             let mut high = BTreeMap::new();
@@ -661,9 +817,9 @@ fn consume(
     }
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
+    options.status.joining();
 
     let started = Instant::now();
-    let mut summary = IngestSummary::default();
     let mut last_commit = Instant::now();
     let mut last_report = Instant::now();
     let mut last_reload = Instant::now();
@@ -757,7 +913,7 @@ fn consume(
             since_check = 0;
             if last_report.elapsed() >= Duration::from_millis(500) {
                 if let Some(progress) = &progress {
-                    progress.update(&summary, started.elapsed(), last_commit.elapsed());
+                    progress.update(summary, started.elapsed(), last_commit.elapsed());
                 }
                 last_report = Instant::now();
             }
@@ -778,6 +934,7 @@ fn consume(
                 last_commit = Instant::now();
             } else if records == 0 && due {
                 last_commit = Instant::now();
+                options.status.epoch_ended();
             }
             if options.until_caught_up {
                 // Our partitions are done: commit now rather than at the interval.
@@ -825,7 +982,7 @@ fn consume(
     );
     // Leave the group now, with nothing uncommitted, so partitions move on.
     consumer.unsubscribe();
-    Ok(summary)
+    Ok(())
 }
 
 /// librdkafka's fatal error, with what to do when the brokers predate the
@@ -850,7 +1007,7 @@ fn send_chunk(state: &mut TopicState) -> Result<()> {
     state
         .sink
         .blocking_send(Command::Chunk(chunk))
-        .map_err(|_| Error::Internal(format!("the writer of {} stopped", state.route.table)))
+        .map_err(|_| Error::WriterStopped)
 }
 
 /// Ends the epoch of every topic that has one: commit, or rewind.

@@ -12,8 +12,10 @@ mod evolve;
 mod ingest;
 mod progress;
 mod sink;
+mod status;
 
 pub use bronze::{Route, routes};
 pub use error::{Error, Result};
 pub use ingest::{GroupProtocol, IngestOptions, IngestSummary, ingest};
 pub use sink::bronze_writer_options;
+pub use status::IngestStatus;

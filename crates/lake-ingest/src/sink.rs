@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::bronze::{Offsets, Route, ensure_rejects, format_offsets, table_offsets};
 use crate::decode::{Chunk, Decoded, NewFields, RecordDecoder, Rejected, rejects_batch};
 use crate::error::{Error, Result};
+use crate::status::IngestStatus;
 
 /// Rows per Parquet row group while ingesting: bounds what an open file
 /// holds in memory.
@@ -176,6 +177,7 @@ pub(crate) struct Sink {
     distinct: Vec<String>,
     epoch: Option<Epoch>,
     totals: SinkTotals,
+    status: Arc<IngestStatus>,
 }
 
 impl Sink {
@@ -184,6 +186,7 @@ impl Sink {
         route: Route,
         bronze: Table,
         evolve: bool,
+        status: Arc<IngestStatus>,
     ) -> Result<Self> {
         let decoder = decoder_for(&route, &bronze, evolve)?;
         let distinct = crate::bronze::distinct_columns(&route.dataset);
@@ -197,6 +200,7 @@ impl Sink {
             evolve,
             epoch: None,
             totals: SinkTotals::default(),
+            status,
         })
     }
 
@@ -384,6 +388,7 @@ impl Sink {
                     self.totals.commits += 1;
                     self.totals.rows += rows;
                     self.totals.rejected += rejected.len() as u64;
+                    self.status.committed(rows, rejected.len() as u64);
                     metrics::histogram!(names::INGEST_COMMIT_DURATION_SECONDS, "table" => self.route.table.to_string())
                         .record(started.elapsed().as_secs_f64());
                     tracing::debug!(table = %self.route.table, rows, rejected = rejected.len(), "epoch committed");

@@ -367,6 +367,7 @@ async fn generate(
         duration: None,
         rate: 0,
         progress: options.progress,
+        ..RunLimits::default()
     };
     let summary = tokio::task::spawn_blocking(move || {
         let mut generator = Generator::new(config);

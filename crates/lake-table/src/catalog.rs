@@ -93,6 +93,12 @@ impl LakeCatalog {
         self.http.uri()
     }
 
+    /// Asks the catalog's `/v1/config`: it answers, and accepts the token.
+    pub async fn ping(&self) -> Result<()> {
+        self.http.config().await?;
+        Ok(())
+    }
+
     /// Every table of every namespace (nested ones included), sorted.
     pub async fn tables(&self) -> Result<Vec<TableIdent>> {
         let mut tables = Vec::new();

@@ -162,6 +162,37 @@ impl CatalogProcess {
         Ok(())
     }
 
+    /// Starts the catalog again on the port it had, after [`kill`](Self::kill):
+    /// what a rolling restart looks like to its clients.
+    pub async fn start_again(&mut self) -> Result<()> {
+        let listen = self
+            .uri
+            .rsplit("://")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let (child, uri) = spawn_on(&self.spec, self.workdir.path(), &listen).await?;
+        anyhow::ensure!(uri == self.uri, "restarted on {uri}, not {}", self.uri);
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Sends a signal by name (`STOP` freezes it: connections are accepted
+    /// by the kernel and never answered).
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .context("the catalog is not running")?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+        Ok(())
+    }
+
     pub async fn kill(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill().await?;
@@ -252,6 +283,10 @@ impl Drop for CatalogProcess {
 }
 
 async fn spawn(spec: &CatalogSpec, workdir: &Path) -> Result<(Child, String)> {
+    spawn_on(spec, workdir, "127.0.0.1:0").await
+}
+
+async fn spawn_on(spec: &CatalogSpec, workdir: &Path, listen: &str) -> Result<(Child, String)> {
     let log_path = workdir.join("catalog.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -259,7 +294,7 @@ async fn spawn(spec: &CatalogSpec, workdir: &Path) -> Result<(Child, String)> {
         .open(&log_path)?;
     let mut command = Command::new(lake_bin());
     command
-        .args(["catalog", "serve", "--listen", "127.0.0.1:0"])
+        .args(["catalog", "serve", "--listen", listen])
         .args(&spec.args)
         .env("LAKE_ADMIN_KEY", &spec.keys.admin)
         .env("LAKE_WRITER_KEY", &spec.keys.writer)

@@ -115,6 +115,13 @@ impl Kafka {
         }
     }
 
+    /// A broker of a test's own ([`crate::OwnBroker`]).
+    pub fn at(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_string(),
+        }
+    }
+
     /// `host:port` for `--brokers`.
     pub fn brokers(&self) -> &str {
         &self.brokers

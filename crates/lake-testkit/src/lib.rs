@@ -8,6 +8,7 @@
 //! nothing here skips.
 #![allow(clippy::unwrap_used)]
 
+mod broker;
 mod catalog;
 mod kafka;
 mod process;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use lake_core::config::{S3Config, StorageConfig};
 
+pub use broker::OwnBroker;
 pub use catalog::{CatalogProcess, CatalogSpec, Keys, PySnapshot, PyTable, storage_env};
 pub use kafka::{Consumed, DatasetTopics, GroupView, Kafka};
 pub use process::{LakeProcess, run_lake, run_lake_env, run_lake_in, run_lake_ok};

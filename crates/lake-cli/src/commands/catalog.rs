@@ -30,6 +30,9 @@ async fn serve(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> 
         });
     }
     let server = CatalogServer::bind(&config.server, &config.storage).await?;
+    if let Some(addr) = config.telemetry.health_addr {
+        crate::telemetry::serve_health(addr, server.readiness()).await?;
+    }
     // One line on stdout that scripts and tests can wait for; logs go to stderr.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "lake catalog listening on {}", server.uri())?;

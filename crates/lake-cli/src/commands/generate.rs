@@ -60,7 +60,17 @@ pub async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<ExitCode>
         duration: args.duration,
         rate: args.rate,
         progress: std::io::stderr().is_terminal(),
+        ..RunLimits::default()
     };
+    match (config.telemetry.health_addr, &target) {
+        (Some(addr), Target::Kafka { .. }) => {
+            crate::telemetry::serve_health(addr, limits.status.clone()).await?;
+        }
+        (Some(_), Target::File(_)) => {
+            tracing::warn!("--health-addr is served only while generating into Kafka");
+        }
+        (None, _) => {}
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let signal_stop = stop.clone();

@@ -26,8 +26,12 @@ pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<ExitCode> {
         evolve_schema: args.evolve_schema,
         kafka_timeout: args.connect_timeout,
         progress: std::io::stderr().is_terminal(),
+        retry_budget: args.retry_budget,
         ..IngestOptions::default()
     };
+    if let Some(addr) = config.telemetry.health_addr {
+        crate::telemetry::serve_health(addr, options.status.clone()).await?;
+    }
     let catalog = lake_table::LakeCatalog::connect(&config)
         .await
         .context("connecting to the catalog")?;

@@ -51,6 +51,18 @@ async fn selected_tables(
 }
 
 pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::Result<ExitCode> {
+    let long_running = matches!(
+        command,
+        Command::Ingest(_)
+            | Command::Generate(_)
+            | Command::Catalog(crate::cli::CatalogCommand::Serve(_))
+    );
+    if config.telemetry.health_addr.is_some() && !long_running {
+        tracing::warn!(
+            "telemetry.health_addr is served only by long-running commands \
+             (ingest, catalog serve, generate into Kafka); this one ignores it"
+        );
+    }
     match command {
         Command::Catalog(command) => catalog::run(command, config).await,
         Command::Config(command) => config::run(command, &config, &sources),
