@@ -547,3 +547,70 @@ async fn serves_tls_and_exports_metrics_when_asked() -> Result<()> {
     }
     Ok(())
 }
+
+/// `/ready` on `--health-addr`, polled until `ready` matches; returns the body.
+async fn wait_for_ready(port: u16, ready: bool) -> Result<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/ready")).await {
+            let status = response.status();
+            let body: serde_json::Value = response.json().await?;
+            assert_eq!(status == StatusCode::OK, body["ready"] == true, "{body}");
+            if body["ready"] == ready {
+                return Ok(body);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "/ready not {ready} within 60 s: {body}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn check<'a>(body: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    body["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check `{name}` in {body}"))
+}
+
+/// The catalog's health listener: /ready holds while the database answers
+/// and the warehouse lists, and goes false, naming the warehouse, while the
+/// warehouse cannot be listed (here a file stands where its directory was).
+#[tokio::test]
+async fn catalog_ready_follows_its_database_and_warehouse() -> Result<()> {
+    let services = Services::from_env();
+    let port = lake_testkit::free_port();
+    let mut spec = CatalogSpec::postgres_s3(&services).await?;
+    spec.args = vec!["--health-addr".into(), format!("127.0.0.1:{port}")];
+    let catalog = CatalogProcess::start(spec).await?;
+    let body = wait_for_ready(port, true).await?;
+    assert_eq!(check(&body, "database")["ok"], true, "{body}");
+    let warehouse = catalog.spec().warehouse.clone().expect("warehouse");
+    let detail = check(&body, "warehouse")["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(detail.contains(&format!("{warehouse} listed")), "{body}");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health")).await?;
+    assert_eq!(health.status(), StatusCode::OK);
+    drop(catalog);
+
+    let dir = tempfile::tempdir()?;
+    let port = lake_testkit::free_port();
+    let mut spec = CatalogSpec::embedded(dir.path());
+    spec.args = vec!["--health-addr".into(), format!("127.0.0.1:{port}")];
+    let _catalog = CatalogProcess::start(spec).await?;
+    wait_for_ready(port, true).await?;
+    let warehouse = dir.path().join("warehouse");
+    let aside = dir.path().join("warehouse-aside");
+    std::fs::rename(&warehouse, &aside)?;
+    std::fs::write(&warehouse, "not a directory")?;
+    let body = wait_for_ready(port, false).await?;
+    assert_eq!(check(&body, "warehouse")["ok"], false, "{body}");
+    assert_eq!(check(&body, "database")["ok"], true, "{body}");
+    std::fs::remove_file(&warehouse)?;
+    std::fs::rename(&aside, &warehouse)?;
+    wait_for_ready(port, true).await?;
+    Ok(())
+}

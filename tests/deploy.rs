@@ -297,6 +297,36 @@ fn compose_problems(text: &str) -> Result<Vec<String>> {
             }
         }
     }
+    // Every long-running lake service serves /health and /ready, and its
+    // healthcheck asks /ready on that port: /metrics answers even while
+    // ingest is stuck in an outage.
+    for (key, service) in services {
+        let svc = name(key);
+        if service.get("image").and_then(|i| i.as_str()) != Some("lake:local") {
+            continue;
+        }
+        let command = strings(&service["command"]).unwrap_or_default();
+        let Some(addr) = command
+            .windows(2)
+            .find(|w| w[0] == "--health-addr")
+            .map(|w| w[1].clone())
+        else {
+            problems.push(format!(
+                "{svc}: a long-running lake process without --health-addr"
+            ));
+            continue;
+        };
+        let port = addr.rsplit(':').next().unwrap_or_default();
+        let test = strings(&service["healthcheck"]["test"]).unwrap_or_default();
+        if !test
+            .iter()
+            .any(|t| t == &format!("http://127.0.0.1:{port}/ready"))
+        {
+            problems.push(format!(
+                "{svc}: its healthcheck {test:?} must ask http://127.0.0.1:{port}/ready"
+            ));
+        }
+    }
     // The `lake` stage installs what SHIPPED says it has.
     let lake_stage = dockerfile
         .split("\nFROM ")
@@ -388,6 +418,18 @@ fn compose_checks_fail_on_a_broken_copy() -> Result<()> {
             "      KAFKA_LOG_RETENTION_BYTES: ${KAFKA_RETENTION_BYTES_PER_PARTITION:-1073741824}\n",
             "",
             "kafka: retention must be bounded",
+        ),
+        (
+            "a lake service without its health listener",
+            r#""ingest", "tweets", "speedtest", "--metrics-addr", "0.0.0.0:9464", "--health-addr", "0.0.0.0:9465","#,
+            r#""ingest", "tweets", "speedtest", "--metrics-addr", "0.0.0.0:9464","#,
+            "ingest: a long-running lake process without --health-addr",
+        ),
+        (
+            "a healthcheck asking /metrics",
+            r#""http://127.0.0.1:9465/ready"]"#,
+            r#""http://127.0.0.1:9464/metrics"]"#,
+            "catalog: its healthcheck",
         ),
         (
             "a literal password in a URL",

@@ -173,3 +173,64 @@ fn an_unreachable_broker_fails_fast_with_a_clear_message() -> Result<()> {
     );
     Ok(())
 }
+
+/// A continuous `lake generate` into Kafka answers /health and /ready on
+/// --health-addr: ready once the broker acknowledged its records.
+#[tokio::test]
+async fn continuous_generate_is_ready_while_kafka_acknowledges() -> Result<()> {
+    let kafka = Kafka::from_env();
+    let topic = Kafka::unique("tweets");
+    let port = lake_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut generate = lake_testkit::LakeProcess::spawn(
+        &[
+            "generate",
+            "tweets",
+            "--rate",
+            "200",
+            "--brokers",
+            kafka.brokers(),
+            "--topic",
+            &topic,
+            "--health-addr",
+            &addr,
+        ],
+        Vec::<(String, String)>::new(),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        assert!(generate.running(), "{}", generate.log());
+        if let Ok(response) = reqwest::get(format!("http://{addr}/ready")).await {
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await?;
+            assert_eq!(status == 200, body["ready"] == true, "{body}");
+            if body["ready"] == true {
+                break body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready within 60 s:\n{}",
+            generate.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let checks = body["checks"].as_array().expect("checks");
+    let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["brokers", "deliveries"], "{body}");
+    assert!(
+        checks[1]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("failed") && d.starts_with("last record acknowledged")),
+        "{body}"
+    );
+    let health = reqwest::get(format!("http://{addr}/health")).await?;
+    assert_eq!(health.status().as_u16(), 200);
+    generate.signal("TERM")?;
+    assert!(
+        generate.wait(Duration::from_secs(30))?.success(),
+        "{}",
+        generate.log()
+    );
+    Ok(())
+}
