@@ -18,7 +18,7 @@ use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, DatasetTopics, Kafka, Services, run_lake, run_lake_env,
+    CatalogProcess, CatalogSpec, DatasetTopics, Kafka, Services, pii_hash, run_lake, run_lake_env,
     run_lake_ok,
 };
 use serde_json::Value;
@@ -367,7 +367,15 @@ async fn silver_and_gold_equal_a_plain_computation() -> Result<()> {
         .collect();
     for row in &silver {
         let t = by_id[row["tweet_id"].as_str()];
-        assert_eq!(row["user_id"], t["user"]["user_id"].as_str().unwrap());
+        // [silver.pii]: the user's identity is hashed under the key.
+        assert_eq!(
+            row["user_id"],
+            pii_hash(t["user"]["user_id"].as_str().unwrap())
+        );
+        for (column, field) in [("username", "username"), ("display_name", "display_name")] {
+            let expected = t["user"][field].as_str().map_or("null".into(), pii_hash);
+            assert_eq!(row[column], expected, "{column}");
+        }
         assert_eq!(
             row["created_at"],
             micros(t["created_at"].as_str().unwrap()).to_string()
@@ -393,7 +401,7 @@ async fn silver_and_gold_equal_a_plain_computation() -> Result<()> {
     for t in &clean {
         let created = micros(t["created_at"].as_str().unwrap());
         let (hour, day) = (created.div_euclid(HOUR) * HOUR, created.div_euclid(DAY));
-        let user = t["user"]["user_id"].as_str().unwrap().to_string();
+        let user = pii_hash(t["user"]["user_id"].as_str().unwrap());
         let engagement = int(t, "/engagement_score").unwrap_or(0);
         let tags: BTreeSet<String> = t["hashtags"]
             .as_array()
@@ -904,5 +912,182 @@ async fn a_record_resent_many_runs_later_is_still_a_duplicate() -> Result<()> {
     lake.ingest("resent")?;
     let log = lake.lake(&["transform", "silver", "--exhaustive-dedup"])?;
     assert_eq!(ids(&lake, "silver.tweets_clean").await?, expected, "{log}");
+    Ok(())
+}
+
+/// Rows of `sql` through `lake sql` as the reader of `lake`'s catalog.
+fn sql_rows(lake: &Lake, pipeline: &[&str], sql: &str) -> Result<Vec<Value>> {
+    let mut args = pipeline.to_vec();
+    args.extend(["sql", "--format", "jsonl", sql]);
+    let out = run_lake_ok(&args, lake.catalog.lake_env(Role::Reader))?;
+    String::from_utf8(out.stdout)?
+        .lines()
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+/// [silver.pii]: the built-in tweets hash user_id, username and display_name
+/// under LAKE_PII_KEY; a copy of the pipeline leaves user_id in clear,
+/// redacts username and drops display_name. Both read the same topic: gold's
+/// distinct-user counts agree to the row, the hashes are the HMAC of the
+/// clear ids, and the key shows nowhere (debug logs, `lake config show`,
+/// table metadata and snapshot summaries). Without the key, nothing is run.
+#[tokio::test]
+async fn personal_data_is_protected_in_silver_and_distinct_users_still_count() -> Result<()> {
+    let topics = DatasetTopics::create(PARTITIONS).await?;
+    produce(
+        &topics,
+        "tweets",
+        &[
+            "--count",
+            "4000",
+            "--seed",
+            "17",
+            "--users",
+            "300",
+            "--start",
+            "2026-03-01T00:00:00Z",
+        ],
+    )?;
+
+    let hashed = Lake::start(topics.clone()).await?;
+    hashed.ingest("pii")?;
+    let mut keyless = hashed.catalog.lake_env(Role::Writer);
+    keyless.retain(|(k, _)| k != "LAKE_PII_KEY");
+    let out = run_lake_env(&["transform", "all"], keyless)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("silver.tweets_clean hashes user_id, username, display_name")
+            && stderr.contains("set LAKE_PII_KEY"),
+        "{stderr}"
+    );
+    let mut env = hashed.catalog.lake_env(Role::Writer);
+    env.push(("RUST_LOG".into(), "debug".into()));
+    let out = run_lake_ok(&["transform", "all"], env.clone())?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("silver.tweets_clean"), "{log}");
+    assert!(
+        !log.contains(lake_testkit::PII_KEY),
+        "the key is in the debug log"
+    );
+    let shown = run_lake_ok(&["config", "show"], env)?;
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&shown.stdout),
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(!shown.contains(lake_testkit::PII_KEY), "{shown}");
+    let reader = hashed.catalog.rest_catalog(Role::Reader).await?;
+    for table in [
+        "silver.tweets_clean",
+        "silver.tweets_quarantine",
+        "gold.active_users_by_day",
+    ] {
+        let (ns, name) = table.split_once('.').expect("ns.table");
+        let loaded = reader
+            .load_table(&TableIdent::new(
+                iceberg::NamespaceIdent::new(ns.into()),
+                name.into(),
+            ))
+            .await?;
+        let metadata = serde_json::to_string(loaded.metadata())?;
+        assert!(
+            !metadata.contains(lake_testkit::PII_KEY),
+            "the key is in {table}'s metadata"
+        );
+    }
+
+    let pipeline = tempfile::tempdir()?;
+    let dir = pipeline.path().display().to_string();
+    run_lake_ok(&["init", &dir], Vec::<(String, String)>::new())?;
+    let toml = pipeline.path().join("datasets/tweets/dataset.toml");
+    let text = std::fs::read_to_string(&toml)?;
+    let declared = "user_id = \"hash\"\nusername = \"hash\"\ndisplay_name = \"hash\"\n";
+    assert!(text.contains(declared), "{text}");
+    std::fs::write(
+        &toml,
+        text.replace(declared, "username = \"redact\"\ndisplay_name = \"drop\"\n"),
+    )?;
+    let plain = Lake::start(topics.clone()).await?;
+    let with_pipeline = ["--pipeline", dir.as_str()];
+    let group = format!("plain{}", plain.suffix);
+    let mut args = with_pipeline.to_vec();
+    args.extend([
+        "ingest",
+        "tweets",
+        "speedtest",
+        "--until-caught-up",
+        "--group-id",
+        &group,
+    ]);
+    let routes = topics.ingest_args();
+    args.extend(routes.iter().map(String::as_str));
+    run_lake_ok(&args, plain.catalog.lake_env(Role::Writer))?;
+    let mut args = with_pipeline.to_vec();
+    args.extend(["transform", "all"]);
+    run_lake_ok(&args, plain.catalog.lake_env(Role::Writer))?;
+
+    // Silver: the hash of each clear id, row by row.
+    let clear = sql_rows(
+        &plain,
+        &with_pipeline,
+        "SELECT tweet_id, user_id, username FROM silver.tweets_clean ORDER BY tweet_id",
+    )?;
+    let protected = sql_rows(
+        &hashed,
+        &[],
+        "SELECT tweet_id, user_id, username, display_name FROM silver.tweets_clean ORDER BY tweet_id",
+    )?;
+    assert!(clear.len() > 3_000, "{}", clear.len());
+    assert_eq!(clear.len(), protected.len());
+    for (c, p) in clear.iter().zip(&protected) {
+        assert_eq!(c["tweet_id"], p["tweet_id"]);
+        let id = c["user_id"].as_str().expect("user_id");
+        assert_eq!(p["user_id"], pii_hash(id).as_str());
+        assert_eq!(p["user_id"].as_str().map(str::len), Some(64));
+        assert!(
+            c["username"].is_null() || c["username"] == "<redacted>",
+            "{c}"
+        );
+        assert!(
+            p["display_name"].is_null() || p["display_name"].as_str().map(str::len) == Some(64)
+        );
+    }
+    let columns = sql_rows(
+        &plain,
+        &with_pipeline,
+        "SELECT * FROM silver.tweets_clean LIMIT 1",
+    )?;
+    assert!(
+        columns[0].get("display_name").is_none(),
+        "dropped: {}",
+        columns[0]
+    );
+
+    // Gold: the same distinct-user counts, group by group.
+    for (table, keys, users) in [
+        (
+            "gold.popular_hashtags_by_hour",
+            "\"hour\", hashtag",
+            "unique_users",
+        ),
+        (
+            "gold.tweet_volume_by_region",
+            "\"hour\", region",
+            "unique_users",
+        ),
+    ] {
+        let sql = format!("SELECT {keys}, {users} FROM {table} ORDER BY {keys}");
+        let a = sql_rows(&hashed, &[], &sql)?;
+        let b = sql_rows(&plain, &with_pipeline, &sql)?;
+        assert!(!a.is_empty(), "{table}");
+        assert_eq!(a, b, "{table}");
+    }
+    let sql = "SELECT count(DISTINCT user_id) AS n, count(*) AS rows FROM gold.active_users_by_day";
+    assert_eq!(
+        sql_rows(&hashed, &[], sql)?,
+        sql_rows(&plain, &with_pipeline, sql)?
+    );
     Ok(())
 }

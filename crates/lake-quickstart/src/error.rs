@@ -28,6 +28,13 @@ pub enum Error {
     Ingest(#[source] lake_ingest::Error),
     #[error("transforming")]
     Transform(#[source] lake_transform::Error),
+    /// The quickstart's own key for hashing personal data cannot be read or kept.
+    #[error("the key for hashing personal data in {}", path.display())]
+    KeyFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("compacting")]
     Maintain(#[source] lake_maintain::Error),
     #[error(transparent)]

@@ -42,6 +42,43 @@ pub struct Options {
     pub seed: Option<u64>,
     /// Progress bars while generating and ingesting (for a terminal).
     pub progress: bool,
+    /// The key silver hashes personal data with (`LAKE_PII_KEY`); when
+    /// `None`, the one kept in `<data_dir>/pii.key`, made on the first run.
+    pub pii_key: Option<String>,
+}
+
+/// The key for silver's `hash`: the one given, or the data directory's own,
+/// kept across runs so that a second run hashes the same users the same way.
+fn pii_key(options: &Options) -> Result<lake_transform::PiiKey> {
+    let key = match &options.pii_key {
+        Some(key) => key.clone(),
+        None => {
+            let path = options.data_dir.join("pii.key");
+            match std::fs::read_to_string(&path) {
+                Ok(key) => key.trim().to_string(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let key = lake_catalog::generate_key();
+                    write_private(&path, &key).map_err(|e| Error::KeyFile {
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                    key
+                }
+                Err(e) => return Err(Error::KeyFile { path, source: e }),
+            }
+        }
+    };
+    lake_transform::PiiKey::new(&key).map_err(Error::Transform)
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    open.open(path)?.write_all(text.as_bytes())
 }
 
 /// Hears about each step as it ends, to show progress.
@@ -255,15 +292,14 @@ async fn quickstart(
         });
     }
 
-    let reports = lake_transform::run_layers(
-        &catalog,
-        &datasets,
-        Layers::All,
-        &TransformOptions::default(),
-        observer,
-    )
-    .await
-    .map_err(Error::Transform)?;
+    let transform = TransformOptions {
+        pii_key: Some(pii_key(options)?),
+        ..TransformOptions::default()
+    };
+    let reports =
+        lake_transform::run_layers(&catalog, &datasets, Layers::All, &transform, observer)
+            .await
+            .map_err(Error::Transform)?;
 
     let compaction = CompactOptions::default();
     let counter = Compactions {

@@ -102,6 +102,29 @@ impl Action {
     }
 }
 
+/// How silver protects a column holding personal data (`[silver.pii]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protection {
+    /// HMAC-SHA256 of the value (as text) under the key in `LAKE_PII_KEY`,
+    /// as 64 hex digits: equal values stay equal, so joins and distinct
+    /// counts still work, and nobody without the key can reverse it.
+    Hash,
+    /// Text becomes `<redacted>`, any other type NULL; NULL stays NULL.
+    Redact,
+    /// The column is not written to silver at all.
+    Drop,
+}
+
+impl Protection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hash => "hash",
+            Self::Redact => "redact",
+            Self::Drop => "drop",
+        }
+    }
+}
+
 /// A quality rule: a SQL condition on silver's columns that a good row
 /// meets. As a SQL CHECK constraint, a row breaks it only when the
 /// condition is false (NULL passes).
@@ -174,6 +197,9 @@ pub struct SilverSpec {
     /// Of the silver table and its quarantine.
     pub upkeep: Upkeep,
     pub rules: Vec<Rule>,
+    /// Columns of silver.sql's result protected before anything else sees
+    /// them (deduplication, rules, the tables, gold), in declared order.
+    pub pii: Vec<(String, Protection)>,
     /// `silver.sql`.
     pub sql: String,
     /// Where `silver.sql` is, for messages.
@@ -328,6 +354,7 @@ struct RawSilver {
     dedup_horizon: Option<Spanned<String>>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    pii: Option<OrderedStrings>,
 }
 
 #[derive(Deserialize)]
@@ -593,6 +620,53 @@ pub(crate) fn parse(
         },
     };
 
+    // Personal data.
+    let silver_key: Vec<String> = raw
+        .silver
+        .key
+        .as_ref()
+        .map(|keys| keys.iter().map(|k| k.get_ref().clone()).collect())
+        .unwrap_or_else(|| {
+            raw.key
+                .get_ref()
+                .iter()
+                .map(|k| k.get_ref().clone())
+                .collect()
+        });
+    let mut pii = Vec::new();
+    for (column, spelled) in raw.silver.pii.as_ref().map_or(&[][..], |p| &p.0[..]) {
+        let protection = match spelled.get_ref().as_str() {
+            "hash" => Protection::Hash,
+            "redact" => Protection::Redact,
+            "drop" => Protection::Drop,
+            other => {
+                at(
+                    &mut problems,
+                    spelled.span(),
+                    format!("pii `{column}`: `{other}` is hash, redact or drop"),
+                );
+                continue;
+            }
+        };
+        let needed = silver_key.contains(column)
+            || raw.silver.time_column.as_ref().map(|t| t.get_ref()) == Some(column)
+            || (raw.silver.time_column.is_none() && *column == time_field)
+            || ["_kafka_partition", "_kafka_offset"].contains(&column.as_str());
+        if needed {
+            at(
+                &mut problems,
+                spelled.span(),
+                format!(
+                    "pii `{column}`: silver's key, time column and Kafka coordinates cannot be \
+                     protected (deduplication and partitioning need their values); protect a \
+                     copy under another name instead"
+                ),
+            );
+            continue;
+        }
+        pii.push((column.clone(), protection));
+    }
+
     // Rules.
     let mut rules = Vec::new();
     let mut names = BTreeSet::new();
@@ -722,6 +796,7 @@ pub(crate) fn parse(
                 target_file_size: silver_size,
             },
             rules,
+            pii,
             sql: silver_sql,
             file: silver_file,
         },

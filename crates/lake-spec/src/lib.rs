@@ -44,8 +44,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use dataset::{
-    Action, BronzeSpec, DatasetSpec, EventTime, GoldSpec, Granularity, RETENTION_PROPERTY, Rule,
-    SilverSpec, TARGET_FILE_SIZE_PROPERTY, TimeFormat, Upkeep, find,
+    Action, BronzeSpec, DatasetSpec, EventTime, GoldSpec, Granularity, Protection,
+    RETENTION_PROPERTY, Rule, SilverSpec, TARGET_FILE_SIZE_PROPERTY, TimeFormat, Upkeep, find,
 };
 pub use gold::HEADER as GOLD_HEADER;
 

@@ -261,3 +261,43 @@ fn every_problem_is_named_with_its_file_and_line() {
         "{problems}"
     );
 }
+
+#[test]
+fn pii_protections_are_checked() {
+    let tweets = Pipeline::built_in().expect("built in");
+    let tweets = tweets.dataset("tweets").expect("tweets");
+    assert_eq!(
+        tweets.silver.pii,
+        [
+            ("user_id".to_string(), Protection::Hash),
+            ("username".to_string(), Protection::Hash),
+            ("display_name".to_string(), Protection::Hash),
+        ]
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!("{ORDERS}\n[silver.pii]\ncustomer = \"redact\"\nnote = \"drop\"\n");
+    folder(dir.path(), "orders", &text);
+    let orders = spec_of(&Pipeline::load(dir.path()).expect("loads"), "orders");
+    assert_eq!(
+        orders.silver.pii,
+        [
+            ("customer".to_string(), Protection::Redact),
+            ("note".to_string(), Protection::Drop),
+        ]
+    );
+    let text = format!("{ORDERS}\n[silver.pii]\norder_id = \"hash\"\ncustomer = \"mask\"\n");
+    folder(dir.path(), "orders", &text);
+    let problems = match Pipeline::load(dir.path()) {
+        Err(Error::Invalid(problems)) => problems.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        problems.contains("pii `order_id`: silver's key, time column and Kafka coordinates"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("pii `customer`: `mask` is hash, redact or drop"),
+        "{problems}"
+    );
+}

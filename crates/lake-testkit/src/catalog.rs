@@ -256,6 +256,7 @@ impl CatalogProcess {
             ),
         ];
         env.extend(storage_env(&self.spec.storage));
+        env.push(("LAKE_PII_KEY".to_string(), crate::PII_KEY.to_string()));
         env
     }
 

@@ -25,6 +25,23 @@ pub use kafka::{Consumed, DatasetTopics, GroupView, Kafka};
 pub use process::{LakeProcess, run_lake, run_lake_env, run_lake_in, run_lake_ok};
 pub use trino::{Column, QueryError, Rows, Trino};
 
+/// The key `lake` processes of the tests hash personal data with
+/// (`LAKE_PII_KEY`); tests compute the expected hashes with it.
+pub const PII_KEY: &str = "lake-test-pii-key-0123456789abcdef";
+
+/// HMAC-SHA256 of `value` under [`PII_KEY`], as silver's `hash` writes it.
+pub fn pii_hash(value: &str) -> String {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(PII_KEY.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(value.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The command that starts the services and runs the tests.
 pub const RUNNER: &str = "tests/run";
 

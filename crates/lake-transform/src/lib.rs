@@ -9,9 +9,11 @@
 //!   deduplication and the dataset's rules).
 //! - [`transform`]: running silver and gold models incrementally.
 //! - [`scan`]: DataFusion tables over exact file sets.
+//! - [`pii`]: silver's protection of personal data (hash, redact, drop).
 
 pub mod error;
 pub mod models;
+pub mod pii;
 mod pipeline;
 pub mod scan;
 pub mod transform;
@@ -19,6 +21,7 @@ mod validate;
 
 pub use error::{Error, Result};
 pub use models::{model_sql, silver_sql};
+pub use pii::PiiKey;
 pub use pipeline::run_pipeline;
 pub use transform::{
     Layers, ModelReport, Observer, Quiet, TransformOptions, run_gold, run_layers, run_silver,

@@ -122,7 +122,7 @@ pub fn silver_sql(spec: &DatasetSpec) -> String {
         table = spec.silver.table,
         file = spec.silver.file,
         toml = spec.file,
-        projection = projection(spec),
+        projection = crate::pii::protect(spec, &projection(spec)),
     )
 }
 

@@ -48,6 +48,8 @@ pub struct TransformOptions {
     pub partitions: usize,
     /// Read every existing silver key, whatever the dataset's dedup horizon.
     pub exhaustive_dedup: bool,
+    /// The key of `[silver.pii]`'s `hash` (from `LAKE_PII_KEY`).
+    pub pii_key: Option<crate::pii::PiiKey>,
 }
 
 impl Default for TransformOptions {
@@ -56,6 +58,7 @@ impl Default for TransformOptions {
             fail_on_quarantine_ratio: None,
             partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             exhaustive_dedup: false,
+            pii_key: None,
         }
     }
 }
@@ -199,7 +202,9 @@ fn session(options: &TransformOptions) -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(options.partitions.max(1))
         .with_repartition_joins(false);
-    SessionContext::new_with_config(config)
+    let ctx = SessionContext::new_with_config(config);
+    crate::pii::register(&ctx, options.pii_key.as_ref());
+    ctx
 }
 
 async fn plan(
@@ -369,6 +374,7 @@ pub async fn run_silver(
         return Ok(report);
     };
     report.rows_in = new_files.iter().map(|f| f.data_file.record_count()).sum();
+    crate::pii::require_key(dataset, options.pii_key.as_ref())?;
 
     let ctx = session(options);
     let bronze_columns: Vec<String> = bronze

@@ -36,6 +36,8 @@ async fn validate_dataset(dataset: &DatasetSpec) -> Result<(), Problems> {
         Err(std::mem::take(problems))
     };
     let ctx = SessionContext::new();
+    // Planning needs the functions, not the key.
+    crate::pii::register(&ctx, None);
     let bronze = match dataset.bronze_schema() {
         Ok(schema) => schema,
         Err(message) => return fail(&mut problems, &dataset.file, message),

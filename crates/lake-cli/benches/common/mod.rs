@@ -47,6 +47,7 @@ pub fn lake_env<'a>(
     command
         .env("LAKE_CATALOG__URI", uri)
         .env("LAKE_CATALOG__TOKEN", key)
+        .env("LAKE_PII_KEY", "lake-bench-pii-key-0123456789")
         .env(
             "RUST_LOG",
             std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),

@@ -21,6 +21,7 @@ pub async fn run(args: QuickstartArgs, config: Config) -> anyhow::Result<ExitCod
         data_dir: args.data_dir.clone(),
         seed: args.seed,
         progress: std::io::stderr().is_terminal(),
+        pii_key: std::env::var(lake_transform::pii::KEY_ENV).ok(),
     };
     let report = lake_quickstart::run(config, &options, &Printer(Progress::new())).await?;
     print!("{}", describe(&report, &args)?);

@@ -28,6 +28,12 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
     let options = TransformOptions {
         fail_on_quarantine_ratio: args.fail_on_quarantine_ratio,
         exhaustive_dedup: args.exhaustive_dedup,
+        // From the environment only: a flag would show in process lists and
+        // shell history, a file key in `lake config show`.
+        pii_key: std::env::var(lake_transform::pii::KEY_ENV)
+            .ok()
+            .map(|key| lake_transform::PiiKey::new(&key))
+            .transpose()?,
         ..TransformOptions::default()
     };
     let catalog = lake_table::LakeCatalog::connect(&config)
