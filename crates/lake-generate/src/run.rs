@@ -176,26 +176,12 @@ struct DeliveryCounter(Arc<Deliveries>, Arc<GenerateStatus>);
 impl ClientContext for DeliveryCounter {
     /// The statistics (every `statistics.interval.ms`) say which brokers are up.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let learned: Vec<_> = statistics
-            .brokers
-            .values()
-            .filter(|b| b.nodeid >= 0)
-            .collect();
-        let brokers: Vec<_> = if learned.is_empty() {
-            statistics
-                .brokers
-                .values()
-                .filter(|b| b.source == "configured")
-                .collect()
-        } else {
-            learned
-        };
-        let up = brokers.iter().filter(|b| b.state == "UP").count();
         *self
             .1
             .brokers
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((up, brokers.len()));
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(lake_kafka::brokers_up(&statistics));
     }
 }
 

@@ -230,24 +230,8 @@ impl ClientContext for IngestContext {
     /// librdkafka's statistics (every `statistics.interval.ms`) carry each
     /// partition's lag behind its end; they feed the lag gauge.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        // Brokers the client learned from the cluster; the bootstrap entries
-        // stand in for them until it has.
-        let learned: Vec<&rdkafka::statistics::Broker> = statistics
-            .brokers
-            .values()
-            .filter(|b| b.nodeid >= 0)
-            .collect();
-        let brokers: Vec<&rdkafka::statistics::Broker> = if learned.is_empty() {
-            statistics
-                .brokers
-                .values()
-                .filter(|b| b.source == "configured")
-                .collect()
-        } else {
-            learned
-        };
-        let up = brokers.iter().filter(|b| b.state == "UP").count();
-        self.status.brokers(up, brokers.len());
+        let (up, known) = lake_kafka::brokers_up(&statistics);
+        self.status.brokers(up, known);
         for (topic, stats) in statistics.topics {
             for (partition, p) in stats.partitions {
                 if partition >= 0 && p.consumer_lag >= 0 {
@@ -512,6 +496,9 @@ pub async fn ingest(
     let status = options.status.clone();
     status.configure(&options.group_id, options.commit_interval);
     let watcher = status.watch_catalog(catalog.clone());
+    // The status may have served an earlier run (options are cloned): this
+    // run's counts are what it adds.
+    let before = (status.rows(), status.rejected(), status.commits());
     let started = Instant::now();
     let mut total = IngestSummary::default();
     // When the current run of failed attempts began, and how many there were.
@@ -526,9 +513,11 @@ pub async fn ingest(
         if !error.is_outage() || options.retry_budget.is_zero() {
             break Err(error);
         }
-        // An attempt that committed, or ran longer than any wait, ended
-        // the previous outage: this failure starts a new one.
-        if status.commits() > commits_before || attempt_started.elapsed() > MAX_RETRY_DELAY {
+        // An attempt that committed, or that ran longer than the whole
+        // budget, ended the previous outage: this failure starts a new one.
+        // (An attempt stuck on a hanging catalog lasts a request timeout,
+        // well under the budget, so a hang still spends it.)
+        if status.commits() > commits_before || attempt_started.elapsed() > options.retry_budget {
             outage = None;
         }
         let (since, attempts) = outage.get_or_insert_with(|| (Instant::now(), 0));
@@ -567,9 +556,9 @@ pub async fn ingest(
     };
     watcher.abort();
     result?;
-    total.rows = status.rows();
-    total.rejected = status.rejected();
-    total.commits = status.commits();
+    total.rows = status.rows() - before.0;
+    total.rejected = status.rejected() - before.1;
+    total.commits = status.commits() - before.2;
     total.elapsed = started.elapsed();
     total.peak_rss_bytes = lake_core::peak_rss_bytes();
     Ok(total)

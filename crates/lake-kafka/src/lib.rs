@@ -178,6 +178,28 @@ pub async fn ensure_topic(
     Err(Error::TopicNotVisible(topic.to_string()))
 }
 
+/// Brokers up and known, from librdkafka's statistics: those the client
+/// learned from the cluster, or the bootstrap entries until it has learned
+/// any. What `/ready` reports as `N of M brokers up`.
+pub fn brokers_up(statistics: &rdkafka::Statistics) -> (usize, usize) {
+    let learned: Vec<&rdkafka::statistics::Broker> = statistics
+        .brokers
+        .values()
+        .filter(|b| b.nodeid >= 0)
+        .collect();
+    let brokers: Vec<&rdkafka::statistics::Broker> = if learned.is_empty() {
+        statistics
+            .brokers
+            .values()
+            .filter(|b| b.source == "configured")
+            .collect()
+    } else {
+        learned
+    };
+    let up = brokers.iter().filter(|b| b.state == "UP").count();
+    (up, brokers.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
