@@ -846,6 +846,7 @@ fn grafana_dashboard_references_only_metrics_lake_exports() -> Result<()> {
         "rejects",
         "quarantine",
         "compaction",
+        "freshness",
     ] {
         assert!(
             titles.iter().any(|t| t.contains(topic)),

@@ -1091,3 +1091,224 @@ async fn personal_data_is_protected_in_silver_and_distinct_users_still_count() -
     );
     Ok(())
 }
+
+/// Gold tables of both datasets.
+const GOLD: [&str; 5] = [
+    "gold.popular_hashtags_by_hour",
+    "gold.active_users_by_day",
+    "gold.tweet_volume_by_region",
+    "gold.tweet_metrics_by_language",
+    "gold.speedtest_agg",
+];
+
+/// The freshness target of `lake run` (seconds from a record's Kafka
+/// timestamp to gold).
+const FRESHNESS_TARGET: f64 = 15.0;
+
+/// `lake_table_freshness_seconds` of every gold table, from the metrics
+/// `lake run` serves on `port`; `None` until each has one.
+async fn gold_freshness(port: u16) -> Option<BTreeMap<String, f64>> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut found = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("lake_table_freshness_seconds{table=\"") else {
+            continue;
+        };
+        let (table, value) = rest.split_once("\"} ")?;
+        found.insert(table.to_string(), value.trim().parse().ok()?);
+    }
+    GOLD.iter().all(|t| found.contains_key(*t)).then_some(found)
+}
+
+/// Milliseconds between `min` and `max`, drawn from the clock: each run of
+/// the test kills at other moments (they are in its failure message).
+fn random_millis(min: u64, max: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    min + nanos % (max - min)
+}
+
+/// `lake run` under live producers, killed (SIGKILL) twice at random moments
+/// and restarted, then stopped with SIGTERM and finished with
+/// `--until-caught-up`: every silver and gold table equals the batch path's
+/// (`lake ingest --until-caught-up`, then `lake transform all`) on the same
+/// topics, and after the last restart gold's freshness comes back under the
+/// target within a minute while the producers still run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_continuous_run_killed_twice_equals_the_batch_path_and_stays_fresh() -> Result<()> {
+    use std::time::{Duration, Instant};
+    let topics = DatasetTopics::create(PARTITIONS).await?;
+    let live = Lake::start(topics.clone()).await?;
+    let batch = Lake::start(topics.clone()).await?;
+
+    // About 100 s of traffic at a steady rate, faults included.
+    let producer = |dataset: &str, count: &str, seed: &str, rate: &str| {
+        let mut args: Vec<String> = ["generate", dataset, "--rate", rate, "--count", count]
+            .map(String::from)
+            .to_vec();
+        args.extend(topics.generate_args(dataset));
+        args.extend(
+            [
+                "--seed",
+                seed,
+                "--start",
+                "2026-01-01T00:00:00Z",
+                "--events-per-second",
+                "2",
+                "--users",
+                "400",
+            ]
+            .map(String::from),
+        );
+        args.extend(FAULTS.iter().map(|a| a.to_string()));
+        lake_testkit::LakeProcess::spawn(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            Vec::<(String, String)>::new(),
+        )
+    };
+    let mut tweets = producer("tweets", "30000", "31", "300")?;
+    let mut speedtests = producer("speedtest", "10000", "32", "100")?;
+
+    let port = lake_testkit::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let group = format!("run{}", live.suffix);
+    let mut args: Vec<String> = ["--metrics-addr", &metrics, "run", "tweets", "speedtest"]
+        .map(String::from)
+        .to_vec();
+    args.extend(topics.ingest_args());
+    args.extend(
+        [
+            "--group-id",
+            &group,
+            "--commit-interval",
+            "1s",
+            "--compact-every",
+            "5s",
+            "--compact-min-files",
+            "4",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = live.catalog.lake_env(Role::Writer);
+
+    let mut kills = Vec::new();
+    for _ in 0..2 {
+        let mut run = lake_testkit::LakeProcess::spawn(&args, env.clone())?;
+        run.wait_for_log("round:", Duration::from_secs(90))?;
+        let after = random_millis(500, 6000);
+        std::thread::sleep(Duration::from_millis(after));
+        assert!(run.running(), "lake run ended early:\n{}", run.log());
+        run.kill()?;
+        kills.push(after);
+    }
+    let restarted = Instant::now();
+    let mut run = lake_testkit::LakeProcess::spawn(&args, env.clone())?;
+    let fresh = loop {
+        if let Some(freshness) = gold_freshness(port).await
+            && freshness.values().all(|lag| *lag <= FRESHNESS_TARGET)
+        {
+            break freshness;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(60),
+            "gold not within {FRESHNESS_TARGET} s of the topics a minute after the restart \
+             (kills {kills:?} ms after a round): {:?}\n{}",
+            gold_freshness(port).await,
+            run.log()
+        );
+        assert!(run.running(), "lake run ended:\n{}", run.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        tweets.running() && speedtests.running(),
+        "freshness {fresh:?} was measured after the producers stopped; it must be under load"
+    );
+
+    assert!(
+        tweets.wait(Duration::from_secs(180))?.success(),
+        "{}",
+        tweets.log()
+    );
+    assert!(
+        speedtests.wait(Duration::from_secs(60))?.success(),
+        "{}",
+        speedtests.log()
+    );
+    // A clean stop commits what was read and carries it to gold; what was
+    // not read yet is left to the next start.
+    run.signal("TERM")?;
+    assert!(
+        run.wait(Duration::from_secs(60))?.success(),
+        "{}",
+        run.log()
+    );
+    let log = run.log();
+    assert!(log.contains("transform rounds"), "{log}");
+    let mut finish = args.clone();
+    finish.push("--until-caught-up");
+    run_lake_ok(&finish, env)?;
+
+    batch.ingest("batch")?;
+    batch.transform()?;
+    for table in ["bronze.tweets_raw", "bronze.speedtest_raw"] {
+        assert_eq!(
+            live.rows(table).await?.len(),
+            batch.rows(table).await?.len(),
+            "{table}"
+        );
+    }
+    for table in TABLES {
+        let (a, b) = (content(&live, table).await?, content(&batch, table).await?);
+        assert!(!a.is_empty(), "{table} is empty");
+        let differs = same_content(&a, &b);
+        assert!(
+            differs.is_none(),
+            "{table} differs between `lake run` (killed after {kills:?} ms) and the batch \
+             path: {differs:?}"
+        );
+    }
+
+    // Every gold commit says how fresh it was; the last one reached the
+    // newest record of the topics.
+    for table in GOLD {
+        let gold = live.table(table).await?;
+        let summary = &gold
+            .metadata()
+            .current_snapshot()
+            .context("gold has a snapshot")?
+            .summary()
+            .additional_properties;
+        let newest: i64 = summary
+            .get("lake.newest-record-ms")
+            .context("newest record")?
+            .parse()?;
+        let freshness: i64 = summary
+            .get("lake.freshness-ms")
+            .context("freshness")?
+            .parse()?;
+        assert!(newest > 0 && freshness >= 0, "{table}: {summary:?}");
+    }
+    let out = run_lake_ok(
+        &["status", "--format", "csv"],
+        live.catalog.lake_env(Role::Reader),
+    )?;
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        csv.lines().next().unwrap_or("").ends_with("freshness_s"),
+        "{csv}"
+    );
+    let gold_line = csv
+        .lines()
+        .find(|l| l.starts_with("gold.popular_hashtags_by_hour,"))
+        .context("gold in lake status")?;
+    let freshness: f64 = gold_line.rsplit(',').next().unwrap_or("").parse()?;
+    assert!(freshness > 0.0, "{gold_line}");
+    Ok(())
+}

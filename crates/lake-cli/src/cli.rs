@@ -124,6 +124,8 @@ pub enum Command {
     Ingest(Box<IngestArgs>),
     /// Build silver and gold tables incrementally from bronze
     Transform(TransformArgs),
+    /// Keep bronze, silver and gold current in one process: ingest, and a transform on every commit
+    Run(Box<RunArgs>),
     /// Rewrite small data files into files near the target size
     Compact(CompactArgs),
     /// Expire snapshots, remove orphan files, merge manifests, apply retention
@@ -176,6 +178,7 @@ impl Command {
                 None => "lake_generate".into(),
             },
             Command::Ingest(_) => "lake_ingest".into(),
+            Command::Run(_) => "lake_run".into(),
             Command::Transform(args) => {
                 format!("lake_transform{}", value(args.layer.to_possible_value()))
             }
@@ -667,9 +670,9 @@ pub struct IngestArgs {
     #[arg(long, value_enum, default_value = "classic")]
     pub group_protocol: GroupProtocolArg,
 
-    /// Commit at least this often
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub commit_interval: std::time::Duration,
+    /// Commit at least this often [default: 10s; 5s for `lake run`]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub commit_interval: Option<std::time::Duration>,
 
     /// Commit once this much payload has arrived (e.g. 256MiB)
     #[arg(long, value_name = "SIZE")]
@@ -711,6 +714,55 @@ pub struct IngestArgs {
     /// tables' offsets for this long before exiting (0s: exit at once)
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub retry_budget: std::time::Duration,
+}
+
+/// `lake run`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+One process keeps the whole medallion current. Ingest runs as `lake ingest` does; every bronze
+commit starts a round of `lake transform all` (silver, then gold, over what is new), so a record
+reaches gold within about one commit interval plus one round. Between rounds the small files this
+leaves in bronze and silver are merged up to --compact-target (`lake maintain all` merges
+further, daily); gold needs none, as each round overwrites the partitions it rebuilds.
+
+Every step commits atomically with what it consumed, as the separate commands do: a kill at any
+moment, then a restart, leaves every table exact. Ctrl-C or SIGTERM commits what was read and
+carries it to gold within --shutdown-timeout.
+
+Freshness: each silver and gold commit records the newest Kafka record timestamp that reached it
+(`lake.newest-record-ms`, and its age as `lake.freshness-ms`); `lake status` shows it as
+freshness_s, and --metrics-addr serves lake_table_freshness_seconds{table}.
+
+Examples:
+  lake run                                       # every dataset, until Ctrl-C
+  lake --health-addr 0.0.0.0:9465 --metrics-addr 0.0.0.0:9464 run tweets
+  lake run tweets --commit-interval 2s           # fresher, more small files between compactions
+  lake run tweets --until-caught-up              # what is in the topic now, through gold, then exit")]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+
+    /// Fail (committing nothing of that round) when more than this share of
+    /// a silver round's input breaks a quality rule
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub fail_on_quarantine_ratio: Option<f64>,
+
+    /// Check new silver keys against every key in silver, not only those
+    /// within the dataset's dedup horizon
+    #[arg(long)]
+    pub exhaustive_dedup: bool,
+
+    /// Size the run merges bronze's and silver's small files up to
+    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+    pub compact_target: bytesize::ByteSize,
+
+    /// Merge a partition's small files once it has this many
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub compact_min_files: usize,
+
+    /// Look for small files to merge at most this often (after a round)
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub compact_every: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -970,6 +1022,9 @@ impl Cli {
         }
         if let Command::Ingest(ingest) = &self.command {
             o.set("kafka.brokers", ingest.brokers.as_ref())?;
+        }
+        if let Command::Run(run) = &self.command {
+            o.set("kafka.brokers", run.ingest.brokers.as_ref())?;
         }
         if let Command::Catalog(CatalogCommand::Serve(serve)) = &self.command {
             o.set("server.listen", serve.listen)?

@@ -44,6 +44,13 @@ pub const TRANSFORM_QUARANTINED_TOTAL: &str = "lake_transform_quarantined_total"
 /// Counter of bronze rows silver dropped as duplicates, labelled `table`.
 pub const TRANSFORM_DUPLICATES_TOTAL: &str = "lake_transform_duplicates_total";
 
+/// Gauge of how old the newest Kafka record that has reached a table is, in
+/// seconds, labelled `table`: set every second by `lake run` for its silver
+/// and gold tables, so it grows while nothing new arrives.
+pub const TABLE_FRESHNESS_SECONDS: &str = "lake_table_freshness_seconds";
+/// Histogram of one `lake run` round (silver, then gold, over what is new).
+pub const RUN_ROUND_DURATION_SECONDS: &str = "lake_run_round_duration_seconds";
+
 /// Counter of small data files compaction replaced, labelled `table`.
 pub const COMPACT_FILES_REWRITTEN_TOTAL: &str = "lake_compact_files_rewritten_total";
 /// Counter of the bytes of those files, labelled `table`.
@@ -72,6 +79,8 @@ pub const ALL: &[&str] = &[
     TRANSFORM_ROWS_WRITTEN_TOTAL,
     TRANSFORM_QUARANTINED_TOTAL,
     TRANSFORM_DUPLICATES_TOTAL,
+    TABLE_FRESHNESS_SECONDS,
+    RUN_ROUND_DURATION_SECONDS,
     COMPACT_FILES_REWRITTEN_TOTAL,
     COMPACT_BYTES_REWRITTEN_TOTAL,
     MAINTAIN_FILES_DELETED_TOTAL,

@@ -349,10 +349,15 @@ impl Sink {
                 return Ok(CommitOutcome::Rewind { to });
             }
             offsets.extend(end.iter().map(|(p, o)| (*p, *o)));
-            let append = Append::new()
+            let mut append = Append::new()
                 .add_files(files.clone())
                 .set(self.route.offsets_key(), format_offsets(&offsets))
                 .expect_parent(self.bronze.metadata().current_snapshot_id());
+            let newest = newest_record_ms(&self.bronze, &files)
+                .max(lake_table::files::newest_record_ms(&self.bronze));
+            for (key, value) in lake_table::files::freshness_summary(newest) {
+                append = append.set(key, value);
+            }
             let result = match &self.rejects {
                 Some(rejects) if !rejects_files.is_empty() => lake_table::commit_all(
                     &self.catalog,
@@ -482,3 +487,20 @@ async fn delete_files(table: &Table, files: &[DataFile]) {
 }
 
 pub(crate) use lake_core::now_micros;
+
+/// The newest Kafka record timestamp (ms) among `files`, from the upper
+/// bounds of their `_kafka_timestamp` column.
+fn newest_record_ms(bronze: &Table, files: &[DataFile]) -> Option<i64> {
+    let field = bronze
+        .metadata()
+        .current_schema()
+        .field_by_name(lake_spec::columns::KAFKA_TIMESTAMP)?
+        .id;
+    files
+        .iter()
+        .filter_map(|file| match file.upper_bounds().get(&field)?.literal() {
+            iceberg::spec::PrimitiveLiteral::Long(micros) => Some(micros / 1000),
+            _ => None,
+        })
+        .max()
+}

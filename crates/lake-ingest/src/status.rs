@@ -52,6 +52,9 @@ pub struct IngestStatus {
     commits: AtomicU64,
     rows: AtomicU64,
     rejected: AtomicU64,
+    /// Commits so far, for whoever waits on the next one (`lake run`'s
+    /// transforms start as soon as bronze moves, not on a clock).
+    landed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for IngestStatus {
@@ -68,6 +71,7 @@ impl Default for IngestStatus {
             commits: AtomicU64::new(0),
             rows: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            landed: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -127,10 +131,17 @@ impl IngestStatus {
     }
 
     pub(crate) fn committed(&self, rows: u64, rejected: u64) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
+        let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
         self.rows.fetch_add(rows, Ordering::Relaxed);
         self.rejected.fetch_add(rejected, Ordering::Relaxed);
         self.epoch_ended();
+        self.landed.send_replace(commits);
+    }
+
+    /// Wakes on every commit that lands (the value is the number so far);
+    /// commits landing while nobody looks are seen as one change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.landed.subscribe()
     }
 
     pub(crate) fn brokers(&self, up: usize, known: usize) {

@@ -30,6 +30,9 @@ pub struct TableStatus {
     pub last_commit_ms: Option<i64>,
     /// For tables built by `lake transform`: each source and the lag behind it.
     pub sources: Vec<SourceLag>,
+    /// The newest Kafka record timestamp (ms since the epoch) that has
+    /// reached the table (`lake.newest-record-ms`), when a writer recorded it.
+    pub newest_record_ms: Option<i64>,
 }
 
 impl TableStatus {
@@ -159,6 +162,7 @@ pub async fn table_status(catalog: &LakeCatalog, ident: &TableIdent) -> Result<T
         snapshots: metadata.snapshots().count(),
         last_commit_ms: current.map(|s| s.timestamp_ms()),
         sources,
+        newest_record_ms: files::newest_record_ms(&table),
     })
 }
 
@@ -288,6 +292,7 @@ pub fn status_batch(statuses: &[TableStatus], now_ms: i64, lag: bool) -> Result<
             Field::new("behind_commits", DataType::UInt64, true),
             Field::new("behind_rows", DataType::UInt64, true),
             Field::new("behind_since", DataType::Utf8, true),
+            Field::new("freshness_s", DataType::Float64, true),
         ]);
         columns.extend([
             Arc::new(StringArray::from_iter(
@@ -304,6 +309,11 @@ pub fn status_batch(statuses: &[TableStatus], now_ms: i64, lag: bool) -> Result<
             }))),
             Arc::new(StringArray::from_iter(statuses.iter().map(|s| {
                 joined(&|l| l.oldest_pending_ms.map(|ms| age(now_ms, ms)), s)
+            }))),
+            // How old the newest Kafka record that reached the table is now.
+            Arc::new(Float64Array::from_iter(statuses.iter().map(|s| {
+                s.newest_record_ms
+                    .map(|ms| ((now_ms - ms).max(0) as f64 / 100.0).round() / 10.0)
             }))),
         ]);
     }

@@ -229,6 +229,36 @@ pub const OFFSETS_KEY_PREFIX: &str = "lake.kafka.";
 /// Summary key prefix of the source snapshot a transform consumed, per source.
 pub const SOURCE_KEY_PREFIX: &str = "lake.source.";
 
+/// Summary key: the newest Kafka record timestamp (milliseconds since the
+/// Unix epoch) among the records a table holds, or, for a table built from
+/// another, among those its consumed source snapshot held. Each layer copies
+/// its source's value, so a gold table says how far the topic has reached it.
+pub const NEWEST_RECORD_KEY: &str = "lake.newest-record-ms";
+/// Summary key: how old that record was when the snapshot was committed
+/// (milliseconds), the table's freshness as of that commit.
+pub const FRESHNESS_KEY: &str = "lake.freshness-ms";
+
+/// The newest Kafka record timestamp (ms) that has reached `table`, from the
+/// newest snapshot along its ancestry that recorded one.
+pub fn newest_record_ms(table: &Table) -> Option<i64> {
+    summary_lookup(table, NEWEST_RECORD_KEY).and_then(|(_, value)| value.parse().ok())
+}
+
+/// The summary entries a commit carries for `newest` (ms): the value itself
+/// and its age now. Nothing when the source never recorded one.
+pub fn freshness_summary(newest: Option<i64>) -> Vec<(String, String)> {
+    let Some(newest) = newest else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    vec![
+        (NEWEST_RECORD_KEY.to_string(), newest.to_string()),
+        (FRESHNESS_KEY.to_string(), (now - newest).max(0).to_string()),
+    ]
+}
+
 /// The summary key holding the offsets ingest committed from `topic`.
 pub fn offsets_key(topic: &str) -> String {
     format!("{OFFSETS_KEY_PREFIX}{topic}")

@@ -98,7 +98,7 @@ pub(crate) fn register(ctx: &SessionContext, key: Option<&PiiKey>) {
 }
 
 /// Refuses a run that would hash without a key, naming the columns.
-pub(crate) fn require_key(spec: &DatasetSpec, key: Option<&PiiKey>) -> Result<()> {
+pub fn require_key(spec: &DatasetSpec, key: Option<&PiiKey>) -> Result<()> {
     let hashed: Vec<&str> = spec
         .silver
         .pii

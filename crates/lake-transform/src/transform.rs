@@ -83,6 +83,9 @@ pub struct ModelReport {
     pub partitions_rebuilt: usize,
     /// The snapshot committed, if anything was.
     pub snapshot: Option<i64>,
+    /// The newest Kafka record timestamp (ms since the Unix epoch) that the
+    /// committed snapshot has reached, when its source recorded one.
+    pub newest_record_ms: Option<i64>,
     /// Why nothing was done, when the reason is worth telling.
     pub note: Option<String>,
     pub elapsed: Duration,
@@ -564,6 +567,10 @@ pub async fn run_silver(
         .set("lake.transform.rows-in", report.rows_in.to_string())
         .set("lake.transform.duplicates", report.duplicates.to_string())
         .expect_parent(target.metadata().current_snapshot_id());
+    report.newest_record_ms = files::newest_record_ms(&bronze);
+    for (key, value) in files::freshness_summary(report.newest_record_ms) {
+        append = append.set(key, value);
+    }
     for (prefix, counts) in [
         ("lake.quarantine", &report.quarantined),
         ("lake.dropped", &report.dropped),
@@ -1114,17 +1121,21 @@ pub async fn run_gold(
     if keys.is_empty() {
         // The new silver snapshots hold no rows: nothing to rebuild, but the
         // progress is recorded so the next run does not look at them again.
-        let append = Append::new()
+        let mut append = Append::new()
             .add_files(written)
             .set(files::source_key(&silver_ident), current.to_string())
             .expect_parent(parent);
+        report.newest_record_ms = files::newest_record_ms(&silver);
+        for (key, value) in files::freshness_summary(report.newest_record_ms) {
+            append = append.set(key, value);
+        }
         let committed = lake_table::commit(catalog, &target, append).await?;
         report.snapshot = committed.metadata().current_snapshot_id();
         report.elapsed = started.elapsed();
         return Ok(report);
     }
     let replaced: BTreeSet<i64> = keys.iter().copied().collect();
-    let overwrite = Overwrite::new(FileSelector::matching(move |file| {
+    let mut overwrite = Overwrite::new(FileSelector::matching(move |file| {
         partition_number(file).is_some_and(|p| replaced.contains(&p))
     }))
     .add_files(written)
@@ -1134,6 +1145,10 @@ pub async fn run_gold(
         report.partitions_rebuilt.to_string(),
     )
     .expect_parent(parent);
+    report.newest_record_ms = files::newest_record_ms(&silver);
+    for (key, value) in files::freshness_summary(report.newest_record_ms) {
+        overwrite = overwrite.set(key, value);
+    }
     let committed = lake_table::commit(catalog, &target, overwrite).await?;
     report.snapshot = committed.metadata().current_snapshot_id();
     report.elapsed = started.elapsed();

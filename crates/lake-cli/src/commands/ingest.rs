@@ -2,6 +2,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lake_core::Config;
@@ -9,26 +10,13 @@ use lake_ingest::{IngestOptions, IngestSummary, Route};
 
 use crate::cli::IngestArgs;
 
+/// The commit interval when `--commit-interval` is not given.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(10);
+
 pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<ExitCode> {
     let pipeline = super::pipeline(&config)?;
-    let routes = lake_ingest::routes(&pipeline, &args.datasets, &args.topic, &args.table)?;
-    let kafka = lake_kafka::client_config(&config.kafka, &args.property);
-    let options = IngestOptions {
-        routes: routes.clone(),
-        group_id: args.group_id.clone(),
-        group_protocol: args.group_protocol.into(),
-        commit_interval: args.commit_interval,
-        commit_bytes: args.commit_bytes.map(|b| b.as_u64()),
-        commit_records: args.commit_records,
-        max_record_bytes: usize::try_from(args.max_record_bytes.as_u64()).unwrap_or(usize::MAX),
-        until_caught_up: args.until_caught_up,
-        max_records: args.max_records,
-        evolve_schema: args.evolve_schema,
-        kafka_timeout: args.connect_timeout,
-        progress: std::io::stderr().is_terminal(),
-        retry_budget: args.retry_budget,
-        ..IngestOptions::default()
-    };
+    let (kafka, options) = options(&args, &config, &pipeline, COMMIT_INTERVAL)?;
+    let routes = options.routes.clone();
     if let Some(addr) = config.telemetry.health_addr {
         crate::telemetry::serve_health(addr, options.status.clone()).await?;
     }
@@ -57,6 +45,35 @@ pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<ExitCode> {
     };
     print_summary(&routes, &summary);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `lake ingest` and `lake run` read their flags into: the Kafka client
+/// settings and the ingest options.
+pub(super) fn options(
+    args: &IngestArgs,
+    config: &Config,
+    pipeline: &lake_spec::Pipeline,
+    commit_interval: Duration,
+) -> anyhow::Result<(rdkafka::ClientConfig, IngestOptions)> {
+    let routes = lake_ingest::routes(pipeline, &args.datasets, &args.topic, &args.table)?;
+    let kafka = lake_kafka::client_config(&config.kafka, &args.property);
+    let options = IngestOptions {
+        routes,
+        group_id: args.group_id.clone(),
+        group_protocol: args.group_protocol.into(),
+        commit_interval: args.commit_interval.unwrap_or(commit_interval),
+        commit_bytes: args.commit_bytes.map(|b| b.as_u64()),
+        commit_records: args.commit_records,
+        max_record_bytes: usize::try_from(args.max_record_bytes.as_u64()).unwrap_or(usize::MAX),
+        until_caught_up: args.until_caught_up,
+        max_records: args.max_records,
+        evolve_schema: args.evolve_schema,
+        kafka_timeout: args.connect_timeout,
+        progress: std::io::stderr().is_terminal(),
+        retry_budget: args.retry_budget,
+        ..IngestOptions::default()
+    };
+    Ok((kafka, options))
 }
 
 pub(super) fn print_summary(routes: &[Route], summary: &IngestSummary) {

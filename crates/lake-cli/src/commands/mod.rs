@@ -10,6 +10,7 @@ mod init;
 mod maintain;
 mod query;
 mod quickstart;
+mod run;
 mod transform;
 mod validate;
 
@@ -54,13 +55,14 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
     let long_running = matches!(
         command,
         Command::Ingest(_)
+            | Command::Run(_)
             | Command::Generate(_)
             | Command::Catalog(crate::cli::CatalogCommand::Serve(_))
     );
     if config.telemetry.health_addr.is_some() && !long_running {
         tracing::warn!(
             "telemetry.health_addr is served only by long-running commands \
-             (ingest, catalog serve, generate into Kafka); this one ignores it"
+             (ingest, run, catalog serve, generate into Kafka); this one ignores it"
         );
     }
     match command {
@@ -70,6 +72,7 @@ pub async fn run(command: Command, config: Config, sources: Sources) -> anyhow::
         Command::Validate => validate::run(&config).await,
         Command::Generate(args) => generate::run(*args, config).await,
         Command::Ingest(args) => ingest::run(*args, config).await,
+        Command::Run(args) => run::run(*args, config).await,
         Command::Transform(args) => transform::run(args, config).await,
         Command::Compact(args) => compact::run(args, config).await,
         Command::Maintain(command) => maintain::run(command, config).await,
