@@ -1177,10 +1177,20 @@ async fn a_continuous_run_killed_twice_equals_the_batch_path_and_stays_fresh() -
 
     let port = lake_testkit::free_port();
     let metrics = format!("127.0.0.1:{port}");
+    let health_port = lake_testkit::free_port();
+    let health = format!("127.0.0.1:{health_port}");
     let group = format!("run{}", live.suffix);
-    let mut args: Vec<String> = ["--metrics-addr", &metrics, "run", "tweets", "speedtest"]
-        .map(String::from)
-        .to_vec();
+    let mut args: Vec<String> = [
+        "--metrics-addr",
+        &metrics,
+        "--health-addr",
+        &health,
+        "run",
+        "tweets",
+        "speedtest",
+    ]
+    .map(String::from)
+    .to_vec();
     args.extend(topics.ingest_args());
     args.extend(
         [
@@ -1210,16 +1220,36 @@ async fn a_continuous_run_killed_twice_equals_the_batch_path_and_stays_fresh() -
     }
     let restarted = Instant::now();
     let mut run = lake_testkit::LakeProcess::spawn(&args, env.clone())?;
+    // Back within a minute: the restarted process is ready (in its group,
+    // its last round good), has carried new commits to gold itself, and
+    // every gold table is within the target of the topics.
+    let ready = |body: &Value| {
+        body["ready"] == true
+            && body["checks"].as_array().is_some_and(|checks| {
+                checks.iter().any(|c| {
+                    c["name"] == "transform"
+                        && c["detail"]
+                            .as_str()
+                            .is_some_and(|d| d.contains("gold.popular_hashtags_by_hour"))
+                })
+            })
+    };
     let fresh = loop {
-        if let Some(freshness) = gold_freshness(port).await
+        let body: Value = match reqwest::get(format!("http://{health}/ready")).await {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        if ready(&body)
+            && run.log().contains("round:")
+            && let Some(freshness) = gold_freshness(port).await
             && freshness.values().all(|lag| *lag <= FRESHNESS_TARGET)
         {
             break freshness;
         }
         assert!(
             restarted.elapsed() < Duration::from_secs(60),
-            "gold not within {FRESHNESS_TARGET} s of the topics a minute after the restart \
-             (kills {kills:?} ms after a round): {:?}\n{}",
+            "not ready with gold within {FRESHNESS_TARGET} s of the topics a minute after the \
+             restart (kills {kills:?} ms after a round): {:?}\n/ready: {body}\n{}",
             gold_freshness(port).await,
             run.log()
         );

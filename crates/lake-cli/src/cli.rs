@@ -753,11 +753,11 @@ pub struct RunArgs {
     pub exhaustive_dedup: bool,
 
     /// Size the run merges bronze's and silver's small files up to
-    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+    #[arg(long, default_value = "128MiB", value_name = "SIZE")]
     pub compact_target: bytesize::ByteSize,
 
-    /// Merge a partition's small files once it has this many
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    /// Merge small files once this many of a partition fit in one target-sized file
+    #[arg(long, default_value_t = 4, value_name = "N")]
     pub compact_min_files: usize,
 
     /// Look for small files to merge at most this often (after a round)

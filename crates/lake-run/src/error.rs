@@ -34,11 +34,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the failure is the catalog or the storage being out, which
-    /// waiting may fix.
-    pub(crate) fn transform_outage(error: &lake_transform::Error) -> bool {
+    /// Whether another round may succeed where this one failed: the catalog
+    /// or the storage was out, or another writer (a `lake transform` beside
+    /// the run) committed the same table first, so the round's commit was
+    /// refused and a new round starts from what that writer consumed.
+    pub(crate) fn retryable(error: &lake_transform::Error) -> bool {
         match error {
-            lake_transform::Error::Table(e) => e.is_outage(),
+            lake_transform::Error::Table(e) => e.is_outage() || e.is_conflict(),
             other => lake_table::error::outage_in_chain(other),
         }
     }
