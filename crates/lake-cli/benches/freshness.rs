@@ -204,6 +204,17 @@ fn usage(pid: u32) -> (f64, f64) {
     (ticks / 100.0, hwm_kb * 1024.0 / 1e6)
 }
 
+/// A child killed when dropped, so that a failing bench leaves no `lake run`
+/// behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Figures {
     rate: u64,
     records: usize,
@@ -239,21 +250,23 @@ fn one_rate(
     let log = tempfile::NamedTempFile::new().expect("log file");
     let route = format!("tweets={topic}");
     let started = Instant::now();
-    let mut run: Child = lake(&catalog)
-        .args([
-            "run",
-            "tweets",
-            "--brokers",
-            kafka.brokers(),
-            "--topic",
-            &route,
-        ])
-        .args(["--group-id", &Kafka::unique("run")])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log.reopen().expect("log"))
-        .spawn()
-        .expect("lake run");
+    let mut run = Guard(
+        lake(&catalog)
+            .args([
+                "run",
+                "tweets",
+                "--brokers",
+                kafka.brokers(),
+                "--topic",
+                &route,
+            ])
+            .args(["--group-id", &Kafka::unique("run")])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .expect("lake run"),
+    );
     let count = (rate * seconds).to_string();
     let generated = lake(&catalog)
         .args([
@@ -307,12 +320,12 @@ fn one_rate(
         std::thread::sleep(Duration::from_millis(500));
     };
     let wall = started.elapsed().as_secs_f64();
-    let (cpu, peak_mb) = usage(run.id());
+    let (cpu, peak_mb) = usage(run.0.id());
     Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
+        .args(["-TERM", &run.0.id().to_string()])
         .status()
         .expect("kill");
-    let status = run.wait().expect("lake run exits");
+    let status = run.0.wait().expect("lake run exits");
     let run_log = std::fs::read_to_string(log.path()).unwrap_or_default();
     assert!(status.success(), "lake run: {run_log}");
     // Its summary: commits, rounds, compaction passes.

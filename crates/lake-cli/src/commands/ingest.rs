@@ -1,7 +1,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -25,16 +25,12 @@ pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<ExitCode> {
         .context("connecting to the catalog")?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let signal_stop = stop.clone();
     let shutdown_timeout = args.shutdown_timeout;
-    // The first signal asks for a clean stop; the run then has the shutdown
-    // timeout to commit what it holds.
-    let deadline = async move {
-        super::shutdown_signal().await;
-        tracing::info!("stopping: committing what has been read");
-        signal_stop.store(true, Ordering::Relaxed);
-        tokio::time::sleep(shutdown_timeout).await;
-    };
+    let deadline = super::stop_on_signal(
+        stop.clone(),
+        shutdown_timeout,
+        "stopping: committing what has been read",
+    );
     let summary = tokio::select! {
         result = lake_ingest::ingest(catalog, kafka, options, stop) => result?,
         () = deadline => bail!(

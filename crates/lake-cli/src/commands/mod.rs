@@ -97,6 +97,20 @@ pub fn completions(args: &CompletionsArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Completes `timeout` after the first Ctrl-C or SIGTERM, which sets `stop`
+/// (a clean stop: the command commits what it holds); logs `what` then. A
+/// command selects on its work and this, and fails when this wins.
+pub async fn stop_on_signal(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    timeout: std::time::Duration,
+    what: &'static str,
+) {
+    shutdown_signal().await;
+    tracing::info!("{what}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(timeout).await;
+}
+
 /// Completes on Ctrl-C or SIGTERM, whichever comes first.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -26,11 +26,7 @@ pub async fn run(args: RunArgs, config: Config) -> anyhow::Result<ExitCode> {
         transform: TransformOptions {
             fail_on_quarantine_ratio: args.fail_on_quarantine_ratio,
             exhaustive_dedup: args.exhaustive_dedup,
-            // From the environment only, as `lake transform` reads it.
-            pii_key: std::env::var(lake_transform::pii::KEY_ENV)
-                .ok()
-                .map(|key| lake_transform::PiiKey::new(&key))
-                .transpose()?,
+            pii_key: super::transform::pii_key()?,
             ..TransformOptions::default()
         },
         compact: CompactOptions {
@@ -51,16 +47,13 @@ pub async fn run(args: RunArgs, config: Config) -> anyhow::Result<ExitCode> {
         .context("connecting to the catalog")?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let signal_stop = stop.clone();
     let shutdown_timeout = args.ingest.shutdown_timeout;
-    // The first signal asks for a clean stop: ingest commits what it holds
-    // and a last round carries it to gold, within the shutdown timeout.
-    let deadline = async move {
-        super::shutdown_signal().await;
-        tracing::info!("stopping: committing what has been read and carrying it to gold");
-        signal_stop.store(true, Ordering::Relaxed);
-        tokio::time::sleep(shutdown_timeout).await;
-    };
+    // Ingest commits what it holds and a last round carries it to gold.
+    let deadline = super::stop_on_signal(
+        stop.clone(),
+        shutdown_timeout,
+        "stopping: committing what has been read and carrying it to gold",
+    );
     let summary = tokio::select! {
         result = lake_run::run(catalog, config.storage.clone(), kafka, &pipeline, options, stop) => result?,
         () = deadline => bail!(

@@ -28,12 +28,7 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
     let options = TransformOptions {
         fail_on_quarantine_ratio: args.fail_on_quarantine_ratio,
         exhaustive_dedup: args.exhaustive_dedup,
-        // From the environment only: a flag would show in process lists and
-        // shell history, a file key in `lake config show`.
-        pii_key: std::env::var(lake_transform::pii::KEY_ENV)
-            .ok()
-            .map(|key| lake_transform::PiiKey::new(&key))
-            .transpose()?,
+        pii_key: pii_key()?,
         ..TransformOptions::default()
     };
     let catalog = lake_table::LakeCatalog::connect(&config)
@@ -57,6 +52,16 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The key of `[silver.pii]`'s `hash`, from the environment only: a flag
+/// would show in process lists and shell history, a file key in
+/// `lake config show`.
+pub(super) fn pii_key() -> anyhow::Result<Option<lake_transform::PiiKey>> {
+    Ok(std::env::var(lake_transform::pii::KEY_ENV)
+        .ok()
+        .map(|key| lake_transform::PiiKey::new(&key))
+        .transpose()?)
 }
 
 /// One line per model: a spinner while it runs on a terminal, its summary
