@@ -44,6 +44,16 @@ impl Readiness {
     }
 }
 
+/// The wait before retry number `attempt` (from 1) while an outage lasts:
+/// 1, 2, 4 … up to 30 s, never past the `left` of the retry budget. Ingest
+/// and `lake run` back off alike, so their logs read alike.
+pub fn retry_delay(attempt: u32, left: std::time::Duration) -> std::time::Duration {
+    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
+    std::time::Duration::from_secs(1 << attempt.saturating_sub(1).min(5))
+        .min(MAX)
+        .min(left)
+}
+
 /// A duration as people read it in a check's detail: `2.1s`, `3m 5s`.
 pub fn age(duration: std::time::Duration) -> String {
     let seconds = duration.as_secs_f64();
@@ -64,6 +74,18 @@ mod tests {
         fn checks(&self) -> Vec<Check> {
             self.0.clone()
         }
+    }
+
+    #[test]
+    fn retries_back_off_to_thirty_seconds_within_the_budget() {
+        use std::time::Duration;
+        let long = Duration::from_secs(600);
+        let waits: Vec<u64> = (1..=8).map(|a| retry_delay(a, long).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(
+            retry_delay(6, Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
     }
 
     #[test]

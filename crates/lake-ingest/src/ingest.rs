@@ -472,9 +472,6 @@ fn request<T>(
     answer.blocking_recv().map_err(|_| Error::WriterStopped)
 }
 
-/// The longest wait between attempts while an outage lasts.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-
 /// Runs ingestion until stopped, caught up, or out of records.
 ///
 /// When the catalog or the storage fails (refused connections, timeouts,
@@ -532,9 +529,7 @@ pub async fn ingest(
                 source: Box::new(error),
             });
         }
-        let delay = Duration::from_secs(1 << (*attempts - 1).min(5))
-            .min(MAX_RETRY_DELAY)
-            .min(options.retry_budget - waited);
+        let delay = lake_core::health::retry_delay(*attempts, options.retry_budget - waited);
         tracing::warn!(
             catalog = catalog.uri(),
             attempt = *attempts,

@@ -37,9 +37,6 @@ use tokio::sync::watch;
 pub use error::{Error, Result};
 pub use status::RunStatus;
 
-/// The longest wait between two attempts of a failing round.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-
 /// How often the freshness gauge is set: it ages between commits, so it is
 /// published on a clock rather than on each commit.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
@@ -247,9 +244,10 @@ impl Keeper<'_> {
                                 source: Box::new(error),
                             });
                         }
-                        let delay = Duration::from_secs(1 << (*attempts - 1).min(5))
-                            .min(MAX_RETRY_DELAY)
-                            .min(self.options.retry_budget - waited);
+                        let delay = lake_core::health::retry_delay(
+                            *attempts,
+                            self.options.retry_budget - waited,
+                        );
                         tracing::warn!(
                             attempt = *attempts,
                             retry_in = %lake_core::health::age(delay),

@@ -250,9 +250,7 @@ pub fn freshness_summary(newest: Option<i64>) -> Vec<(String, String)> {
     let Some(newest) = newest else {
         return Vec::new();
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = lake_core::now_micros() / 1000;
     vec![
         (NEWEST_RECORD_KEY.to_string(), newest.to_string()),
         (FRESHNESS_KEY.to_string(), (now - newest).max(0).to_string()),
