@@ -29,9 +29,10 @@ FROM apache/airflow:${AIRFLOW_VERSION} AS airflow
 COPY --from=build /usr/local/bin/lake /usr/local/bin/lake
 
 FROM apache/superset:${SUPERSET_VERSION} AS superset
-# The image ships no database drivers; Trino's goes into Superset's own venv.
+# The image ships no database drivers; Trino's goes into Superset's own venv, at the
+# version tests/python/superset-requirements.txt pins for the Superset test.
 USER root
-RUN . /app/.venv/bin/activate && (uv pip install --no-cache trino || pip install --no-cache-dir trino)
+RUN . /app/.venv/bin/activate && (uv pip install --no-cache trino==0.340.0 || pip install --no-cache-dir trino==0.340.0)
 USER superset
 
 # Last, so that a plain `docker build .` makes the lake image.
