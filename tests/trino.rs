@@ -126,7 +126,7 @@ impl Stack {
     /// Generates `count` records of each dataset whose event times end now,
     /// with every kind of fault, and ingests them.
     fn produce_and_ingest(&self, count: u64, seed: u64) -> Result<()> {
-        let (start, per_second) = todays_window(count);
+        let (start, per_second) = support::todays_window(count);
         for dataset in ["tweets", "speedtest"] {
             let (count, seed) = (count.to_string(), seed.to_string());
             let mut args = vec!["generate", dataset, "--rate", "0", "--count", &count];
@@ -270,32 +270,6 @@ impl Stack {
             current.insert(table.clone(), loaded.metadata().current_snapshot_id());
         }
         Ok(current)
-    }
-}
-
-/// Where `count` records' event times go: ten a second, ending a minute ago,
-/// and all of them today (UTC), so that the seed's `date = CURRENT_DATE`
-/// finds them (late ones reach back two hours) and none lies in the future.
-/// Just after midnight the span shrinks, or the test waits a few seconds.
-fn todays_window(count: u64) -> (String, String) {
-    use jiff::SignedDuration;
-    loop {
-        let now = jiff::Timestamp::now();
-        let midnight = now
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .start_of_day()
-            .map(|d| d.timestamp())
-            .unwrap_or(now);
-        let end = now - SignedDuration::from_secs(60);
-        let room = end.duration_since(midnight);
-        if room < SignedDuration::from_secs(10) {
-            std::thread::sleep(std::time::Duration::from_secs(5));
-            continue;
-        }
-        let span = room.min(SignedDuration::from_secs((count / 10) as i64));
-        let start = end - span;
-        let per_second = count as f64 / span.as_secs_f64();
-        return (start.to_string(), format!("{per_second:.3}"));
     }
 }
 

@@ -2,7 +2,7 @@
 //! (PostgreSQL, s3s-fs, a Kafka broker, Trino), start real `lake catalog
 //! serve` and `lake` processes against them, and read what they wrote with
 //! clients lake does not use (pyiceberg, Trino, Kafka's Java admin client,
-//! Trino's JDBC driver).
+//! Trino's JDBC driver), and Superset with Chromium on top of Trino.
 //!
 //! A test that needs a service and finds none panics with the command to run;
 //! nothing here skips.
@@ -12,6 +12,7 @@ mod broker;
 mod catalog;
 mod kafka;
 mod process;
+mod superset;
 mod trino;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use broker::OwnBroker;
 pub use catalog::{CatalogProcess, CatalogSpec, Keys, PySnapshot, PyTable, storage_env};
 pub use kafka::{Consumed, DatasetTopics, GroupView, Kafka};
 pub use process::{LakeProcess, run_lake, run_lake_env, run_lake_in, run_lake_ok};
+pub use superset::Superset;
 pub use trino::{Column, QueryError, Rows, Trino};
 
 /// The key `lake` processes of the tests hash personal data with
