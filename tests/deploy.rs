@@ -668,8 +668,8 @@ fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
         }
     }
     assert_eq!(
-        lake_services, 4,
-        "catalog, two generators and ingest run the lake image"
+        lake_services, 5,
+        "catalog, two generators, ingest and run (profile live) run the lake image"
     );
 
     // The catalog service listens where Trino and the clients look for it.
@@ -719,7 +719,13 @@ fn compose_services_build_publish_check_and_start_in_order() -> Result<()> {
     let names = strings(&prometheus["scrape_configs"][0]["dns_sd_configs"][0]["names"])?;
     assert_eq!(
         names,
-        ["catalog", "ingest", "generate-tweets", "generate-speedtest"]
+        [
+            "catalog",
+            "ingest",
+            "run",
+            "generate-tweets",
+            "generate-speedtest"
+        ]
     );
     for target in &names {
         let command = strings(&services[target.as_str()]["command"])?;
