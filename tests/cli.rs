@@ -175,3 +175,27 @@ fn completions_cover_every_command_and_flag() -> Result<()> {
     assert!(out.status.success(), "{}", stderr(&out));
     Ok(())
 }
+
+/// Output to a reader that has gone (`lake config show | head -1` once head
+/// has exited) ends the command with success and says nothing: no panic, no
+/// error about a pipe the user closed on purpose.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() -> Result<()> {
+    for args in [&["config", "show"][..], &["catalog", "generate-key"]] {
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let dir = tempfile::tempdir()?;
+        let out = std::process::Command::new(lake_testkit::lake_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("LAKE_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .spawn()?
+            .wait_with_output()?;
+        assert_eq!(stderr(&out), "", "lake {args:?}");
+        assert!(out.status.success(), "lake {args:?}: {}", out.status);
+    }
+    Ok(())
+}

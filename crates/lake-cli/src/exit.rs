@@ -28,6 +28,16 @@ pub fn for_error(error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Whether writing to standard output failed because its reader closed it.
+/// Rust ignores SIGPIPE, so the write returns EPIPE instead of ending the
+/// process as it would a C program.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|link| {
+        link.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// The table error in one link of a chain. The library crates wrap it
 /// transparently (their link shows its message and skips it as a source), so
 /// it is found through their `Table` variants as well as on its own.

@@ -74,6 +74,9 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        // The reader of the output went away (`lake sql … | head`): it has
+        // what it wanted, and the work before the output is done.
+        Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             exit::for_error(&e)

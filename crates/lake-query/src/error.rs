@@ -23,6 +23,11 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    #[error("writing the result: {0}")]
-    Output(String),
+    /// The result could not be written out: the reader went away
+    /// (`lake sql … | head`) or the disk is full.
+    #[error("writing the result")]
+    Output(#[from] std::io::Error),
+    /// Arrow refused to format or assemble the rows.
+    #[error("formatting the result")]
+    Format(#[from] datafusion::arrow::error::ArrowError),
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -30,37 +30,35 @@ pub fn write_batches(
     let empty = [RecordBatch::new_empty(schema.clone())];
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let batches = if rows == 0 { &empty[..] } else { batches };
-    let failed = |e: &dyn std::fmt::Display| Error::Output(e.to_string());
     match format {
         Format::Table => {
-            let text = datafusion::arrow::util::pretty::pretty_format_batches(batches)
-                .map_err(|e| failed(&e))?;
-            writeln!(out, "{text}").map_err(|e| failed(&e))?;
+            let text = datafusion::arrow::util::pretty::pretty_format_batches(batches)?;
+            writeln!(out, "{text}")?;
         }
         Format::Csv => {
             let mut writer = datafusion::arrow::csv::WriterBuilder::new()
                 .with_header(true)
                 .build(&mut *out);
             for batch in batches {
-                writer.write(batch).map_err(|e| failed(&e))?;
+                writer.write(batch)?;
             }
         }
-        Format::Json if rows == 0 => writeln!(out, "[]").map_err(|e| failed(&e))?,
+        Format::Json if rows == 0 => writeln!(out, "[]")?,
         Format::Json => {
             let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut *out);
             let refs: Vec<&RecordBatch> = batches.iter().collect();
-            writer.write_batches(&refs).map_err(|e| failed(&e))?;
-            writer.finish().map_err(|e| failed(&e))?;
-            writeln!(out).map_err(|e| failed(&e))?;
+            writer.write_batches(&refs)?;
+            writer.finish()?;
+            writeln!(out)?;
         }
         Format::Jsonl => {
             let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
             let refs: Vec<&RecordBatch> = batches.iter().collect();
-            writer.write_batches(&refs).map_err(|e| failed(&e))?;
-            writer.finish().map_err(|e| failed(&e))?;
+            writer.write_batches(&refs)?;
+            writer.finish()?;
         }
     }
-    out.flush().map_err(|e| failed(&e))
+    Ok(out.flush()?)
 }
 
 #[cfg(test)]

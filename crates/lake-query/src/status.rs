@@ -317,8 +317,10 @@ pub fn status_batch(statuses: &[TableStatus], now_ms: i64, lag: bool) -> Result<
             }))),
         ]);
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| Error::Output(e.to_string()))
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// `lake snapshots` as rows for [`crate::write_batches`].
@@ -371,8 +373,10 @@ pub fn snapshots_batch(rows: &[SnapshotRow]) -> Result<RecordBatch> {
                 .join(" ")
         }))),
     ];
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| Error::Output(e.to_string()))
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub async fn run(command: CatalogCommand, config: Config) -> anyhow::Result<Exit
         CatalogCommand::Serve(args) => serve(*args, config).await,
         CatalogCommand::Check => check(&config).await,
         CatalogCommand::GenerateKey => {
-            println!("{}", lake_catalog::generate_key());
+            writeln!(std::io::stdout(), "{}", lake_catalog::generate_key())?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -54,11 +54,12 @@ async fn check(config: &Config) -> anyhow::Result<ExitCode> {
                 .get("warehouse")
                 .or_else(|| info.overrides.get("warehouse"))
                 .map_or("(not advertised)", String::as_str);
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "ok: catalog at {} answers; warehouse {warehouse}; {} endpoints",
                 http.uri(),
                 info.endpoints.len()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::process::ExitCode;
 
 use lake_core::Config;
@@ -12,14 +13,16 @@ pub fn run(command: ConfigCommand, config: &Config, sources: &Sources) -> anyhow
                 .file
                 .as_ref()
                 .map_or("none".to_string(), |f| f.display().to_string());
-            println!("# file: {file}");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "# file: {file}")?;
             if !sources.env.is_empty() {
-                println!("# environment: {}", sources.env.join(", "));
+                writeln!(out, "# environment: {}", sources.env.join(", "))?;
             }
             if !sources.flags.is_empty() {
-                println!("# flags: {}", sources.flags.join(", "));
+                writeln!(out, "# flags: {}", sources.flags.join(", "))?;
             }
-            print!("{}", config.to_redacted_toml()?);
+            write!(out, "{}", config.to_redacted_toml()?)?;
+            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
     }

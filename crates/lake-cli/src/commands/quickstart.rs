@@ -1,7 +1,7 @@
 //! `lake quickstart`: the whole pipeline on this machine alone, then a
 //! report of what came out.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ pub async fn run(args: QuickstartArgs, config: Config) -> anyhow::Result<ExitCod
         pii_key: std::env::var(lake_transform::pii::KEY_ENV).ok(),
     };
     let report = lake_quickstart::run(config, &options, &Printer(Progress::new())).await?;
-    print!("{}", describe(&report, &args)?);
+    write!(std::io::stdout(), "{}", describe(&report, &args)?)?;
     Ok(ExitCode::SUCCESS)
 }
 

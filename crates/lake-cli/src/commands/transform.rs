@@ -1,4 +1,4 @@
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -171,7 +171,7 @@ fn write_models(
                         .with_context(|| format!("writing {}", path.display()))?;
                     eprintln!("wrote {}", path.display());
                 }
-                None => println!("-- {file}\n{sql}"),
+                None => writeln!(std::io::stdout(), "-- {file}\n{sql}")?,
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `lake validate`: a pipeline checked without touching data.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use lake_core::Config;
@@ -21,11 +22,12 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     }
     let models: usize = pipeline.datasets.iter().map(|d| 1 + d.gold.len()).sum();
     let rules: usize = pipeline.datasets.iter().map(|d| d.silver.rules.len()).sum();
-    println!(
+    writeln!(
+        std::io::stdout(),
         "ok: {} — {} datasets ({}), {models} models, {rules} rules",
         pipeline.source,
         pipeline.datasets.len(),
         pipeline.names().join(", ")
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
