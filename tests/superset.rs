@@ -286,6 +286,17 @@ async fn the_seeds_dashboards_render_on_trino_and_every_chart_equals_lake_sql() 
             .iter()
             .filter_map(|c| c["id"].as_i64())
             .collect();
+        if slug == REAL_TIME {
+            // A wall screen: the page asks again every 10 s, so what it shows
+            // is as old as gold's freshness plus at most that.
+            let full = superset.get(&format!("dashboard/{id}")).await?;
+            let metadata: Value = serde_json::from_str(
+                full["result"]["json_metadata"]
+                    .as_str()
+                    .context("json_metadata")?,
+            )?;
+            assert_eq!(metadata["refresh_frequency"], 10, "{metadata}");
+        }
         charts_of.insert(slug.clone(), ids);
         slugs.push(slug);
     }
