@@ -188,26 +188,15 @@ impl Stack {
     /// `count` tweets whose event times end a minute ago, through bronze,
     /// silver and gold.
     fn produce_to_gold(&self, count: u64, seed: u64) -> Result<()> {
-        let (start, per_second) = support::todays_window(count);
-        let (count, seed) = (count.to_string(), seed.to_string());
-        let mut args = vec!["generate", "tweets", "--rate", "0", "--count", &count];
-        let routes = self.topics.generate_args("tweets");
-        args.extend(routes.iter().map(String::as_str));
-        args.extend([
-            "--seed",
-            &seed,
-            "--start",
-            &start,
-            "--events-per-second",
-            &per_second,
-            "--users",
-            "300",
-            "--duplicates",
-            "0.02",
-            "--late",
-            "0.02",
-        ]);
-        self.lake(&args)?;
+        let args = support::generate_today(
+            &self.topics,
+            "tweets",
+            count,
+            seed,
+            300,
+            &[("--duplicates", "0.02"), ("--late", "0.02")],
+        );
+        self.lake(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let topic = format!("tweets={}", self.topics.tweets);
         self.lake(&[
             "ingest",

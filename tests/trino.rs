@@ -126,31 +126,21 @@ impl Stack {
     /// Generates `count` records of each dataset whose event times end now,
     /// with every kind of fault, and ingests them.
     fn produce_and_ingest(&self, count: u64, seed: u64) -> Result<()> {
-        let (start, per_second) = support::todays_window(count);
         for dataset in ["tweets", "speedtest"] {
-            let (count, seed) = (count.to_string(), seed.to_string());
-            let mut args = vec!["generate", dataset, "--rate", "0", "--count", &count];
-            let routes = self.topics.generate_args(dataset);
-            args.extend(routes.iter().map(String::as_str));
-            args.extend([
-                "--seed",
-                &seed,
-                "--start",
-                &start,
-                "--events-per-second",
-                &per_second,
-                "--users",
-                "400",
-                "--duplicates",
-                "0.02",
-                "--malformed",
-                "0.01",
-                "--late",
-                "0.02",
-                "--invalid",
-                "0.02",
-            ]);
-            self.lake(&args)?;
+            let args = support::generate_today(
+                &self.topics,
+                dataset,
+                count,
+                seed,
+                400,
+                &[
+                    ("--duplicates", "0.02"),
+                    ("--malformed", "0.01"),
+                    ("--late", "0.02"),
+                    ("--invalid", "0.02"),
+                ],
+            );
+            self.lake(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
         let mut args = vec!["ingest", "tweets", "speedtest", "--until-caught-up"];
         let routes = self.topics.ingest_args();

@@ -241,3 +241,38 @@ pub fn todays_window(count: u64) -> (String, String) {
         return (start.to_string(), format!("{per_second:.3}"));
     }
 }
+
+/// `lake generate DATASET` arguments for `count` records into the test's
+/// topic, with event times today ending a minute ago ([`todays_window`]),
+/// `users` distinct users and the fault rates `faults`
+/// (`[("--duplicates", "0.02"), …]`).
+pub fn generate_today(
+    topics: &lake_testkit::DatasetTopics,
+    dataset: &str,
+    count: u64,
+    seed: u64,
+    users: u32,
+    faults: &[(&str, &str)],
+) -> Vec<String> {
+    let (start, per_second) = todays_window(count);
+    let mut args: Vec<String> = ["generate", dataset, "--rate", "0", "--count"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.push(count.to_string());
+    args.extend(topics.generate_args(dataset));
+    args.extend([
+        "--seed".into(),
+        seed.to_string(),
+        "--start".into(),
+        start,
+        "--events-per-second".into(),
+        per_second,
+        "--users".into(),
+        users.to_string(),
+    ]);
+    for (flag, rate) in faults {
+        args.extend([flag.to_string(), rate.to_string()]);
+    }
+    args
+}
