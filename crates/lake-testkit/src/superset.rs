@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::{free_port, repo_root, required_env};
 
 /// How long the bootstrap (migrations, roles, import) and gunicorn may take
-/// to answer `/health`: about 40 s here, with room for a loaded machine.
+/// to answer `/health`: about 20 s here, with room for a loaded machine.
 const START_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The admin's password in the test's Superset; nothing outside loopback
