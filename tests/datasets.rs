@@ -310,14 +310,10 @@ impl Orders {
     /// `lake sql` as the reader, one JSON object per row.
     fn sql(&self, sql: &str) -> Result<Vec<serde_json::Map<String, Value>>> {
         let dir = self.dir();
-        let out = run_lake_ok(
+        lake_testkit::run_lake_jsonl(
             &["--pipeline", &dir, "sql", "--format", "jsonl", sql],
             self.catalog.lake_env(Role::Reader),
-        )?;
-        String::from_utf8(out.stdout)?
-            .lines()
-            .map(|l| Ok(serde_json::from_str(l)?))
-            .collect()
+        )
     }
 
     fn count(&self, table: &str) -> Result<i64> {

@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail, ensure};
 use lake_core::config::Role;
 use lake_testkit::{
-    CatalogProcess, CatalogSpec, DatasetTopics, Kafka, Services, Superset, Trino, run_lake_ok,
+    CatalogProcess, CatalogSpec, DatasetTopics, Kafka, Services, Superset, Trino, run_lake_jsonl,
+    run_lake_ok,
 };
 use serde_json::{Map, Value};
 
@@ -214,14 +215,10 @@ impl Stack {
 
     /// `lake sql` as the reader, one map per row.
     fn lake_sql(&self, sql: &str) -> Result<Vec<Map<String, Value>>> {
-        let out = run_lake_ok(
+        run_lake_jsonl(
             &["sql", "--format", "jsonl", sql],
             self.catalog.lake_env(Role::Reader),
-        )?;
-        String::from_utf8(out.stdout)?
-            .lines()
-            .map(|line| Ok(serde_json::from_str(line)?))
-            .collect()
+        )
     }
 }
 

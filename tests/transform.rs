@@ -919,11 +919,7 @@ async fn a_record_resent_many_runs_later_is_still_a_duplicate() -> Result<()> {
 fn sql_rows(lake: &Lake, pipeline: &[&str], sql: &str) -> Result<Vec<Value>> {
     let mut args = pipeline.to_vec();
     args.extend(["sql", "--format", "jsonl", sql]);
-    let out = run_lake_ok(&args, lake.catalog.lake_env(Role::Reader))?;
-    String::from_utf8(out.stdout)?
-        .lines()
-        .map(|l| Ok(serde_json::from_str(l)?))
-        .collect()
+    lake_testkit::run_lake_jsonl(&args, lake.catalog.lake_env(Role::Reader))
 }
 
 /// [silver.pii]: the built-in tweets hash user_id, username and display_name

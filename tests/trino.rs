@@ -161,11 +161,7 @@ impl Stack {
             args.extend(["--as-of", as_of]);
         }
         args.push(sql);
-        let out = run_lake_ok(&args, self.catalog.lake_env(Role::Reader))?;
-        String::from_utf8(out.stdout)?
-            .lines()
-            .map(|line| Ok(serde_json::from_str(line)?))
-            .collect()
+        lake_testkit::run_lake_jsonl(&args, self.catalog.lake_env(Role::Reader))
     }
 
     fn lake_count(&self, table: &str, as_of: Option<&str>) -> Result<i64> {

@@ -23,7 +23,7 @@ use lake_core::config::{S3Config, StorageConfig};
 pub use broker::OwnBroker;
 pub use catalog::{CatalogProcess, CatalogSpec, Keys, PySnapshot, PyTable, storage_env};
 pub use kafka::{Consumed, DatasetTopics, GroupView, Kafka};
-pub use process::{LakeProcess, run_lake, run_lake_env, run_lake_in, run_lake_ok};
+pub use process::{LakeProcess, run_lake, run_lake_env, run_lake_in, run_lake_jsonl, run_lake_ok};
 pub use superset::Superset;
 pub use trino::{Column, QueryError, Rows, Trino};
 

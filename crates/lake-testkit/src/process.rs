@@ -66,6 +66,24 @@ pub fn run_lake_ok<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     Ok(out)
 }
 
+/// [`run_lake_ok`] of a command printing JSON lines (`lake sql --format
+/// jsonl …`): one value per line of its standard output.
+pub fn run_lake_jsonl<T, K, V>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<Vec<T>>
+where
+    T: serde::de::DeserializeOwned,
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let out = run_lake_ok(args, env)?;
+    String::from_utf8(out.stdout)?
+        .lines()
+        .map(|line| Ok(serde_json::from_str(line)?))
+        .collect()
+}
+
 /// A `lake` process in the background; killed (SIGKILL) when dropped.
 pub struct LakeProcess {
     child: std::process::Child,
