@@ -26,14 +26,7 @@ use std::time::Instant;
 use iceberg::{Catalog, TableIdent};
 
 mod common;
-use common::median;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{env_or, median};
 
 fn main() {
     let tweets: u64 = env_or("LAKE_BENCH_TWEETS", 5_000_000);

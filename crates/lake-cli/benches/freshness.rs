@@ -32,6 +32,7 @@ use lake_table::files::LiveFile;
 use lake_testkit::{CatalogProcess, CatalogSpec, Kafka, Services};
 
 mod common;
+use common::env_or;
 
 const PARTITIONS: i32 = 16;
 const GOLD: &str = "gold.popular_hashtags_by_hour";
@@ -39,13 +40,6 @@ const SILVER: &str = "silver.tweets_clean";
 const BRONZE: &str = "bronze.tweets_raw";
 /// Airflow's schedule in the seed: the batch path runs every 15 minutes.
 const BATCH_EVERY: Duration = Duration::from_secs(15 * 60);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn ident(name: &str) -> TableIdent {
     TableIdent::from_strs(name.split('.')).expect("table name")

@@ -33,7 +33,7 @@ use lake_table::{Append, LakeCatalog, TableWriter, WriterOptions};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 mod common;
-use common::median;
+use common::{env_or, median};
 
 const DAY_MICROS: i64 = 86_400_000_000;
 /// 2025-01-01T00:00:00Z: a year before the other benches, so that no day
@@ -43,13 +43,6 @@ const SEED_DAY: i64 = common::START - 365 * DAY_MICROS;
 const BATCH: u64 = 1_000_000;
 /// Batch `b` falls on this day after the seed's plus `b`, clear of the copies.
 const FIRST_BATCH_DAY: i64 = 200;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One day of tweets from `seed`, 1 % re-sent shortly after, 1 % late by two
 /// hours; none breaks a rule, so every key written reaches silver.

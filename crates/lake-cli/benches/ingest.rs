@@ -299,9 +299,10 @@ fn main() {
         let e2e = median(measured.e2e);
         let steady = median(measured.steady);
         println!(
-            "ingest/end-to-end ({protocol}): {tweets} tweets ({mb:.0} MB), median of {RUNS}: {e2e:.2}s = {:.0} k tweets/s, {:.1} MB/s; peak RSS {:.0} MB; {:.0} % of the ceiling",
+            "ingest/end-to-end ({protocol}): {tweets} tweets ({mb:.0} MB), median of {RUNS}: {e2e:.2}s = {:.0} k tweets/s, {:.1} MB/s; {:.1} CPU-s; peak RSS {:.0} MB; {:.0} % of the ceiling",
             tweets as f64 / 1e3 / e2e,
             mb / e2e,
+            median(measured.cpu),
             median(measured.memory),
             100.0 * ceiling / e2e,
         );

@@ -15,7 +15,9 @@
 //!   commit interval, JSON values without schemas, the table auto-created), timed from its
 //!   start until every record is in its table, then stopped.
 //!
-//! Each runs under `/usr/bin/time` for CPU seconds and peak RSS; the bench prints wall
+//! lake and the Python peer take turns LAKE_BENCH_RUNS times (3) and their medians are
+//! reported; the Connect sink, which takes minutes, runs once (LAKE_BENCH_CONNECT=0 skips
+//! it). Each runs under `/usr/bin/time` for CPU seconds and peak RSS; the bench prints wall
 //! time, CPU, memory and files written, and lake's throughput relative to each peer.
 
 use std::path::{Path, PathBuf};
@@ -141,41 +143,8 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let mut results = Vec::new();
-
-    // lake.
-    let started = Instant::now();
-    let out = common::timed(&Command::new(lake_testkit::lake_bin()))
-        .args([
-            "ingest",
-            "tweets",
-            "--until-caught-up",
-            "--brokers",
-            kafka.brokers(),
-        ])
-        .args(["--topic", &format!("tweets={topic}")])
-        .args([
-            "--table",
-            "tweets=bronze.peers_lake",
-            "--group-id",
-            &Kafka::unique("lake"),
-        ])
-        .args(["--commit-interval", &format!("{COMMIT_SECONDS}s")])
-        .envs(catalog.lake_env(Role::Writer))
-        .env("RUST_LOG", "warn")
-        .current_dir(dir.path())
-        .output()
-        .expect("lake ingest");
-    let seconds = started.elapsed().as_secs_f64();
-    results.push(finished(
-        "lake ingest (classic)",
-        seconds,
-        &out,
-        table_state(&runtime, &catalog, "bronze.peers_lake"),
-        tweets,
-    ));
-
-    // The Python peer.
+    // lake and the Python peer take turns, each run into fresh tables, so
+    // both see the same moments of the machine.
     let s3 = &catalog.spec().storage.s3;
     let endpoint = s3.endpoint.clone().unwrap_or_default();
     let access_key = s3.access_key_id.clone().unwrap_or_default();
@@ -184,32 +153,94 @@ fn main() {
         .as_ref()
         .map(|s| s.expose().to_string())
         .unwrap_or_default();
-    let started = Instant::now();
-    let out = common::timed(&Command::new(common::python()))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_python.py"))
-        .args([
-            kafka.brokers(),
-            &topic,
-            &Kafka::unique("python"),
-            "bronze.peers_python",
-        ])
-        .arg(tweets.to_string())
-        .env("LAKE_PY_URI", catalog.uri())
-        .env("LAKE_PY_TOKEN", catalog.keys().for_role(Role::Writer))
-        .env("LAKE_PY_S3_ENDPOINT", &endpoint)
-        .env("LAKE_PY_S3_ACCESS_KEY", &access_key)
-        .env("LAKE_PY_S3_SECRET_KEY", &secret_key)
-        .current_dir(dir.path())
-        .output()
-        .expect("python with confluent-kafka and pyiceberg (tests/run installs them)");
-    let seconds = started.elapsed().as_secs_f64();
-    results.push(finished(
-        "Python peer",
-        seconds,
-        &out,
-        table_state(&runtime, &catalog, "bronze.peers_python"),
-        tweets,
-    ));
+    let runs: usize = common::env_or("LAKE_BENCH_RUNS", 3);
+    let mut rounds: Vec<Vec<Result>> = Vec::new();
+    for run in 0..runs {
+        let mut round = Vec::new();
+        let name = "lake ingest (classic)";
+        let table = format!("bronze.peers_lake_{run}");
+        let started = Instant::now();
+        let out = common::timed(&Command::new(lake_testkit::lake_bin()))
+            .args([
+                "ingest",
+                "tweets",
+                "--until-caught-up",
+                "--brokers",
+                kafka.brokers(),
+            ])
+            .args(["--topic", &format!("tweets={topic}")])
+            .args([
+                "--table",
+                &format!("tweets={table}"),
+                "--group-id",
+                &Kafka::unique("lake"),
+            ])
+            .args(["--commit-interval", &format!("{COMMIT_SECONDS}s")])
+            .envs(catalog.lake_env(Role::Writer))
+            .env("RUST_LOG", "warn")
+            .current_dir(dir.path())
+            .output()
+            .expect("lake ingest");
+        let seconds = started.elapsed().as_secs_f64();
+        let result = finished(
+            name,
+            seconds,
+            &out,
+            table_state(&runtime, &catalog, &table),
+            tweets,
+        );
+        eprintln!("{name}, run {run}: {seconds:.2}s, {:.1} CPU-s", result.cpu);
+        round.push(result);
+
+        let table = format!("bronze.peers_python_{run}");
+        let started = Instant::now();
+        let out = common::timed(&Command::new(common::python()))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_python.py"))
+            .args([kafka.brokers(), &topic, &Kafka::unique("python"), &table])
+            .arg(tweets.to_string())
+            .env("LAKE_PY_URI", catalog.uri())
+            .env("LAKE_PY_TOKEN", catalog.keys().for_role(Role::Writer))
+            .env("LAKE_PY_S3_ENDPOINT", &endpoint)
+            .env("LAKE_PY_S3_ACCESS_KEY", &access_key)
+            .env("LAKE_PY_S3_SECRET_KEY", &secret_key)
+            .current_dir(dir.path())
+            .output()
+            .expect("python with confluent-kafka and pyiceberg (tests/run installs them)");
+        let seconds = started.elapsed().as_secs_f64();
+        let result = finished(
+            "Python peer",
+            seconds,
+            &out,
+            table_state(&runtime, &catalog, &table),
+            tweets,
+        );
+        eprintln!(
+            "Python peer, run {run}: {seconds:.2}s, {:.1} CPU-s",
+            result.cpu
+        );
+        round.push(result);
+        rounds.push(round);
+    }
+    // Per contestant, the median of each figure over the runs.
+    let mut results: Vec<Result> = (0..rounds[0].len())
+        .map(|i| {
+            let of = |f: fn(&Result) -> f64| {
+                common::median(rounds.iter().map(|round| f(&round[i])).collect())
+            };
+            Result {
+                name: rounds[0][i].name,
+                seconds: of(|r| r.seconds),
+                cpu: of(|r| r.cpu),
+                peak_mb: of(|r| r.peak_mb),
+                files: rounds[0][i].files,
+            }
+        })
+        .collect();
+
+    if std::env::var("LAKE_BENCH_CONNECT").as_deref() == Ok("0") {
+        report(&results, tweets, mb);
+        return;
+    }
 
     // The Kafka Connect sink.
     let control = Kafka::unique("control-iceberg");
@@ -326,7 +357,12 @@ fn main() {
         files,
     });
 
-    for r in &results {
+    report(&results, tweets, mb);
+}
+
+/// Prints each contestant's figures and lake's ratio to each peer.
+fn report(results: &[Result], tweets: u64, mb: f64) {
+    for r in results {
         println!(
             "peers/{}: {tweets} tweets ({mb:.0} MB) from the real broker: {:.2}s = {:.0} k tweets/s; {:.1} CPU-s; peak RSS {:.0} MB; {} files",
             r.name,

@@ -31,6 +31,15 @@ pub fn embedded_catalog(runtime: &tokio::runtime::Runtime, dir: &Path) -> (Strin
     (uri, key)
 }
 
+/// The bench setting `name` from the environment, or `default` when unset or
+/// not a `T`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -117,7 +126,7 @@ pub fn connect(runtime: &tokio::runtime::Runtime, uri: &str, key: &str) -> LakeC
         catalog: lake_core::config::CatalogConfig {
             uri: uri.to_string(),
             token: Some(lake_core::Secret::new(key)),
-            warehouse: None,
+            ..lake_core::config::CatalogConfig::default()
         },
         ..lake_core::Config::default()
     };
