@@ -1,6 +1,7 @@
-//! The command line itself: flag names, the token's variable, exit codes and
-//! shell completions. These need no services; the reading commands' fallback
-//! to ./lake-data is tested in quickstart.rs, where a quickstart makes one.
+//! The command line itself: flag names, the token's variable, exit codes,
+//! shell completions, and a catalog that stops answering. These need no
+//! services; the reading commands' fallback to ./lake-data is tested in
+//! quickstart.rs, where a quickstart makes one.
 
 use anyhow::{Result, ensure};
 use lake_testkit::{free_port, run_lake_env};
@@ -197,5 +198,71 @@ fn output_into_a_closed_pipe_ends_quietly() -> Result<()> {
         assert_eq!(stderr(&out), "", "lake {args:?}");
         assert!(out.status.success(), "lake {args:?}: {}", out.status);
     }
+    Ok(())
+}
+
+/// A catalog that answers `/v1/config` and then accepts every request
+/// without ever answering, as a wedged server or a half-dead proxy does.
+/// Returns its URI; it lives as long as the test process.
+fn wedged_catalog() -> Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let uri = format!("http://{}", listener.local_addr()?);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            if request.starts_with("GET /v1/config") {
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let body = r#"{"defaults":{},"overrides":{}}"#;
+                let _ = write!(
+                    reader.get_mut(),
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            } else {
+                held.push(reader);
+            }
+        }
+    });
+    Ok(uri)
+}
+
+#[test]
+fn a_catalog_that_stops_answering_fails_the_command_within_its_timeout() -> Result<()> {
+    let out = run_lake_env(&["tables"], vec![("LAKE_CATALOG__REQUEST_TIMEOUT", "0s")])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("catalog.request_timeout must be longer than 0s"),
+        "{}",
+        stderr(&out)
+    );
+
+    let uri = wedged_catalog()?;
+    let started = std::time::Instant::now();
+    let mut lake = lake_testkit::LakeProcess::spawn(
+        &["--catalog-uri", &uri, "tables"],
+        [("LAKE_CATALOG__REQUEST_TIMEOUT", "2s")],
+    )?;
+    let status = lake.wait(std::time::Duration::from_secs(60))?;
+    let waited = started.elapsed();
+    let err = lake.log();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(uri.trim_start_matches("http://")), "{err}");
+    assert!(
+        err.contains("/v1/namespaces") && err.contains("timed out"),
+        "{err}"
+    );
+    // Listing namespaces is the request that goes unanswered; it alone waits.
+    assert!(
+        waited >= std::time::Duration::from_secs(2) && waited < std::time::Duration::from_secs(20),
+        "{waited:?}"
+    );
     Ok(())
 }

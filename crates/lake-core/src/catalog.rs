@@ -11,9 +11,6 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::storage;
 
-/// How long one catalog request may take before it is reported as a failure.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The properties iceberg's REST client is built with: URI, token, warehouse
 /// and the storage settings its FileIO uses for table files.
 pub fn rest_properties(config: &Config) -> HashMap<String, String> {
@@ -33,8 +30,17 @@ pub fn rest_properties(config: &Config) -> HashMap<String, String> {
 /// The connection is checked first, so a wrong URI or token is reported in
 /// words rather than as the first failing table operation.
 pub async fn connect(config: &Config) -> Result<RestCatalog> {
-    CatalogHttp::new(config)?.config().await?;
+    let http = CatalogHttp::new(config)?;
+    http.config().await?;
+    rest_catalog(config, &http).await
+}
+
+/// iceberg's REST client for `config`'s catalog, sending its requests
+/// through `http`'s client, so that they time out as lake's own do
+/// (iceberg's default client waits forever).
+pub async fn rest_catalog(config: &Config, http: &CatalogHttp) -> Result<RestCatalog> {
     Ok(RestCatalogBuilder::default()
+        .with_client(http.client().clone())
         .with_storage_factory(storage::storage_factory())
         .load("lake", rest_properties(config))
         .await?)
@@ -57,13 +63,15 @@ pub struct CatalogHttp {
     uri: String,
     token: Option<String>,
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl CatalogHttp {
     pub fn new(config: &Config) -> Result<Self> {
+        let timeout = config.catalog.request_timeout;
         let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
             .map_err(|e| Error::catalog(&config.catalog.uri, format!("HTTP client: {e}")))?;
         Ok(Self {
@@ -74,6 +82,7 @@ impl CatalogHttp {
                 .as_ref()
                 .map(|t| t.expose().to_string()),
             client,
+            timeout,
         })
     }
 
@@ -117,7 +126,10 @@ impl CatalogHttp {
             "nothing answers there (is `lake catalog serve` running, and is catalog.uri right?)"
                 .to_string()
         } else if error.is_timeout() {
-            format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())
+            format!(
+                "no answer within {:?} (catalog.request_timeout)",
+                self.timeout
+            )
         } else {
             error.to_string()
         };

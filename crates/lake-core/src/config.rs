@@ -117,6 +117,11 @@ pub struct CatalogConfig {
     pub token: Option<Secret>,
     /// Warehouse passed to the catalog's `/v1/config`, for catalogs serving several.
     pub warehouse: Option<String>,
+    /// How long one catalog request may take before it counts as failed:
+    /// a catalog that accepts connections and never answers would otherwise
+    /// hold a command forever.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl Default for CatalogConfig {
@@ -125,6 +130,7 @@ impl Default for CatalogConfig {
             uri: format!("http://{DEFAULT_CATALOG_ADDR}"),
             token: None,
             warehouse: None,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -469,6 +475,11 @@ impl Config {
                 self.catalog.uri
             ))
         })?;
+        if self.catalog.request_timeout.is_zero() {
+            return Err(Error::config(
+                "catalog.request_timeout must be longer than 0s: every catalog request would fail",
+            ));
+        }
         match self.server.location_scope.as_str() {
             "table" | "warehouse" => {}
             other => {

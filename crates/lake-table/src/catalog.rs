@@ -9,10 +9,8 @@ use std::collections::HashMap;
 
 use iceberg::spec::{Schema, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
-use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
-use iceberg_catalog_rest::{
-    CommitTableRequest, CommitTableResponse, RestCatalog, RestCatalogBuilder,
-};
+use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_rest::{CommitTableRequest, CommitTableResponse, RestCatalog};
 use lake_core::Config;
 use lake_core::catalog::CatalogHttp;
 use serde::Serialize;
@@ -73,10 +71,7 @@ impl LakeCatalog {
             Some(prefix) => format!("/v1/{}", encode(prefix)),
             None => "/v1".to_string(),
         };
-        let rest = RestCatalogBuilder::default()
-            .with_storage_factory(lake_core::storage::storage_factory())
-            .load("lake", lake_core::catalog::rest_properties(config))
-            .await?;
+        let rest = lake_core::catalog::rest_catalog(config, &http).await?;
         Ok(Self {
             rest: Arc::new(rest),
             http,
