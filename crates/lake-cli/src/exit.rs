@@ -28,6 +28,26 @@ pub fn for_error(error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// The message for a failed command, on one line as the library crates
+/// word it. When the catalog or the storage was out, the client library's
+/// wording ("Unexpected => Failed to execute http request, …") says little,
+/// so the plain cause comes first, with that wording after it for whoever
+/// debugs the connection; a message that already gives the cause (ingest's
+/// "gave up after …") stands alone.
+pub fn message(error: &anyhow::Error) -> String {
+    let full = format!("{error:#}");
+    let chain: &(dyn std::error::Error + 'static) = error.as_ref();
+    if !lake_table::error::outage_in_chain(chain) {
+        return full;
+    }
+    let cause = lake_table::error::describe_outage(chain);
+    if full.contains(&cause) {
+        full
+    } else {
+        format!("{cause}\n  ({full})")
+    }
+}
+
 /// Whether writing to standard output failed because its reader closed it.
 /// Rust ignores SIGPIPE, so the write returns EPIPE instead of ending the
 /// process as it would a C program.

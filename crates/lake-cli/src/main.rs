@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         // what it wanted, and the work before the output is done.
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", exit::message(&e));
             exit::for_error(&e)
         }
     }

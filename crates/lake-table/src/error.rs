@@ -158,7 +158,7 @@ pub fn outage_in_chain(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// An outage's cause in plain words: "nothing answers at http://host:port",
 /// "http://host:port answered 503 Service Unavailable", "no answer from … in
-/// time", or the error's own text when nothing plainer is found.
+/// time (to /v1/…)", or the error's own text when nothing plainer is found.
 pub fn describe_outage(error: &(dyn std::error::Error + 'static)) -> String {
     let mut next = Some(error);
     while let Some(e) = next {
@@ -178,7 +178,13 @@ pub fn describe_outage(error: &(dyn std::error::Error + 'static)) -> String {
                 return format!("nothing answers at {at} (connection refused or unreachable)");
             }
             if e.is_timeout() {
-                return format!("no answer from {at} in time");
+                // The path says which call hung: a catalog that answers its
+                // configuration but not a table's load is a different fault
+                // from one that answers nothing.
+                return match e.url() {
+                    Some(url) => format!("no answer from {at} in time (to {})", url.path()),
+                    None => format!("no answer from {at} in time"),
+                };
             }
             if let Some(status) = e.status() {
                 return format!("{at} answered {status}");
