@@ -25,7 +25,7 @@ use lake_kafka as kafka;
 use lake_table::TableWriter;
 
 mod common;
-use common::{START, median, tweets_spec};
+use common::{START, env_or, median, tweets_spec};
 
 const PARTITIONS: i32 = 128;
 const RUNS: usize = 3;
@@ -37,10 +37,7 @@ fn generator(tweets: u64) -> Generator {
 }
 
 fn main() {
-    let tweets: u64 = std::env::var("LAKE_BENCH_TWEETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000_000);
+    let tweets: u64 = env_or("LAKE_BENCH_TWEETS", 2_000_000);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
 

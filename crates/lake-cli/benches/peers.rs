@@ -94,10 +94,7 @@ fn finished(
 }
 
 fn main() {
-    let tweets: u64 = std::env::var("LAKE_BENCH_TWEETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let tweets: u64 = common::env_or("LAKE_BENCH_TWEETS", 1_000_000);
     let connect_libs = PathBuf::from(required("LAKE_TEST_CONNECT_LIBS"));
     let kafka_libs = PathBuf::from(required("LAKE_TEST_KAFKA_LIBS"));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -26,7 +26,7 @@ use iceberg::{Catalog, TableIdent};
 use lake_table::LakeCatalog;
 
 mod common;
-use common::median;
+use common::{env_or, median};
 
 /// Every table `lake transform all --dataset tweets` writes.
 const OUTPUTS: [&str; 6] = [
@@ -60,14 +60,8 @@ async fn take_outputs(catalog: &LakeCatalog) -> BTreeMap<String, u64> {
 }
 
 fn main() {
-    let tweets: u64 = std::env::var("LAKE_BENCH_TWEETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
-    let runs: usize = std::env::var("LAKE_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let tweets: u64 = env_or("LAKE_BENCH_TWEETS", 10_000_000);
+    let runs: usize = env_or("LAKE_BENCH_RUNS", 3);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let (uri, key) = common::embedded_catalog(&runtime, dir.path());
