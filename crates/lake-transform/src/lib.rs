@@ -10,7 +10,10 @@
 //! - [`transform`]: running silver and gold models incrementally.
 //! - [`scan`]: DataFusion tables over exact file sets.
 //! - [`pii`]: silver's protection of personal data (hash, redact, drop).
+//! - `builtins`: fast paths of `cardinality` and `date_trunc` for the shapes
+//!   Iceberg tables give them.
 
+mod builtins;
 pub mod error;
 pub mod models;
 pub mod pii;

@@ -206,6 +206,7 @@ fn session(options: &TransformOptions) -> SessionContext {
         .with_target_partitions(options.partitions.max(1))
         .with_repartition_joins(false);
     let ctx = SessionContext::new_with_config(config);
+    crate::builtins::register(&ctx);
     crate::pii::register(&ctx, options.pii_key.as_ref());
     ctx
 }
