@@ -15,6 +15,7 @@
 
 mod builtins;
 pub mod error;
+mod first_copies;
 pub mod models;
 pub mod pii;
 mod pipeline;

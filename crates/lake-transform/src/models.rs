@@ -22,6 +22,9 @@ pub const WARNINGS: &str = "_warnings";
 pub const POSITION: &str = "__lake_position";
 /// Columns a silver model must return: the copy's Kafka coordinates.
 pub const COORDINATES: [&str; 2] = ["_kafka_partition", "_kafka_offset"];
+/// `__lake_position` is the partition times this plus the offset: offsets
+/// are below it (i64), so one number orders a key's copies as Kafka did.
+pub(crate) const PARTITION_SCALE: i128 = 10_000_000_000_000_000_000;
 
 fn quoted(column: &str) -> String {
     format!("\"{}\"", column.replace('"', "\"\""))
@@ -39,23 +42,102 @@ pub(crate) fn projection(spec: &DatasetSpec) -> String {
     format!("{sql}\n")
 }
 
-/// The query a silver run executes over `bronze` and `existing`: the
+/// The query a silver model answers over `bronze` and `existing`: the
 /// dataset's projection, deduplicated on its silver key, with `_rule` (and
-/// `_warnings` where the dataset has warn rules) appended.
+/// `_warnings` where the dataset has warn rules) appended. lake runs it in
+/// two steps with the same answer: [`first_copies_sql`], then
+/// [`checked_rows_sql`] keeping the rows at those positions.
 pub fn silver_sql(spec: &DatasetSpec) -> String {
-    let keys: Vec<String> = spec.silver.key.iter().map(|k| quoted(k)).collect();
-    let key_list = keys.join(", ");
-    let anti = keys
-        .iter()
-        .map(|k| format!("(f.{k} IS NOT DISTINCT FROM e.{k})"))
-        .collect::<Vec<_>>()
-        .join("\n     AND ");
+    let keys = key_columns(spec);
     let join = keys
         .iter()
         .map(|k| format!("(p.{k} IS NOT DISTINCT FROM f.{k})"))
         .chain([format!("(p.{POSITION} = f.{POSITION})")])
         .collect::<Vec<_>>()
         .join("\n     AND ");
+    format!(
+        "-- {table}: {file}, deduplicated on ({key_list}) and checked against the rules of \
+         {toml}.\n\
+         {first_copies},\n\
+         fresh AS (\n    \
+             SELECT p.*\n    \
+             FROM unseen f\n    \
+             JOIN positioned p\n      \
+               ON {join}\n\
+         )\n\
+         SELECT * EXCLUDE ({POSITION}),\n{rules}\n\
+         FROM fresh\n",
+        table = spec.silver.table,
+        file = spec.silver.file,
+        key_list = keys.join(", "),
+        toml = spec.file,
+        first_copies = first_copy_ctes(spec),
+        rules = rule_columns(spec),
+    )
+}
+
+/// The Kafka position (`__lake_position`) of each new row silver keeps: the
+/// first copy of its key among the new rows, where the key is not in
+/// `existing`. Only the key and coordinate columns are read.
+pub(crate) fn first_copies_sql(spec: &DatasetSpec) -> String {
+    format!("{}\nSELECT {POSITION} FROM unseen\n", first_copy_ctes(spec))
+}
+
+/// Every new row with its `_rule` (and `_warnings`), duplicates included:
+/// the rows whose positions [`first_copies_sql`] returns are silver's.
+pub(crate) fn checked_rows_sql(spec: &DatasetSpec) -> String {
+    format!(
+        "WITH model AS (\n{projection})\nSELECT m.*,\n{rules}\nFROM model m\n",
+        projection = crate::pii::protect(spec, &projection(spec)),
+        rules = rule_columns(spec),
+    )
+}
+
+fn key_columns(spec: &DatasetSpec) -> Vec<String> {
+    spec.silver.key.iter().map(|k| quoted(k)).collect()
+}
+
+/// `WITH model, positioned, first_copy, unseen`: the new rows, their Kafka
+/// positions, the first copy of each key, and those of keys not yet seen.
+fn first_copy_ctes(spec: &DatasetSpec) -> String {
+    let keys = key_columns(spec);
+    let key_list = keys.join(", ");
+    let anti = keys
+        .iter()
+        .map(|k| format!("(f.{k} IS NOT DISTINCT FROM e.{k})"))
+        .collect::<Vec<_>>()
+        .join("\n     AND ");
+    format!(
+        "WITH model AS (\n{projection}),\n\
+         positioned AS (\n    \
+             SELECT m.*,\n           \
+                    CAST(m._kafka_partition AS DECIMAL(38, 0))\n               \
+                        * CAST('{PARTITION_SCALE}' AS DECIMAL(38, 0))\n               \
+                        + CAST(m._kafka_offset AS DECIMAL(38, 0)) AS {POSITION}\n    \
+             FROM model m\n\
+         ),\n\
+         -- Duplicates among the new rows keep the copy read first from Kafka.\n\
+         first_copy AS (\n    \
+             SELECT {key_list}, min({POSITION}) AS {POSITION}\n    \
+             FROM positioned\n    \
+             GROUP BY {key_list}\n\
+         ),\n\
+         -- A key already in silver or its quarantine is not written again. The\n\
+         -- new keys are the join's build side and `existing` streams past them,\n\
+         -- so memory follows the new rows, not the table.\n\
+         unseen AS (\n    \
+             SELECT f.*\n    \
+             FROM first_copy f\n    \
+             LEFT ANTI JOIN existing e\n      \
+               ON {anti}\n\
+         )",
+        projection = crate::pii::protect(spec, &projection(spec)),
+    )
+}
+
+/// `_rule` (the first quarantine or drop rule a row breaks) and, where the
+/// dataset has warn rules, `_warnings`.
+fn rule_columns(spec: &DatasetSpec) -> String {
     let mut rules: Vec<String> = spec
         .silver
         .rules
@@ -77,53 +159,14 @@ pub fn silver_sql(spec: &DatasetSpec) -> String {
         .filter(|r| r.action == Action::Warn)
         .map(|r| format!("CASE WHEN NOT ({}) THEN {} END", r.check, literal(&r.name)))
         .collect();
-    let warnings = if warnings.is_empty() {
-        String::new()
+    if warnings.is_empty() {
+        rule
     } else {
         format!(
-            ",\n    nullif(concat_ws(',', {}), '') AS {WARNINGS}",
+            "{rule},\n    nullif(concat_ws(',', {}), '') AS {WARNINGS}",
             warnings.join(", ")
         )
-    };
-    format!(
-        "-- {table}: {file}, deduplicated on ({key_list}) and checked against the rules of \
-         {toml}.\n\
-         WITH model AS (\n{projection}),\n\
-         positioned AS (\n    \
-             SELECT m.*,\n           \
-                    CAST(m._kafka_partition AS DECIMAL(38, 0))\n               \
-                        * CAST('10000000000000000000' AS DECIMAL(38, 0))\n               \
-                        + CAST(m._kafka_offset AS DECIMAL(38, 0)) AS {POSITION}\n    \
-             FROM model m\n\
-         ),\n\
-         -- Duplicates among the new rows keep the copy read first from Kafka.\n\
-         first_copy AS (\n    \
-             SELECT {key_list}, min({POSITION}) AS {POSITION}\n    \
-             FROM positioned\n    \
-             GROUP BY {key_list}\n\
-         ),\n\
-         -- A key already in silver or its quarantine is not written again. The\n\
-         -- new keys are the join's build side and `existing` streams past them,\n\
-         -- so memory follows the new rows, not the table.\n\
-         unseen AS (\n    \
-             SELECT f.*\n    \
-             FROM first_copy f\n    \
-             LEFT ANTI JOIN existing e\n      \
-               ON {anti}\n\
-         ),\n\
-         fresh AS (\n    \
-             SELECT p.*\n    \
-             FROM unseen f\n    \
-             JOIN positioned p\n      \
-               ON {join}\n\
-         )\n\
-         SELECT * EXCLUDE ({POSITION}),\n{rule}{warnings}\n\
-         FROM fresh\n",
-        table = spec.silver.table,
-        file = spec.silver.file,
-        toml = spec.file,
-        projection = crate::pii::protect(spec, &projection(spec)),
-    )
+    }
 }
 
 /// Every model's SQL as it runs, for `lake transform models`: the file name

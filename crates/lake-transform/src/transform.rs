@@ -30,6 +30,7 @@ use lake_table::files::{self, LiveFile};
 use lake_table::{Append, FileSelector, LakeCatalog, Overwrite, TableWriter, WriterOptions};
 
 use crate::error::{Error, Result};
+use crate::first_copies::FirstCopies;
 use crate::models::{COORDINATES, POSITION, RULE, WARNINGS};
 use crate::scan::file_set_table;
 
@@ -406,11 +407,24 @@ pub async fn run_silver(
     )
     .await?;
 
-    let sql = crate::models::silver_sql(dataset);
+    // The silver model in two steps (models.rs): which positions are kept,
+    // then every new row checked, kept by position as it is written.
+    let first_copies = Arc::new(
+        FirstCopies::collect(
+            &ctx,
+            &silver.file,
+            &crate::models::first_copies_sql(dataset),
+        )
+        .await?,
+    );
+    tracing::debug!(rows = first_copies.len(), "first copies of unseen keys");
+    let sql = crate::models::checked_rows_sql(dataset);
     let frame = plan(&ctx, &silver.file, &sql).await?;
     let output = frame.schema().as_arrow().clone();
     let rule_index = output.index_of(RULE)?;
     let warnings_index = output.index_of(WARNINGS).ok();
+    let [partition_index, offset_index] = COORDINATES.map(|c| output.index_of(c));
+    let (partition_index, offset_index) = (partition_index?, offset_index?);
     let clean_fields: Vec<Arc<Field>> = output
         .fields()
         .iter()
@@ -494,6 +508,9 @@ pub async fn run_silver(
             quarantine_fields: quarantine_fields.clone(),
             rule_index,
             warnings_index,
+            first_copies: first_copies.clone(),
+            partition_index,
+            offset_index,
             dropping: dropping.clone(),
             quarantined_at,
             model: silver.file.clone(),
@@ -674,6 +691,11 @@ struct SilverSink {
     quarantine_fields: Vec<Arc<Field>>,
     rule_index: usize,
     warnings_index: Option<usize>,
+    /// The rows to write, by their Kafka coordinates at these columns; the
+    /// others are duplicates.
+    first_copies: Arc<FirstCopies>,
+    partition_index: usize,
+    offset_index: usize,
     /// Rules whose breakers are discarded rather than quarantined.
     dropping: BTreeSet<String>,
     quarantined_at: i64,
@@ -710,10 +732,17 @@ impl SilverSink {
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let first = self
+            .first_copies
+            .mask(batch, self.partition_index, self.offset_index)?;
+        let kept = |i: usize| first.value(i);
         let rules = self.strings(batch, self.rule_index, RULE)?;
         if let Some(index) = self.warnings_index {
             let warnings = self.strings(batch, index, WARNINGS)?;
-            for names in warnings.iter().flatten() {
+            for (i, names) in warnings.iter().enumerate() {
+                let Some(names) = names.filter(|_| kept(i)) else {
+                    continue;
+                };
                 for name in names.split(',') {
                     *self.written.warned.entry(name.to_string()).or_default() += 1;
                 }
@@ -726,12 +755,20 @@ impl SilverSink {
         for index in lake_columns.into_iter().rev() {
             columns.remove(index);
         }
-        let clean_mask = datafusion::arrow::compute::is_null(&rules)?;
+        let clean_mask: arrow_array::BooleanArray = rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Some(kept(i) && rule.is_none()))
+            .collect();
         let quarantine_mask: arrow_array::BooleanArray = rules
             .iter()
-            .map(|rule| Some(rule.is_some_and(|r| !self.dropping.contains(r))))
+            .enumerate()
+            .map(|(i, rule)| Some(kept(i) && rule.is_some_and(|r| !self.dropping.contains(r))))
             .collect();
-        for rule in rules.iter().flatten() {
+        for (i, rule) in rules.iter().enumerate() {
+            let Some(rule) = rule.filter(|_| kept(i)) else {
+                continue;
+            };
             let counts = if self.dropping.contains(rule) {
                 &mut self.written.dropped
             } else {
