@@ -10,6 +10,7 @@
 //! - [`transform`]: running silver and gold models incrementally.
 //! - [`scan`]: DataFusion tables over exact file sets.
 //! - [`pii`]: silver's protection of personal data (hash, redact, drop).
+//! - `first_copies`: the Kafka positions of the new rows silver keeps.
 //! - `builtins`: fast paths of `cardinality` and `date_trunc` for the shapes
 //!   Iceberg tables give them.
 
