@@ -32,3 +32,18 @@ pub use transform::{
     Layers, ModelReport, Observer, Quiet, TransformOptions, run_gold, run_layers, run_silver,
 };
 pub use validate::validate;
+
+/// A query's answer as a printed table, for the crate's tests.
+#[cfg(test)]
+pub(crate) async fn printed(ctx: &datafusion::prelude::SessionContext, sql: &str) -> String {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    arrow_cast::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string()
+}

@@ -266,26 +266,14 @@ impl ScalarUDFImpl for RedactUdf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn one(ctx: &SessionContext, sql: &str) -> String {
-        let batches = ctx
-            .sql(sql)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        arrow_cast::pretty::pretty_format_batches(&batches)
-            .expect("format")
-            .to_string()
-    }
+    use crate::printed;
 
     #[tokio::test]
     async fn hash_is_hmac_sha256_and_redact_keeps_nulls() {
         let ctx = SessionContext::new();
         // RFC 4231, test case 2 (a short key, allowed here to use the vector).
         register(&ctx, Some(&PiiKey(Arc::new(b"Jefe".to_vec()))));
-        let hashed = one(
+        let hashed = printed(
             &ctx,
             "SELECT lake_pii_hash('what do ya want for nothing?') AS h",
         )
@@ -294,7 +282,7 @@ mod tests {
             hashed.contains("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
             "{hashed}"
         );
-        let redacted = one(
+        let redacted = printed(
             &ctx,
             "SELECT lake_pii_redact(a) AS a, lake_pii_redact(b) AS b \
              FROM (VALUES ('x', 1), (NULL, 2)) AS t(a, b)",
