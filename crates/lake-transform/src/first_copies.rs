@@ -26,7 +26,6 @@ use crate::models::PARTITION_SCALE;
 #[derive(Debug, Default)]
 pub(crate) struct FirstCopies {
     offsets: HashMap<i64, RoaringTreemap>,
-    rows: u64,
 }
 
 impl FirstCopies {
@@ -66,15 +65,13 @@ impl FirstCopies {
                 "a Kafka position out of range: {position}"
             )));
         };
-        if self.offsets.entry(partition).or_default().insert(offset) {
-            self.rows += 1;
-        }
+        self.offsets.entry(partition).or_default().insert(offset);
         Ok(())
     }
 
     /// How many rows the run keeps.
     pub(crate) fn len(&self) -> u64 {
-        self.rows
+        self.offsets.values().map(RoaringTreemap::len).sum()
     }
 
     /// Which rows of `batch` are first copies, by its `_kafka_partition`

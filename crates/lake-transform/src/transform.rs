@@ -755,27 +755,32 @@ impl SilverSink {
         for index in lake_columns.into_iter().rev() {
             columns.remove(index);
         }
-        let clean_mask: arrow_array::BooleanArray = rules
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| Some(kept(i) && rule.is_none()))
-            .collect();
-        let quarantine_mask: arrow_array::BooleanArray = rules
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| Some(kept(i) && rule.is_some_and(|r| !self.dropping.contains(r))))
-            .collect();
+        // One pass over the rows: where each kept row goes, and the counts
+        // of the rules they break.
+        let mut clean_mask = Vec::with_capacity(rules.len());
+        let mut quarantine_mask = Vec::with_capacity(rules.len());
         for (i, rule) in rules.iter().enumerate() {
-            let Some(rule) = rule.filter(|_| kept(i)) else {
-                continue;
+            let (clean, quarantined) = match rule {
+                _ if !kept(i) => (false, false),
+                None => (true, false),
+                Some(rule) => {
+                    let dropped = self.dropping.contains(rule);
+                    let counts = if dropped {
+                        &mut self.written.dropped
+                    } else {
+                        &mut self.written.quarantined
+                    };
+                    *counts.entry(rule.to_string()).or_default() += 1;
+                    (false, !dropped)
+                }
             };
-            let counts = if self.dropping.contains(rule) {
-                &mut self.written.dropped
-            } else {
-                &mut self.written.quarantined
-            };
-            *counts.entry(rule.to_string()).or_default() += 1;
+            clean_mask.push(clean);
+            quarantine_mask.push(quarantined);
         }
+        let (clean_mask, quarantine_mask) = (
+            arrow_array::BooleanArray::from(clean_mask),
+            arrow_array::BooleanArray::from(quarantine_mask),
+        );
         let without_rule = batch_of(&self.clean_fields, columns.clone())?;
         let clean = datafusion::arrow::compute::filter_record_batch(&without_rule, &clean_mask)?;
         self.written.rows_out += clean.num_rows() as u64;
