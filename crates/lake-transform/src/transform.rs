@@ -1269,25 +1269,35 @@ pub async fn run_layers(
     Ok(reports)
 }
 
-/// Runs gold models `options.partitions` at a time, each on a task of its
-/// own: a model alone leaves a core idle in its final aggregation, window
-/// and commit, and gold models read silver only, never each other. Reports
-/// come back in the models' order. After a failure the models already
-/// running finish (none is cut off mid-commit) and the first error is
-/// returned.
+/// Runs gold models up to twice `options.partitions` at a time, each on a
+/// task of its own with its share of the partitions (one when there are
+/// more models than cores). Gold models read silver only, never each other.
+/// With only as many models in flight as cores, the longest would end
+/// alone on one core while the others idle; with more, the cores take
+/// turns among them until the last ends. Reports come back in the models'
+/// order. After a failure the models already running finish (none is cut
+/// off mid-commit) and the first error is returned.
 async fn run_gold_models(
     catalog: &LakeCatalog,
     models: Vec<(Arc<DatasetSpec>, GoldSpec)>,
     options: &TransformOptions,
     observer: &dyn Observer,
 ) -> Result<Vec<ModelReport>> {
-    let width = options.partitions.max(1);
+    let width = models.len().clamp(1, 2 * options.partitions.max(1));
+    // A model on one partition aggregates its rows once; on two it
+    // aggregates them partially, hashes and repartitions the groups, and
+    // aggregates them again. The bound keeps what the models hold at once
+    // (a scan, an aggregate and a writer each) from growing with their number.
+    let per_model = TransformOptions {
+        partitions: (options.partitions / width).max(1),
+        ..options.clone()
+    };
     let mut pending = models.into_iter().enumerate();
     let mut running = tokio::task::JoinSet::new();
     let mut start_next = |running: &mut tokio::task::JoinSet<_>| {
         if let Some((index, (dataset, model))) = pending.next() {
             observer.starting(&model.table.to_string());
-            let (catalog, options) = (catalog.clone(), options.clone());
+            let (catalog, options) = (catalog.clone(), per_model.clone());
             running.spawn(
                 async move { (index, run_gold(&catalog, &dataset, &model, &options).await) },
             );
