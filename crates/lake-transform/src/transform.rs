@@ -1270,8 +1270,9 @@ pub async fn run_layers(
 }
 
 /// Runs gold models up to twice `options.partitions` at a time, each on a
-/// task of its own with its share of the partitions (one when there are
-/// more models than cores). Gold models read silver only, never each other.
+/// task of its own with its share of the partitions (one each when there
+/// are as many models as cores or more). Gold models read silver only,
+/// never each other.
 /// With only as many models in flight as cores, the longest would end
 /// alone on one core while the others idle; with more, the cores take
 /// turns among them until the last ends. Reports come back in the models'
