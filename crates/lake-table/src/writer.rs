@@ -34,13 +34,25 @@ pub const DEFAULT_TARGET_FILE_SIZE: u64 = 512 * 1024 * 1024;
 /// The size `table`'s data files aim at: its `write.target-file-size-bytes`
 /// (which a dataset's `target_file_size` sets), else Iceberg's default.
 pub fn target_file_size(table: &Table) -> u64 {
-    table
-        .metadata()
-        .properties()
-        .get(iceberg::spec::TableProperties::PROPERTY_WRITE_TARGET_FILE_SIZE_BYTES)
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&bytes| bytes > 0)
-        .unwrap_or(DEFAULT_TARGET_FILE_SIZE)
+    size_property(
+        table.metadata().properties(),
+        iceberg::spec::TableProperties::PROPERTY_WRITE_TARGET_FILE_SIZE_BYTES,
+        DEFAULT_TARGET_FILE_SIZE,
+    )
+}
+
+/// A size in bytes from the table property `name`, else `default` (also
+/// when it is not a positive whole number, as Iceberg's writers treat it).
+fn size_property<T: std::str::FromStr + PartialOrd + Default>(
+    properties: &std::collections::HashMap<String, String>,
+    name: &str,
+    default: T,
+) -> T {
+    properties
+        .get(name)
+        .and_then(|v| v.trim().parse::<T>().ok())
+        .filter(|bytes| *bytes > T::default())
+        .unwrap_or(default)
 }
 
 /// Iceberg's table property naming the codec of Parquet data files.
@@ -135,14 +147,6 @@ pub const DICTIONARY_BYTES_PROPERTY: &str = "write.parquet.dict-size-bytes";
 /// holds at most this much per open file.
 pub const DEFAULT_DICTIONARY_BYTES: usize = 4 * 1024 * 1024;
 
-fn dictionary_bytes(properties: &std::collections::HashMap<String, String>) -> usize {
-    properties
-        .get(DICTIONARY_BYTES_PROPERTY)
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&bytes| bytes > 0)
-        .unwrap_or(DEFAULT_DICTIONARY_BYTES)
-}
-
 /// How files are written.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
@@ -202,16 +206,20 @@ impl TableWriter {
         let iceberg_schema = metadata.current_schema().clone();
         let schema = Arc::new(schema_to_arrow_schema(&iceberg_schema)?);
         let table_properties = metadata.properties();
-        let row_group_bytes = table_properties
-            .get(ROW_GROUP_BYTES_PROPERTY)
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&bytes| bytes > 0)
-            .unwrap_or(DEFAULT_ROW_GROUP_BYTES);
+        let row_group_bytes = size_property(
+            table_properties,
+            ROW_GROUP_BYTES_PROPERTY,
+            DEFAULT_ROW_GROUP_BYTES,
+        );
         let mut properties = WriterProperties::builder()
             .set_compression(compression(table)?)
             .set_max_row_group_row_count(Some(options.row_group_rows))
             .set_max_row_group_bytes(Some(row_group_bytes))
-            .set_dictionary_page_size_limit(dictionary_bytes(table_properties));
+            .set_dictionary_page_size_limit(size_property(
+                table_properties,
+                DICTIONARY_BYTES_PROPERTY,
+                DEFAULT_DICTIONARY_BYTES,
+            ));
         let of_table = table_properties
             .get(DISTINCT_COLUMNS_PROPERTY)
             .map(|list| {
