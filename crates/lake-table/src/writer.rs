@@ -178,6 +178,44 @@ impl Default for WriterOptions {
     }
 }
 
+/// The Parquet settings every lake writer of `table` uses: the table's codec
+/// and level, row-group and dictionary sizes, and its distinct columns (with
+/// those `options` adds) without dictionary or statistics.
+pub fn writer_properties(table: &Table, options: &WriterOptions) -> Result<WriterProperties> {
+    let table_properties = table.metadata().properties();
+    let row_group_bytes = size_property(
+        table_properties,
+        ROW_GROUP_BYTES_PROPERTY,
+        DEFAULT_ROW_GROUP_BYTES,
+    );
+    let mut properties = WriterProperties::builder()
+        .set_compression(compression(table)?)
+        .set_max_row_group_row_count(Some(options.row_group_rows))
+        .set_max_row_group_bytes(Some(row_group_bytes))
+        .set_dictionary_page_size_limit(size_property(
+            table_properties,
+            DICTIONARY_BYTES_PROPERTY,
+            DEFAULT_DICTIONARY_BYTES,
+        ));
+    let of_table = table_properties
+        .get(DISTINCT_COLUMNS_PROPERTY)
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for column in options.distinct_columns.iter().chain(&of_table) {
+        let path = ColumnPath::from(column.as_str());
+        properties = properties
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    Ok(properties.build())
+}
+
 type Builder =
     DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
@@ -205,38 +243,7 @@ impl TableWriter {
         let metadata = table.metadata();
         let iceberg_schema = metadata.current_schema().clone();
         let schema = Arc::new(schema_to_arrow_schema(&iceberg_schema)?);
-        let table_properties = metadata.properties();
-        let row_group_bytes = size_property(
-            table_properties,
-            ROW_GROUP_BYTES_PROPERTY,
-            DEFAULT_ROW_GROUP_BYTES,
-        );
-        let mut properties = WriterProperties::builder()
-            .set_compression(compression(table)?)
-            .set_max_row_group_row_count(Some(options.row_group_rows))
-            .set_max_row_group_bytes(Some(row_group_bytes))
-            .set_dictionary_page_size_limit(size_property(
-                table_properties,
-                DICTIONARY_BYTES_PROPERTY,
-                DEFAULT_DICTIONARY_BYTES,
-            ));
-        let of_table = table_properties
-            .get(DISTINCT_COLUMNS_PROPERTY)
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .map(String::from)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        for column in options.distinct_columns.iter().chain(&of_table) {
-            let path = ColumnPath::from(column.as_str());
-            properties = properties
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_statistics_enabled(path, EnabledStatistics::None);
-        }
-        let properties = properties.build();
+        let properties = writer_properties(table, &options)?;
         let target = options
             .target_file_size
             .unwrap_or_else(|| target_file_size(table));
