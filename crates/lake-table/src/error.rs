@@ -69,6 +69,9 @@ pub enum Error {
 
     #[error("storage: {0}")]
     Storage(#[from] opendal::Error),
+
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
 }
 
 impl Error {

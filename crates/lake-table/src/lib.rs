@@ -11,6 +11,8 @@
 //! - [`ops`]: [`Append`], [`Replace`], [`Overwrite`], [`Delete`] and the commit
 //!   loop; [`commit_all`] for several tables in one atomic step.
 //! - [`evolve`]: a table following the schema its declaration wants.
+//! - [`merge`]: small files of a partition merged, plain columns copied page
+//!   by page.
 //! - [`files`]: live files, files appended between snapshots, summary lookup,
 //!   reachability and storage listing.
 
@@ -18,6 +20,7 @@ pub mod catalog;
 pub mod error;
 pub mod evolve;
 pub mod files;
+pub mod merge;
 pub mod ops;
 mod produce;
 pub mod read;
