@@ -385,8 +385,49 @@ async fn refuse_delete_files(table: &Table) -> Result<()> {
 }
 
 /// Rewrites one group into new data files (not committed), checking that
-/// they hold exactly the group's rows.
+/// they hold exactly the group's rows. Files of the current spec left in
+/// their order are merged (the table's plain columns copied page by page,
+/// see [`lake_table::merge`]) where they qualify, else read and written
+/// anew.
 async fn rewrite(
+    table: &Table,
+    group: &Group,
+    target: u64,
+    sort_by: &[String],
+) -> Result<Vec<DataFile>> {
+    let merged = if sort_by.is_empty() && group.earlier_spec.is_none() {
+        lake_table::merge::merge(table, &group.files, &group.partition, target).await?
+    } else {
+        None
+    };
+    let written = match merged {
+        Some(merged) => {
+            tracing::debug!(
+                table = %table.identifier(),
+                files = group.files.len(),
+                copied = ?merged.copied_columns,
+                "group merged"
+            );
+            merged.files
+        }
+        None => write_anew(table, group, target, sort_by).await?,
+    };
+    let rows: u64 = written.iter().map(DataFile::record_count).sum();
+    if rows != group.rows() {
+        delete(table, &written).await;
+        return Err(Error::Invalid(format!(
+            "{}: rewriting {} files read {rows} rows where their metadata counts {}; nothing was committed",
+            table.identifier(),
+            group.files.len(),
+            group.rows()
+        )));
+    }
+    Ok(written)
+}
+
+/// The group's rows read and written again with the table's writer (sorted
+/// by `sort_by` when given, into the current partitioning).
+async fn write_anew(
     table: &Table,
     group: &Group,
     target: u64,
@@ -428,18 +469,7 @@ async fn rewrite(
             offset += length;
         }
     }
-    let written = writer.close().await?;
-    let rows: u64 = written.iter().map(DataFile::record_count).sum();
-    if rows != group.rows() {
-        delete(table, &written).await;
-        return Err(Error::Invalid(format!(
-            "{}: rewriting {} files read {rows} rows where their metadata counts {}; nothing was committed",
-            table.identifier(),
-            group.files.len(),
-            group.rows()
-        )));
-    }
-    Ok(written)
+    Ok(writer.close().await?)
 }
 
 /// Rows handed to the writer at once after sorting.
