@@ -57,9 +57,10 @@ const FOOTER_CONCURRENCY: usize = 16;
 /// bound memory when the small files are not that small.
 const LOAD_AHEAD_BYTES: u64 = 256 * 1024 * 1024;
 const LOAD_AHEAD_FILES: usize = 8;
-/// Bytes of a new file handed to storage at once (its end may be less):
-/// every write to an object store is a part of a multipart upload, which
-/// S3 wants at least 5 MiB large, and a file written at once is one PUT.
+/// Bytes of a new file handed to storage at once at least (its end may be
+/// less): every write to an object store is a part of a multipart upload,
+/// which S3 wants at least 5 MiB large, and a file written at once is one
+/// PUT.
 const WRITE_CHUNK_BYTES: usize = 16 * 1024 * 1024;
 
 /// What one merge wrote.
@@ -574,9 +575,15 @@ impl Output {
 }
 
 /// Writes the open row group: each leaf in schema order, a copied one as
-/// its input chunks back to back, an encoded one from its writer; then
-/// hands the bytes written so far to storage once they make a chunk.
+/// its input chunks back to back, an encoded one from its writer.
 async fn flush_row_group(file: &mut OpenFile, plan: &Plan) -> Result<()> {
+    // The row groups before this one go to storage once they make a chunk;
+    // the newest stays until the next, or the footer, joins it: a file of
+    // one row group is then one PUT, as with iceberg's writer.
+    if file.writer.inner().len() >= WRITE_CHUNK_BYTES {
+        let written = std::mem::take(file.writer.inner_mut());
+        file.out.write(Bytes::from(written)).await?;
+    }
     file.row_groups += 1;
     let next = file.factory.create_column_writers(file.row_groups)?;
     let columns = std::mem::replace(&mut file.columns, next);
@@ -599,10 +606,6 @@ async fn flush_row_group(file: &mut OpenFile, plan: &Plan) -> Result<()> {
     file.writer
         .flush()
         .map_err(parquet::errors::ParquetError::from)?;
-    if file.writer.inner().len() >= WRITE_CHUNK_BYTES {
-        let written = std::mem::take(file.writer.inner_mut());
-        file.out.write(Bytes::from(written)).await?;
-    }
     Ok(())
 }
 
