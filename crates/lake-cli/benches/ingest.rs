@@ -15,26 +15,16 @@
 //! run under `/usr/bin/time` for their CPU seconds and peak RSS. LAKE_BENCH_WRAP is a
 //! command the lake runs are started under, e.g. `perf record -o /tmp/ingest.perf --`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lake_core::config::KafkaConfig;
-use lake_generate::{Generator, GeneratorConfig};
-use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
 use lake_kafka as kafka;
-use lake_table::TableWriter;
 
 mod common;
-use common::{START, env_or, median, tweets_spec};
+use common::{env_or, median};
 
 const PARTITIONS: i32 = 128;
 const RUNS: usize = 3;
-
-fn generator(tweets: u64) -> Generator {
-    let mut config = GeneratorConfig::new(lake_generate::Stream::Tweets, 42, START);
-    config.events_per_second = tweets as f64 / 3600.0;
-    Generator::new(config)
-}
 
 fn main() {
     let tweets: u64 = env_or("LAKE_BENCH_TWEETS", 2_000_000);
@@ -63,7 +53,12 @@ fn main() {
         ))
         .expect("topic visible");
     let started = Instant::now();
-    let bytes = common::produce_tweets(&mut generator(tweets), config, "tweets", tweets);
+    let bytes = common::produce_tweets(
+        &mut common::tweets_generator(tweets),
+        config,
+        "tweets",
+        tweets,
+    );
     {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -207,64 +202,18 @@ fn main() {
     }
 
     // The ceiling: the same payloads through the same decode and write path.
-    let mut payloads = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
-    let mut ends = Vec::with_capacity(tweets as usize);
-    let mut regenerate = generator(tweets);
-    for _ in 0..tweets {
-        payloads.extend_from_slice(regenerate.next_record().payload);
-        ends.push(payloads.len());
-    }
-    let (schema, spec) = lake_ingest::bronze::bronze_definition(&tweets_spec()).expect("schema");
-    let mut ceiling = Vec::new();
-    for run_number in 0..RUNS {
-        let table = runtime
-            .block_on(lake_table::testing::local_table(
+    let payloads = common::TweetPayloads::generate(tweets);
+    let ceiling: Vec<f64> = (0..RUNS)
+        .map(|run_number| {
+            let elapsed = payloads.ceiling(
+                &runtime,
                 &dir.path().join(format!("ceiling{run_number}")),
-                "tweets_raw",
-                schema.clone(),
-                spec.clone(),
-            ))
-            .expect("local table");
-        let arrow = Arc::new(
-            iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
-                .expect("arrow"),
-        );
-        let decoder = RecordDecoder::new(&tweets_spec(), "tweets", arrow, false);
-        let started = Instant::now();
-        let rows = runtime.block_on(async {
-            let distinct = lake_ingest::bronze::distinct_columns(&tweets_spec());
-            let mut writer =
-                TableWriter::new(&table, lake_ingest::bronze_writer_options(&distinct))
-                    .await
-                    .expect("writer");
-            let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
-            let mut start = 0;
-            let mut rows = 0;
-            for (i, &end) in ends.iter().enumerate() {
-                let at = Coordinates {
-                    partition: (i % PARTITIONS as usize) as i32,
-                    offset: i as i64,
-                    timestamp_ms: Some(0),
-                };
-                chunk.push(Some(&payloads[start..end]), at, 1 << 20);
-                start = end;
-                if chunk.len() == 4096 || i + 1 == ends.len() {
-                    let decoded = decoder.decode(&chunk, 0).expect("decode");
-                    for batch in &decoded.bronze {
-                        writer.write(batch).await.expect("write");
-                    }
-                    rows += decoded.rows();
-                    chunk.clear();
-                }
-            }
-            writer.close().await.expect("close");
-            rows
-        });
-        assert_eq!(rows as u64, tweets);
-        let elapsed = started.elapsed().as_secs_f64();
-        eprintln!("ceiling, run {run_number}: {elapsed:.2}s");
-        ceiling.push(elapsed);
-    }
+                PARTITIONS,
+            );
+            eprintln!("ceiling, run {run_number}: {elapsed:.2}s");
+            elapsed
+        })
+        .collect();
 
     let ceiling = median(ceiling);
     let mb = bytes as f64 / 1e6;

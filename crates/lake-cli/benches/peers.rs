@@ -15,8 +15,10 @@
 //!   commit interval, JSON values without schemas, the table auto-created), timed from its
 //!   start until every record is in its table, then stopped.
 //!
-//! lake and the Python peer take turns LAKE_BENCH_RUNS times (3) and their medians are
-//! reported; the Connect sink, which takes minutes, runs once (LAKE_BENCH_CONNECT=0 skips
+//! lake and the Python peer take turns LAKE_BENCH_RUNS times (3), each turn followed by the
+//! in-process ceiling (the same tweets checked, decoded and written to a local table by
+//! ingest's code on one thread, with no Kafka and no catalog), and their medians are
+//! reported with lake's share of the ceiling; the Connect sink, which takes minutes, runs once (LAKE_BENCH_CONNECT=0 skips
 //! it). Each runs under `/usr/bin/time` for CPU seconds and peak RSS; the bench prints wall
 //! time, CPU, memory and files written, and lake's throughput relative to each peer.
 
@@ -26,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use iceberg::TableIdent;
 use lake_core::config::{KafkaConfig, Role};
-use lake_generate::GeneratorConfig;
 use lake_testkit::{CatalogProcess, CatalogSpec, Kafka, Services};
 
 mod common;
@@ -122,14 +123,12 @@ fn main() {
         .block_on(kafka.create_topic(&topic, PARTITIONS))
         .expect("topic");
     let started = Instant::now();
-    let mut config = GeneratorConfig::new(lake_generate::Stream::Tweets, 42, common::START);
-    config.events_per_second = tweets as f64 / 3600.0;
     let settings = KafkaConfig {
         brokers: kafka.brokers().to_string(),
         ..KafkaConfig::default()
     };
     let mb = common::produce_tweets(
-        &mut lake_generate::Generator::new(config),
+        &mut common::tweets_generator(tweets),
         lake_kafka::client_config(&settings, &[]),
         &topic,
         tweets,
@@ -151,7 +150,9 @@ fn main() {
         .map(|s| s.expose().to_string())
         .unwrap_or_default();
     let runs: usize = common::env_or("LAKE_BENCH_RUNS", 3);
+    let payloads = common::TweetPayloads::generate(tweets);
     let mut rounds: Vec<Vec<Result>> = Vec::new();
+    let mut ceiling = Vec::new();
     for run in 0..runs {
         let mut round = Vec::new();
         let name = "lake ingest (classic)";
@@ -217,7 +218,16 @@ fn main() {
         );
         round.push(result);
         rounds.push(round);
+
+        let seconds = payloads.ceiling(
+            &runtime,
+            &dir.path().join(format!("ceiling{run}")),
+            PARTITIONS,
+        );
+        eprintln!("ceiling, run {run}: {seconds:.2}s");
+        ceiling.push(seconds);
     }
+    let ceiling = common::median(ceiling);
     // Per contestant, the median of each figure over the runs.
     let mut results: Vec<Result> = (0..rounds[0].len())
         .map(|i| {
@@ -235,7 +245,7 @@ fn main() {
         .collect();
 
     if std::env::var("LAKE_BENCH_CONNECT").as_deref() == Ok("0") {
-        report(&results, tweets, mb);
+        report(&results, tweets, mb, ceiling);
         return;
     }
 
@@ -354,11 +364,12 @@ fn main() {
         files,
     });
 
-    report(&results, tweets, mb);
+    report(&results, tweets, mb, ceiling);
 }
 
-/// Prints each contestant's figures and lake's ratio to each peer.
-fn report(results: &[Result], tweets: u64, mb: f64) {
+/// Prints each contestant's figures, lake's ratio to each peer and its
+/// share of the in-process `ceiling` (seconds).
+fn report(results: &[Result], tweets: u64, mb: f64, ceiling: f64) {
     for r in results {
         println!(
             "peers/{}: {tweets} tweets ({mb:.0} MB) from the real broker: {:.2}s = {:.0} k tweets/s; {:.1} CPU-s; peak RSS {:.0} MB; {} files",
@@ -371,6 +382,12 @@ fn report(results: &[Result], tweets: u64, mb: f64) {
         );
     }
     let lake = &results[0];
+    println!(
+        "peers/ceiling: the same tweets decoded and written in-process: {ceiling:.2}s = {:.0} k tweets/s; {} at {:.0} % of it",
+        tweets as f64 / 1e3 / ceiling,
+        lake.name,
+        100.0 * ceiling / lake.seconds
+    );
     for peer in &results[1..] {
         println!(
             "peers/lake-vs-{}: {:.2}× the throughput at {:.2}× the CPU-seconds and {:.2}× the memory",

@@ -312,3 +312,85 @@ pub fn tweets_spec() -> std::sync::Arc<lake_spec::DatasetSpec> {
         .expect("tweets")
         .clone()
 }
+
+/// The generated tweets every ingest bench puts on its topic: seed 42 from
+/// [`START`], an hour's worth whatever their number.
+pub fn tweets_generator(tweets: u64) -> Generator {
+    let mut config = GeneratorConfig::new(lake_generate::Stream::Tweets, 42, START);
+    config.events_per_second = tweets as f64 / 3600.0;
+    Generator::new(config)
+}
+
+/// The payloads of [`tweets_generator`], back to back, for the in-process
+/// ceiling.
+pub struct TweetPayloads {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl TweetPayloads {
+    pub fn generate(tweets: u64) -> Self {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(usize::try_from(tweets).unwrap_or(0));
+        let mut generator = tweets_generator(tweets);
+        for _ in 0..tweets {
+            bytes.extend_from_slice(generator.next_record().payload);
+            ends.push(bytes.len());
+        }
+        Self { bytes, ends }
+    }
+
+    /// Seconds to check, decode and write every payload to a new local
+    /// bronze table under `dir` in this process, through ingest's decoder and
+    /// writer settings, in chunks of 4 096 records spread over `partitions`:
+    /// no Kafka, no catalog, one thread. What ingest could reach at best.
+    pub fn ceiling(&self, runtime: &tokio::runtime::Runtime, dir: &Path, partitions: i32) -> f64 {
+        let spec = tweets_spec();
+        let (schema, partitioning) = lake_ingest::bronze::bronze_definition(&spec).expect("schema");
+        let table = runtime
+            .block_on(lake_table::testing::local_table(
+                dir,
+                "tweets_raw",
+                schema,
+                partitioning,
+            ))
+            .expect("local table");
+        let arrow = Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+                .expect("arrow"),
+        );
+        let decoder = RecordDecoder::new(&spec, "tweets", arrow, false);
+        let started = Instant::now();
+        let rows = runtime.block_on(async {
+            let distinct = lake_ingest::bronze::distinct_columns(&spec);
+            let mut writer =
+                TableWriter::new(&table, lake_ingest::bronze_writer_options(&distinct))
+                    .await
+                    .expect("writer");
+            let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
+            let mut start = 0;
+            let mut rows = 0;
+            for (i, &end) in self.ends.iter().enumerate() {
+                let at = Coordinates {
+                    partition: (i % partitions.max(1) as usize) as i32,
+                    offset: i as i64,
+                    timestamp_ms: Some(0),
+                };
+                chunk.push(Some(&self.bytes[start..end]), at, 1 << 20);
+                start = end;
+                if chunk.len() == 4096 || i + 1 == self.ends.len() {
+                    let decoded = decoder.decode(&chunk, 0).expect("decode");
+                    for batch in &decoded.bronze {
+                        writer.write(batch).await.expect("write");
+                    }
+                    rows += decoded.rows();
+                    chunk.clear();
+                }
+            }
+            writer.close().await.expect("close");
+            rows
+        });
+        assert_eq!(rows, self.ends.len(), "the ceiling's rows");
+        started.elapsed().as_secs_f64()
+    }
+}
