@@ -21,6 +21,7 @@
 //! reported with lake's share of the ceiling; the Connect sink, which takes minutes, runs once (LAKE_BENCH_CONNECT=0 skips
 //! it). Each runs under `/usr/bin/time` for CPU seconds and peak RSS; the bench prints wall
 //! time, CPU, memory and files written, and lake's throughput relative to each peer.
+//! LAKE_BENCH_LOG sets lake's RUST_LOG and prints its log.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -175,11 +176,24 @@ fn main() {
             ])
             .args(["--commit-interval", &format!("{COMMIT_SECONDS}s")])
             .envs(catalog.lake_env(Role::Writer))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .current_dir(dir.path())
             .output()
             .expect("lake ingest");
         let seconds = started.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if std::env::var_os("LAKE_BENCH_LOG").is_some() {
+            eprintln!("{stderr}");
+        }
+        let waited: f64 = stderr
+            .split("first record after ")
+            .nth(1)
+            .and_then(|rest| rest.split('s').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
         let result = finished(
             name,
             seconds,
@@ -187,7 +201,10 @@ fn main() {
             table_state(&runtime, &catalog, &table),
             tweets,
         );
-        eprintln!("{name}, run {run}: {seconds:.2}s, {:.1} CPU-s", result.cpu);
+        eprintln!(
+            "{name}, run {run}: {seconds:.2}s ({waited:.2}s before the first record), {:.1} CPU-s",
+            result.cpu
+        );
         round.push(result);
 
         let table = format!("bronze.peers_python_{run}");
