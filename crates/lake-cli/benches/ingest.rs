@@ -152,12 +152,7 @@ fn main() {
                 eprintln!("{stderr}");
             }
             let peak_mb: f64 = common::peak_mb(&stderr);
-            let waited: f64 = stderr
-                .split("first record after ")
-                .nth(1)
-                .and_then(|rest| rest.split('s').next())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0.0);
+            let waited = common::first_record_wait(&stderr);
             eprintln!(
                 "end to end ({protocol}), run {run_number}: {elapsed:.2}s, of which {waited:.2}s before the first record; peak memory {peak_mb:.0} MB"
             );

@@ -188,12 +188,7 @@ fn main() {
         if std::env::var_os("LAKE_BENCH_LOG").is_some() {
             eprintln!("{stderr}");
         }
-        let waited: f64 = stderr
-            .split("first record after ")
-            .nth(1)
-            .and_then(|rest| rest.split('s').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0.0);
+        let waited = common::first_record_wait(&stderr);
         let result = finished(
             name,
             seconds,

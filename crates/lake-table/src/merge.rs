@@ -195,13 +195,16 @@ impl Plan {
             leaves_of[root] += 1;
         }
         for (root, field) in arrow_schema.fields().iter().enumerate() {
+            if leaves_of[root] != 1 {
+                decoded_roots.push(root);
+                continue;
+            }
             let leaf = first_leaf[root];
             let column = parquet_schema.column(leaf);
             let path = column.path();
             // A top-level primitive the table writes as plain pages without
             // statistics: nothing in its pages depends on its neighbours.
-            let copy = leaves_of[root] == 1
-                && path.parts().len() == 1
+            let copy = path.parts().len() == 1
                 && !properties.dictionary_enabled(path)
                 && properties.statistics_enabled(path) == EnabledStatistics::None;
             if copy {
@@ -464,8 +467,10 @@ impl Output {
         for batch in &loaded.batches {
             for (column, &root) in batch.columns().iter().zip(&plan.decoded_roots) {
                 let field = plan.arrow_schema.field(root);
+                // The file's schema is the table's (checked): a column that
+                // does not fit its field is lake's mistake, not the data's.
                 let leaves = compute_leaves(field, column).map_err(|e| {
-                    Error::Invalid(format!("{}: column `{}`: {e}", loaded.path, field.name()))
+                    Error::Internal(format!("{}: column `{}`: {e}", loaded.path, field.name()))
                 })?;
                 for (offset, leaf) in leaves.iter().enumerate() {
                     file.columns[plan.first_leaf[root] + offset].write(leaf)?;
@@ -899,6 +904,23 @@ mod tests {
         arrow_select::concat::concat_batches(&batches[0].schema(), batches).unwrap()
     }
 
+    /// The bytes of the file at `path` and its footer with the page index.
+    async fn with_page_index(table: &Table, path: &str) -> (Bytes, ArrowReaderMetadata) {
+        let bytes = table
+            .file_io()
+            .new_input(path)
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
+        let footer = ArrowReaderMetadata::load(
+            &bytes,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+        )
+        .unwrap();
+        (bytes, footer)
+    }
+
     #[tokio::test]
     async fn merged_files_hold_every_row_in_order_with_the_metrics_of_a_full_rewrite() {
         let dir = tempfile::tempdir().unwrap();
@@ -967,19 +989,7 @@ mod tests {
         // The copied column is plain pages from the inputs, several chunks
         // per row group; the page index leads a reader skipping rows to the
         // right pages.
-        let first = &merged.files[0];
-        let bytes = table
-            .file_io()
-            .new_input(first.file_path())
-            .unwrap()
-            .read()
-            .await
-            .unwrap();
-        let footer = ArrowReaderMetadata::load(
-            &bytes,
-            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
-        )
-        .unwrap();
+        let (bytes, footer) = with_page_index(&table, merged.files[0].file_path()).await;
         let parquet = footer.metadata();
         assert!(
             parquet.num_row_groups() >= 2,
@@ -989,18 +999,7 @@ mod tests {
         let input_pages: usize = {
             let mut pages = 0;
             for input in &inputs {
-                let bytes = table
-                    .file_io()
-                    .new_input(input.path())
-                    .unwrap()
-                    .read()
-                    .await
-                    .unwrap();
-                let meta = ArrowReaderMetadata::load(
-                    &bytes,
-                    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
-                )
-                .unwrap();
+                let (_, meta) = with_page_index(&table, input.path()).await;
                 pages += meta.metadata().offset_index().unwrap()[0][2]
                     .page_locations
                     .len();
@@ -1014,18 +1013,7 @@ mod tests {
                 .map(|g| g[2].page_locations.len())
                 .sum()
         };
-        let second = table
-            .file_io()
-            .new_input(merged.files[1].file_path())
-            .unwrap()
-            .read()
-            .await
-            .unwrap();
-        let second = ArrowReaderMetadata::load(
-            &second,
-            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
-        )
-        .unwrap();
+        let (_, second) = with_page_index(&table, merged.files[1].file_path()).await;
         assert_eq!(
             merged_pages(parquet) + merged_pages(second.metadata()),
             input_pages

@@ -110,6 +110,17 @@ pub fn time_report(stderr: &str) -> (f64, f64) {
     (fields[0] + fields[1], fields[2] * 1024.0 / 1e6)
 }
 
+/// Seconds `lake ingest` waited for its first record (joining the group,
+/// the first fetch), from the summary line it prints; 0 without one.
+pub fn first_record_wait(stderr: &str) -> f64 {
+    stderr
+        .split("first record after ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The `peak memory N MB` a lake summary line reports.
 pub fn peak_mb(stderr: &str) -> f64 {
     stderr
