@@ -97,6 +97,10 @@ pub async fn merge(
         .iter()
         .map(|f| (f.path().to_string(), f.data_file.file_size_in_bytes()))
         .collect();
+    // Every footer is checked before anything is written, so a group that
+    // must be rewritten in full leaves no file behind. The loads below read
+    // each footer again (with its page index) rather than hold them all: a
+    // group of tiny files may have tens of thousands.
     let checks = futures::stream::iter(sized.clone().into_iter().map(|(path, size)| {
         let (file_io, plan) = (file_io.clone(), plan.clone());
         tokio::spawn(async move {
