@@ -178,12 +178,7 @@ impl Plan {
         let arrow_schema = Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?);
         // The schema an `ArrowWriter` derives is the one every lake writer
         // (iceberg's, over the same Arrow schema) puts in its files.
-        let probe = ArrowWriter::try_new(
-            Vec::new(),
-            arrow_schema.clone(),
-            Some((*properties).clone()),
-        )?;
-        let (probe, _) = probe.into_serialized_writer()?;
+        let (probe, _) = serialized_writer(&arrow_schema, &properties)?;
         let parquet_schema = Arc::new(SchemaDescriptor::new(
             probe.schema_descr().root_schema_ptr(),
         ));
@@ -235,6 +230,11 @@ impl Plan {
         }))
     }
 
+    /// No copied chunk yet for any leaf.
+    fn no_chunks(&self) -> Vec<Vec<Chunk>> {
+        self.copied.iter().map(|_| Vec::new()).collect()
+    }
+
     /// Why `metadata`'s file cannot be merged, if it cannot.
     fn unfit(&self, metadata: &ParquetMetaData) -> Option<String> {
         let schema = metadata.file_metadata().schema_descr();
@@ -265,6 +265,17 @@ impl Plan {
         }
         None
     }
+}
+
+/// A Parquet writer into memory for `arrow_schema` with `properties`, the
+/// way `ArrowWriter` (and so iceberg's writer) derives the file's schema,
+/// and the factory of its column writers.
+fn serialized_writer(
+    arrow_schema: &ArrowSchemaRef,
+    properties: &WriterProperties,
+) -> Result<(SerializedFileWriter<Vec<u8>>, ArrowRowGroupWriterFactory)> {
+    let writer = ArrowWriter::try_new(Vec::new(), arrow_schema.clone(), Some(properties.clone()))?;
+    Ok(writer.into_serialized_writer()?)
 }
 
 /// An input file's footer, `page_index` with its offset index.
@@ -334,7 +345,7 @@ async fn load(
         }
     }
     let fetched = reader.get_byte_ranges(ranges).await?;
-    let mut chunks: Vec<Vec<Chunk>> = (0..plan.copied.len()).map(|_| Vec::new()).collect();
+    let mut chunks = plan.no_chunks();
     for ((leaf, metadata, offset_index), bytes) in described.into_iter().zip(fetched) {
         chunks[leaf].push(Chunk {
             bytes,
@@ -395,7 +406,6 @@ struct OpenFile {
     writer: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
     out: Box<dyn FileWrite>,
-    row_groups: usize,
     inputs: Vec<usize>,
     /// The open row group: a writer per leaf (those of copied leaves unused),
     /// the copied chunks per leaf, and its rows and input bytes so far.
@@ -439,22 +449,16 @@ impl Output {
             .locations
             .generate_location(self.partition_key.as_ref(), &name);
         let out = self.file_io.new_output(&path)?.writer().await?;
-        let writer = ArrowWriter::try_new(
-            Vec::new(),
-            self.plan.arrow_schema.clone(),
-            Some((*self.plan.properties).clone()),
-        )?;
-        let (writer, factory) = writer.into_serialized_writer()?;
+        let (writer, factory) = serialized_writer(&self.plan.arrow_schema, &self.plan.properties)?;
         let columns = factory.create_column_writers(0)?;
         Ok(OpenFile {
             path,
             writer,
             factory,
             out,
-            row_groups: 0,
             inputs: Vec::new(),
             columns,
-            chunks: (0..self.plan.copied.len()).map(|_| Vec::new()).collect(),
+            chunks: self.plan.no_chunks(),
             rows: 0,
             bytes: 0,
         })
@@ -593,13 +597,11 @@ async fn flush_row_group(file: &mut OpenFile, plan: &Plan) -> Result<()> {
         let written = std::mem::take(file.writer.inner_mut());
         file.out.write(Bytes::from(written)).await?;
     }
-    file.row_groups += 1;
-    let next = file.factory.create_column_writers(file.row_groups)?;
+    let next = file
+        .factory
+        .create_column_writers(file.writer.flushed_row_groups().len() + 1)?;
     let columns = std::mem::replace(&mut file.columns, next);
-    let chunks = std::mem::replace(
-        &mut file.chunks,
-        (0..plan.copied.len()).map(|_| Vec::new()).collect(),
-    );
+    let chunks = std::mem::replace(&mut file.chunks, plan.no_chunks());
     let mut row_group = file.writer.next_row_group()?;
     for ((leaf, column), chunks) in columns.into_iter().enumerate().zip(chunks) {
         if plan.copied[leaf] {
