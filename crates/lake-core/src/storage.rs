@@ -8,15 +8,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use iceberg::io::{FileIO, FileIOBuilder, StorageFactory};
-use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use opendal::Operator;
 
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
 
-/// The storage backends compiled into lake: `file://` and `s3://`.
+mod write_behind;
+pub use write_behind::{WriteBehind, WriteBehindFactory, WriteBehindStorage};
+
+/// The storage backends compiled into lake: `file://` and `s3://`, with
+/// file writers that upload behind the code writing them
+/// ([`WriteBehindStorage`]).
 pub fn storage_factory() -> Arc<dyn StorageFactory> {
-    Arc::new(OpenDalResolvingStorageFactory::new())
+    Arc::new(WriteBehindFactory::default())
 }
 
 /// An Iceberg FileIO for any location the configuration can reach.
