@@ -567,8 +567,37 @@ async fn run_once(
     options: &IngestOptions,
     stop: Arc<AtomicBool>,
 ) -> (IngestSummary, Option<Error>) {
-    let mut shared = Shared::default();
+    // The consumer joins the group while the tables open: a join takes a few
+    // round trips to the coordinator (and a classic group the broker's
+    // initial delay), which need not wait for the catalog's.
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (tables_open, opened) = std::sync::mpsc::channel();
+    // Set when the tables cannot be opened, for a consumer still waiting
+    // for its topic to exist.
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let thread_abandoned = abandoned.clone();
+    let thread_shared = shared.clone();
+    let thread_options = options.clone();
+    let spawned = std::thread::Builder::new()
+        .name("lake-ingest-consumer".into())
+        .spawn(move || {
+            let mut summary = IngestSummary::default();
+            let opened = Opened {
+                tables: opened,
+                abandoned: thread_abandoned,
+            };
+            let result = consume(
+                kafka,
+                thread_shared,
+                &thread_options,
+                &stop,
+                &opened,
+                &mut summary,
+            );
+            (summary, result)
+        });
     let mut sinks = Vec::new();
+    let mut open_error = None;
     for route in &options.routes {
         let opened = async {
             let bronze = ensure_bronze(catalog, route).await?;
@@ -584,11 +613,14 @@ async fn run_once(
         };
         let sink = match opened.await {
             Ok(sink) => sink,
-            Err(e) => return (IngestSummary::default(), Some(e)),
+            Err(e) => {
+                open_error = Some(e);
+                break;
+            }
         };
         let (sender, handle) = crate::sink::spawn(sink, CHANNEL_CHUNKS);
         sinks.push(handle);
-        shared.topics.insert(
+        lock(&shared).topics.insert(
             route.topic.clone(),
             TopicState {
                 route: route.clone(),
@@ -607,17 +639,10 @@ async fn run_once(
             },
         );
     }
-
-    let shared = Arc::new(Mutex::new(shared));
-    let thread_shared = shared.clone();
-    let thread_options = options.clone();
-    let spawned = std::thread::Builder::new()
-        .name("lake-ingest-consumer".into())
-        .spawn(move || {
-            let mut summary = IngestSummary::default();
-            let result = consume(kafka, thread_shared, &thread_options, &stop, &mut summary);
-            (summary, result)
-        });
+    abandoned.store(open_error.is_some(), Ordering::Relaxed);
+    // A consumer that already stopped (a missing topic, say) no longer
+    // listens; its own error is the one reported below.
+    let _ = tables_open.send(open_error.is_none());
     let (summary, consumed) = match spawned {
         Err(e) => (IngestSummary::default(), Err(Error::Thread(e))),
         Ok(thread) => match tokio::task::spawn_blocking(move || thread.join()).await {
@@ -635,6 +660,13 @@ async fn run_once(
             ),
         },
     };
+    if let Some(e) = open_error {
+        drop(shared);
+        for sink in sinks {
+            let _ = sink.await;
+        }
+        return (summary, Some(e));
+    }
     // Hanging up the sinks' channels lets them finish.
     let callback_error = lock(&shared).error.take();
     drop(shared);
@@ -714,9 +746,10 @@ fn prepare_consumer_config(kafka: &mut ClientConfig, options: &IngestOptions) ->
 /// How often a continuous ingest asks whether a missing topic exists yet.
 const TOPIC_RECHECK: Duration = Duration::from_secs(2);
 
-/// The partition count of `topic` once it exists, or `None` when stopped
-/// while waiting for it. A run that ends when caught up fails at once instead:
-/// a missing topic there is a mistake in its arguments, not a start-up race.
+/// The partition count of `topic` once it exists, or `None` when `given_up`
+/// turns true while waiting for it. A run that ends when caught up fails at
+/// once instead: a missing topic there is a mistake in its arguments, not a
+/// start-up race.
 /// A continuous one waits, so that it can start before the producers that
 /// create its topics (as in compose) without exiting and being restarted.
 fn wait_for_topic(
@@ -724,7 +757,7 @@ fn wait_for_topic(
     topic: &str,
     brokers: &str,
     options: &IngestOptions,
-    stop: &AtomicBool,
+    given_up: impl Fn() -> bool,
 ) -> Result<Option<usize>> {
     let mut waiting_since: Option<Instant> = None;
     loop {
@@ -755,12 +788,19 @@ fn wait_for_topic(
         }
         let deadline = Instant::now() + TOPIC_RECHECK;
         while Instant::now() < deadline {
-            if stop.load(Ordering::Relaxed) {
+            if given_up() {
                 return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// How the consumer thread hears whether its attempt's tables opened.
+struct Opened {
+    /// `true` once every table is open, `false` when one could not be.
+    tables: std::sync::mpsc::Receiver<bool>,
+    abandoned: Arc<AtomicBool>,
 }
 
 /// Reads until the run ends; `summary` holds what was read even when it fails.
@@ -769,6 +809,7 @@ fn consume(
     shared: Arc<Mutex<Shared>>,
     options: &IngestOptions,
     stop: &AtomicBool,
+    opened: &Opened,
     summary: &mut IngestSummary,
 ) -> Result<()> {
     let context = IngestContext {
@@ -783,25 +824,45 @@ fn consume(
         .get("bootstrap.servers")
         .unwrap_or_default()
         .to_string();
+    let mut partitions = Vec::with_capacity(topics.len());
     for topic in &topics {
-        let Some(partitions) = wait_for_topic(&kafka, topic, &brokers, options, stop)? else {
-            summary.interrupted = true;
+        let given_up = || stop.load(Ordering::Relaxed) || opened.abandoned.load(Ordering::Relaxed);
+        let Some(count) = wait_for_topic(&kafka, topic, &brokers, options, given_up)? else {
+            summary.interrupted = stop.load(Ordering::Relaxed);
             return Ok(());
         };
-        if options.until_caught_up {
-            let mut high = BTreeMap::new();
-            for partition in 0..partitions as i32 {
-                let (_, hw) = consumer.fetch_watermarks(topic, partition, options.kafka_timeout)?;
-                high.insert(partition, hw);
-            }
-            if let Some(state) = lock(&shared).topics.get_mut(topic) {
-                state.high = high;
-            }
-        }
+        partitions.push(count);
     }
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
     options.status.joining();
+    // The group's rebalance callbacks run inside `poll`, so no partition is
+    // assigned (and no record read) before the ends below are known and the
+    // tables are open.
+    let mut highs = Vec::new();
+    if options.until_caught_up {
+        for (topic, &count) in topics.iter().zip(&partitions) {
+            let mut high = BTreeMap::new();
+            for partition in 0..count as i32 {
+                let (_, hw) = consumer.fetch_watermarks(topic, partition, options.kafka_timeout)?;
+                high.insert(partition, hw);
+            }
+            highs.push((topic, high));
+        }
+    }
+    if !opened.tables.recv().unwrap_or(false) {
+        // The attempt fails on its tables: leave the group at once.
+        consumer.unsubscribe();
+        return Ok(());
+    }
+    {
+        let mut guard = lock(&shared);
+        for (topic, high) in highs {
+            if let Some(state) = guard.topics.get_mut(topic) {
+                state.high = high;
+            }
+        }
+    }
 
     let started = Instant::now();
     let mut last_commit = Instant::now();
