@@ -692,7 +692,24 @@ async fn five_rounds_equal_one_run_and_a_rerun_changes_nothing() -> Result<()> {
         rounds.transform()?;
     }
     once.ingest("once")?;
-    once.transform()?;
+    // One silver row per gold query: the single run rebuilds every hour and
+    // day with a query of its own, as a backfill over a large table would.
+    let log = once.lake(&["transform", "all", "--gold-rows-per-query", "1"])?;
+    let hours: BTreeSet<String> = once
+        .rows("gold.tweet_volume_by_region")
+        .await?
+        .into_iter()
+        .filter_map(|row| row.get("hour").cloned())
+        .collect();
+    assert!(hours.len() >= 5, "{hours:?}");
+    let shares = log
+        .lines()
+        .filter(|line| {
+            line.contains("rebuilding a share of the gold partitions")
+                && line.contains("model=gold.tweet_volume_by_region")
+        })
+        .count();
+    assert_eq!(shares, hours.len(), "{log}");
     for table in TABLES {
         let (a, b) = (content(&rounds, table).await?, content(&once, table).await?);
         assert!(!a.is_empty(), "{table} is empty");

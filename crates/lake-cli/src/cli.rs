@@ -532,7 +532,8 @@ nothing new commits nothing and a crash never doubles a row.
 
 gold: the hours and days that received silver rows since the last run (late rows included)
 are aggregated again by each gold/*.sql and replace exactly those gold partitions, in one
-overwrite commit per table.
+overwrite commit per table. A rebuild over more silver rows than --gold-rows-per-query runs as
+several queries over consecutive hours or days, one after the other, before that one commit.
 
 The datasets come from the pipeline directory (--pipeline, ./pipeline) or, without one, the
 built-in tweets and speedtest; `lake init` writes those out to change.
@@ -563,6 +564,13 @@ pub struct TransformArgs {
     /// the dataset's dedup_horizon
     #[arg(long)]
     pub exhaustive_dedup: bool,
+
+    /// About how many silver rows one gold query reads: rebuilding more hours or days (a first
+    /// build, a backfill) runs several queries one after the other and commits once, so memory
+    /// follows this, not the table
+    #[arg(long, value_name = "ROWS", default_value_t = lake_transform::DEFAULT_GOLD_ROWS_PER_QUERY,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub gold_rows_per_query: u64,
 
     /// With `models`: write each model's SQL into this directory
     #[arg(long, value_name = "DIR")]

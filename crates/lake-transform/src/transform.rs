@@ -51,7 +51,14 @@ pub struct TransformOptions {
     pub exhaustive_dedup: bool,
     /// The key of `[silver.pii]`'s `hash` (from `LAKE_PII_KEY`).
     pub pii_key: Option<crate::pii::PiiKey>,
+    /// About how many silver rows one gold query reads: a rebuild of more
+    /// hours or days runs as several queries, one after the other, and
+    /// commits once.
+    pub gold_rows_per_query: u64,
 }
+
+/// The default of [`TransformOptions::gold_rows_per_query`].
+pub const DEFAULT_GOLD_ROWS_PER_QUERY: u64 = 1_000_000;
 
 impl Default for TransformOptions {
     fn default() -> Self {
@@ -60,6 +67,7 @@ impl Default for TransformOptions {
             partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             exhaustive_dedup: false,
             pii_key: None,
+            gold_rows_per_query: DEFAULT_GOLD_ROWS_PER_QUERY,
         }
     }
 }
@@ -1078,46 +1086,52 @@ pub async fn run_gold(
     let keys = changed_keys(&ctx, time, model.grain).await?;
 
     // Only the silver files of the days holding a changed key.
-    let days: BTreeSet<i64> = keys
-        .iter()
-        .map(|k| match model.grain {
-            Granularity::Hour => k.div_euclid(24),
-            Granularity::Day => *k,
-        })
-        .collect();
+    let days: BTreeSet<i64> = keys.iter().map(|&k| day_of(k, model.grain)).collect();
     let live = files::live_files(&silver, Some(current)).await?;
     let inputs: Vec<LiveFile> = live
         .into_iter()
         .filter(|f| partition_number(&f.data_file).is_none_or(|day| days.contains(&day)))
         .collect();
     report.rows_in = inputs.iter().map(|f| f.data_file.record_count()).sum();
-    ctx.register_table(
-        "silver_files",
-        file_set_table(&silver, &inputs, &[], options.partitions)?,
-    )?;
-    let silver_files = ctx.table("silver_files").await?;
-    let view = match time_ranges(&silver_files, time, model.grain, &keys)? {
-        Some(predicate) => silver_files.filter(predicate)?,
-        None => {
-            let key_list = if keys.is_empty() {
-                "NULL".to_string()
-            } else {
-                keys.iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            ctx.sql(&format!(
-                "SELECT * FROM silver_files WHERE {} IN ({key_list})",
-                grain_key(time, model.grain)
-            ))
-            .await?
+    let mut day_rows: BTreeMap<i64, u64> = BTreeMap::new();
+    for file in &inputs {
+        if let Some(day) = partition_number(&file.data_file) {
+            *day_rows.entry(day).or_default() += file.data_file.record_count();
+        }
+    }
+    let shares = rebuild_shares(&keys, model.grain, &day_rows, options.gold_rows_per_query);
+
+    let files_of = |share: &[i64]| -> Vec<LiveFile> {
+        let share_days: BTreeSet<i64> = share.iter().map(|&k| day_of(k, model.grain)).collect();
+        inputs
+            .iter()
+            .filter(|f| partition_number(&f.data_file).is_none_or(|day| share_days.contains(&day)))
+            .cloned()
+            .collect()
+    };
+    let announce = |n: usize, share: &[i64], files: &[LiveFile]| {
+        if shares.len() > 1 {
+            tracing::info!(
+                model = %model.table,
+                share = n + 1,
+                of = shares.len(),
+                partitions = share.len(),
+                first = %partition_label(share.first().copied(), model.grain),
+                last = %partition_label(share.last().copied(), model.grain),
+                silver_rows = files.iter().map(|f| f.data_file.record_count()).sum::<u64>(),
+                "rebuilding a share of the gold partitions"
+            );
         }
     };
-    ctx.register_table("silver", view.into_view())?;
 
-    let frame = plan(&ctx, &model.file, &model.sql).await?;
-    let output = frame.schema().as_arrow().clone();
+    // The first query's output names the gold table's columns.
+    let Some(first_share) = shares.first() else {
+        return Err(Error::Internal("a gold rebuild without a query".into()));
+    };
+    let first_files = files_of(first_share);
+    announce(0, first_share, &first_files);
+    let first = model_frame(&silver, &first_files, first_share, model, time, options).await?;
+    let output = first.schema().as_arrow().clone();
     if output.field_with_name(&model.time_column).is_err() {
         return Err(Error::Models(format!(
             "{}: the query returns no column `{}`, the time column its header names",
@@ -1149,16 +1163,33 @@ pub async fn run_gold(
                 .await?
         }
     };
-    let mut writer = TableWriter::new(&target, writer_options(&[])).await?;
-    let schema = writer.schema().clone();
-    // Gold results are small: one writer takes every partition's batches.
-    let mut stream = futures::stream::select_all(execute(frame, &model.file).await?);
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        writer.write(&fit(&batch, &schema)?).await?;
+    // The shares run one after the other, each with a writer of its own
+    // closed before the next starts (a partitioned writer keeps a file open
+    // per partition it has seen), so memory holds one share's aggregation
+    // and files; all their files go into the one commit, so readers see
+    // every partition replaced at once.
+    let mut written = Vec::new();
+    let mut next = Some(first);
+    for (n, share) in shares.iter().enumerate() {
+        let frame = match next.take() {
+            Some(frame) => Ok(frame),
+            None => {
+                let files = files_of(share);
+                announce(n, share, &files);
+                model_frame(&silver, &files, share, model, time, options).await
+            }
+        };
+        match write_share(&target, frame, &model.file).await {
+            Ok((rows, files)) => {
+                report.rows_out += rows;
+                written.extend(files);
+            }
+            Err(e) => {
+                delete_written(&target, &written).await;
+                return Err(e);
+            }
+        }
     }
-    report.rows_out = writer.rows();
-    let written = writer.close().await?;
     report.partitions_rebuilt = keys.len();
     let parent = target.metadata().current_snapshot_id();
     if keys.is_empty() {
@@ -1197,6 +1228,138 @@ pub async fn run_gold(
     report.elapsed = started.elapsed();
     report.record_metrics();
     Ok(report)
+}
+
+/// Runs one share of a gold rebuild into new files of `target`: the rows
+/// and files written.
+async fn write_share(
+    target: &Table,
+    frame: Result<datafusion::dataframe::DataFrame>,
+    model: &str,
+) -> Result<(u64, Vec<iceberg::spec::DataFile>)> {
+    let frame = frame?;
+    let mut writer = TableWriter::new(target, writer_options(&[])).await?;
+    let schema = writer.schema().clone();
+    // Gold results are small: one writer takes every partition's batches.
+    let mut stream = futures::stream::select_all(execute(frame, model).await?);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        writer.write(&fit(&batch, &schema)?).await?;
+    }
+    let rows = writer.rows();
+    Ok((rows, writer.close().await?))
+}
+
+/// The query of `model` over the silver rows of its hours or days `keys`
+/// (sorted), read from `files`.
+async fn model_frame(
+    silver: &Table,
+    files: &[LiveFile],
+    keys: &[i64],
+    model: &GoldSpec,
+    time: &str,
+    options: &TransformOptions,
+) -> Result<datafusion::dataframe::DataFrame> {
+    let ctx = session(options);
+    ctx.register_table(
+        "silver_files",
+        file_set_table(silver, files, &[], options.partitions)?,
+    )?;
+    let silver_files = ctx.table("silver_files").await?;
+    let view = match time_ranges(&silver_files, time, model.grain, keys)? {
+        Some(predicate) => silver_files.filter(predicate)?,
+        None => {
+            let key_list = if keys.is_empty() {
+                "NULL".to_string()
+            } else {
+                keys.iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            ctx.sql(&format!(
+                "SELECT * FROM silver_files WHERE {} IN ({key_list})",
+                grain_key(time, model.grain)
+            ))
+            .await?
+        }
+    };
+    ctx.register_table("silver", view.into_view())?;
+    plan(&ctx, &model.file, &model.sql).await
+}
+
+/// The changed hours or days `keys` (sorted) in runs of consecutive keys
+/// whose silver rows stay within `budget`, each run one query: a gold
+/// model's memory (its aggregation state) follows the rows it reads, so a
+/// first build or backfill over a large silver table is done a share at a
+/// time. Rows are estimated from the row counts of the day partitions
+/// holding the keys (an hour a 24th of its day). A run takes whole days,
+/// since each reads its days' files in full; only a day over the budget on
+/// its own is split into runs of its hours. Keys whose day has no
+/// partitioned files count for nothing. Never empty: no keys is one empty
+/// run, so the model still runs once.
+fn rebuild_shares(
+    keys: &[i64],
+    grain: Granularity,
+    day_rows: &BTreeMap<i64, u64>,
+    budget: u64,
+) -> Vec<Vec<i64>> {
+    let mut shares: Vec<Vec<i64>> = Vec::new();
+    let mut current: Vec<i64> = Vec::new();
+    let mut rows = 0u64;
+    for day_keys in keys.chunk_by(|a, b| day_of(*a, grain) == day_of(*b, grain)) {
+        let Some(&key) = day_keys.first() else {
+            continue;
+        };
+        let day = day_rows.get(&day_of(key, grain)).copied().unwrap_or(0);
+        let each = match grain {
+            Granularity::Hour => day.div_ceil(24),
+            Granularity::Day => day,
+        };
+        let total = each.saturating_mul(day_keys.len() as u64);
+        if total > budget && day_keys.len() > 1 {
+            if !current.is_empty() {
+                shares.push(std::mem::take(&mut current));
+            }
+            rows = 0;
+            let per_run = usize::try_from(budget / each.max(1)).unwrap_or(usize::MAX);
+            shares.extend(day_keys.chunks(per_run.max(1)).map(<[i64]>::to_vec));
+            continue;
+        }
+        if !current.is_empty() && rows.saturating_add(total) > budget {
+            shares.push(std::mem::take(&mut current));
+            rows = 0;
+        }
+        current.extend_from_slice(day_keys);
+        rows = rows.saturating_add(total);
+    }
+    if !current.is_empty() || shares.is_empty() {
+        shares.push(current);
+    }
+    shares
+}
+
+/// The day of an hour or day number.
+fn day_of(key: i64, grain: Granularity) -> i64 {
+    match grain {
+        Granularity::Hour => key.div_euclid(24),
+        Granularity::Day => key,
+    }
+}
+
+/// A gold partition's hour (`2025-01-01 05h`) or day (`2025-01-01`) for the
+/// log.
+fn partition_label(key: Option<i64>, grain: Granularity) -> String {
+    let Some(key) = key else {
+        return "none".to_string();
+    };
+    let day = day_of(key, grain);
+    let date = arrow_array::temporal_conversions::timestamp_s_to_datetime(day * 86_400)
+        .map_or_else(|| format!("day {day}"), |t| t.date().to_string());
+    match grain {
+        Granularity::Hour => format!("{date} {:02}h", key.rem_euclid(24)),
+        Granularity::Day => date,
+    }
 }
 
 /// The distinct hour or day numbers of `column` in `changed`.
@@ -1347,5 +1510,69 @@ mod tests {
             "CAST(floor(date_part('epoch', \"created_at\") / 3600) AS BIGINT)"
         );
         assert_eq!(Granularity::Day.seconds(), 86_400);
+    }
+
+    #[test]
+    fn rebuilds_run_in_shares_of_consecutive_keys_within_the_budget() {
+        // Days 100, 101 and 103 hold 2.4 M, 1.2 M and 4.8 M rows.
+        let days = BTreeMap::from([(100, 2_400_000), (101, 1_200_000), (103, 4_800_000)]);
+        let shares = |keys: &[i64], grain, budget| rebuild_shares(keys, grain, &days, budget);
+
+        let all_days = [100, 101, 103];
+        assert_eq!(
+            shares(&all_days, Granularity::Day, 4_000_000),
+            vec![vec![100, 101], vec![103]],
+            "a day over the budget is a share of its own"
+        );
+        assert_eq!(
+            shares(&all_days, Granularity::Day, 1),
+            vec![vec![100], vec![101], vec![103]]
+        );
+        assert_eq!(
+            shares(&all_days, Granularity::Day, u64::MAX),
+            vec![all_days.to_vec()]
+        );
+
+        // Hours are a 24th of their day: 100 k rows each on day 100, 50 k
+        // on day 101, none known for day 102. Day 100's four hours are over
+        // the budget on their own, so only they are split.
+        let hours: Vec<i64> = (100 * 24 + 20..101 * 24 + 4)
+            .chain([102 * 24, 102 * 24 + 1])
+            .collect();
+        assert_eq!(
+            shares(&hours, Granularity::Hour, 300_000),
+            vec![
+                vec![2420, 2421, 2422],
+                vec![2423],
+                vec![2424, 2425, 2426, 2427, 2448, 2449],
+            ]
+        );
+        assert_eq!(
+            shares(&hours, Granularity::Hour, 500_000),
+            vec![
+                vec![2420, 2421, 2422, 2423],
+                vec![2424, 2425, 2426, 2427, 2448, 2449],
+            ],
+            "whole days, where they fit"
+        );
+
+        assert_eq!(
+            shares(&[], Granularity::Hour, 1),
+            vec![Vec::<i64>::new()],
+            "no keys still run the model once"
+        );
+    }
+
+    #[test]
+    fn partitions_are_labelled_by_their_date_and_hour() {
+        assert_eq!(
+            partition_label(Some(20_089 * 24 + 5), Granularity::Hour),
+            "2025-01-01 05h"
+        );
+        assert_eq!(
+            partition_label(Some(20_089), Granularity::Day),
+            "2025-01-01"
+        );
+        assert_eq!(partition_label(None, Granularity::Day), "none");
     }
 }

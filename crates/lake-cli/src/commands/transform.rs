@@ -29,6 +29,7 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         fail_on_quarantine_ratio: args.fail_on_quarantine_ratio,
         exhaustive_dedup: args.exhaustive_dedup,
         pii_key: pii_key()?,
+        gold_rows_per_query: args.gold_rows_per_query,
         ..TransformOptions::default()
     };
     let catalog = lake_table::LakeCatalog::connect(&config)
