@@ -6,7 +6,8 @@
 //! Silver is seeded by one real run over 1 M generated tweets of 2025-01-01, then
 //! grown with the table writer (not through Kafka and transform) by copies of
 //! those rows, copy `k` shifted `k` days later in event time and given ids no
-//! generator makes. At each size the gold tables are caught up untimed, then
+//! generator makes. At each size the gold tables are caught up (a backfill
+//! of every hour and day added since: its time and peak memory printed), then
 //! each run appends a new 1 M-row bronze batch — a later day's tweets with 1 %
 //! re-sent within the batch and 1 % re-sends of the seed day's records — and
 //! times `lake transform all --dataset tweets` (silver with its dedup against
@@ -251,11 +252,13 @@ fn main() {
         let more = missing.div_ceil(seed_rows) as i64;
         runtime.block_on(grow(&catalog, &seed, copies + 1, copies + 1 + more));
         copies += more;
-        lake(&["transform", "gold", "--dataset", "tweets"]);
+        let (stderr, catch_up) = lake(&["transform", "gold", "--dataset", "tweets"]);
         silver_rows = runtime.block_on(rows(&catalog, &silver_ident())).1;
         eprintln!(
-            "silver at {silver_rows} rows ({copies} copies); grown and gold caught up in {:.1}s",
-            started.elapsed().as_secs_f64()
+            "silver at {silver_rows} rows ({copies} copies); grown and gold caught up in {:.1}s \
+             (the gold catch-up {catch_up:.1}s, peak memory {:.0} MB)",
+            started.elapsed().as_secs_f64(),
+            common::peak_mb(&stderr)
         );
 
         let mut times = Vec::new();
