@@ -32,7 +32,7 @@ use lake_table::{Append, FileSelector, LakeCatalog, Overwrite, TableWriter, Writ
 use crate::error::{Error, Result};
 use crate::first_copies::FirstCopies;
 use crate::models::{COORDINATES, POSITION, RULE, WARNINGS};
-use crate::scan::file_set_table;
+use crate::scan::{file_set_table, file_set_table_where};
 
 /// Quarantine columns added after the silver ones.
 const QUARANTINE_RULE: &str = "rule";
@@ -1018,15 +1018,8 @@ fn time_ranges(
             tz.clone(),
         ))
     };
-    let mut ranges: Vec<(i64, i64)> = Vec::new();
-    for &key in keys {
-        match ranges.last_mut() {
-            Some((_, end)) if *end + 1 == key => *end = key,
-            _ => ranges.push((key, key)),
-        }
-    }
     Ok(Some(
-        ranges
+        key_runs(keys)
             .into_iter()
             .map(|(start, end)| {
                 ident(column)
@@ -1036,6 +1029,46 @@ fn time_ranges(
             .reduce(Expr::or)
             .unwrap_or(lit(false)),
     ))
+}
+
+/// Runs of consecutive `keys` (sorted), as first and last key.
+fn key_runs(keys: &[i64]) -> Vec<(i64, i64)> {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &key in keys {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == key => *end = key,
+            _ => runs.push((key, key)),
+        }
+    }
+    runs
+}
+
+/// [`time_ranges`] as an Iceberg predicate on `table`'s column, for its
+/// reader to skip row groups by; `None` when the column is not a
+/// microsecond timestamp or there are no keys.
+fn time_predicate(
+    table: &Table,
+    column: &str,
+    grain: Granularity,
+    keys: &[i64],
+) -> Option<iceberg::expr::Predicate> {
+    use iceberg::expr::Reference;
+    use iceberg::spec::{Datum, PrimitiveType, Type};
+    let field = table.metadata().current_schema().field_by_name(column)?;
+    let at: fn(i64) -> Datum = match *field.field_type {
+        Type::Primitive(PrimitiveType::Timestamptz) => Datum::timestamptz_micros,
+        Type::Primitive(PrimitiveType::Timestamp) => Datum::timestamp_micros,
+        _ => return None,
+    };
+    let step = grain.seconds() * 1_000_000;
+    key_runs(keys)
+        .into_iter()
+        .map(|(start, end)| {
+            Reference::new(column)
+                .greater_than_or_equal_to(at(start * step))
+                .and(Reference::new(column).less_than(at((end + 1) * step)))
+        })
+        .reduce(iceberg::expr::Predicate::or)
 }
 
 /// The first partition value of a data file, as its transform's integer.
@@ -1261,10 +1294,14 @@ async fn model_frame(
     options: &TransformOptions,
 ) -> Result<datafusion::dataframe::DataFrame> {
     let ctx = session(options);
-    ctx.register_table(
-        "silver_files",
-        file_set_table(silver, files, &[], options.partitions)?,
-    )?;
+    // The day files of a share hold other hours too (or, for a day split
+    // into shares, the other shares' hours): their row groups outside the
+    // share's time ranges are skipped by statistics rather than read.
+    let scan = match time_predicate(silver, time, model.grain, keys) {
+        Some(predicate) => file_set_table_where(silver, files, options.partitions, &predicate)?,
+        None => file_set_table(silver, files, &[], options.partitions)?,
+    };
+    ctx.register_table("silver_files", scan)?;
     let silver_files = ctx.table("silver_files").await?;
     let view = match time_ranges(&silver_files, time, model.grain, keys)? {
         Some(predicate) => silver_files.filter(predicate)?,
