@@ -34,17 +34,24 @@ pub use transform::{
 };
 pub use validate::validate;
 
-/// A query's answer as a printed table, for the crate's tests.
+/// A query's answer, for the crate's tests.
 #[cfg(test)]
-pub(crate) async fn printed(ctx: &datafusion::prelude::SessionContext, sql: &str) -> String {
-    let batches = ctx
-        .sql(sql)
+pub(crate) async fn answer(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> Vec<arrow_array::RecordBatch> {
+    ctx.sql(sql)
         .await
         .expect("plan")
         .collect()
         .await
-        .expect("run");
-    arrow_cast::pretty::pretty_format_batches(&batches)
+        .expect("run")
+}
+
+/// A query's answer as a printed table, for the crate's tests.
+#[cfg(test)]
+pub(crate) async fn printed(ctx: &datafusion::prelude::SessionContext, sql: &str) -> String {
+    arrow_cast::pretty::pretty_format_batches(&answer(ctx, sql).await)
         .expect("format")
         .to_string()
 }
