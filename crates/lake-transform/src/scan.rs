@@ -38,10 +38,8 @@ pub fn file_set_table(
 }
 
 /// [`file_set_table`] of every column, reading only the rows `predicate`
-/// may hold: iceberg's reader skips the row groups whose statistics rule it
-/// out and filters the rest as it decodes them. What it returns still wants
-/// the predicate applied above it where exactness matters, since a reader
-/// without statistics keeps every row group.
+/// holds: iceberg's reader skips the row groups whose statistics rule it
+/// out and filters the rows of the rest as it decodes them.
 pub fn file_set_table_where(
     table: &Table,
     files: &[LiveFile],

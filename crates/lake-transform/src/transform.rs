@@ -1151,7 +1151,11 @@ pub async fn run_gold(
                 partitions = share.len(),
                 first = %partition_label(share.first().copied(), model.grain),
                 last = %partition_label(share.last().copied(), model.grain),
-                silver_rows = files.iter().map(|f| f.data_file.record_count()).sum::<u64>(),
+                silver_rows = share
+                    .iter()
+                    .map(|&k| key_rows(k, model.grain, &day_rows))
+                    .sum::<u64>(),
+                files = files.len(),
                 "rebuilding a share of the gold partitions"
             );
         }
@@ -1264,7 +1268,8 @@ pub async fn run_gold(
 }
 
 /// Runs one share of a gold rebuild into new files of `target`: the rows
-/// and files written.
+/// and files written. `frame` is the share's query, or why planning it
+/// failed, so that the caller's clean-up after a failed share covers both.
 async fn write_share(
     target: &Table,
     frame: Result<datafusion::dataframe::DataFrame>,
@@ -1348,11 +1353,7 @@ fn rebuild_shares(
         let Some(&key) = day_keys.first() else {
             continue;
         };
-        let day = day_rows.get(&day_of(key, grain)).copied().unwrap_or(0);
-        let each = match grain {
-            Granularity::Hour => day.div_ceil(24),
-            Granularity::Day => day,
-        };
+        let each = key_rows(key, grain, day_rows);
         let total = each.saturating_mul(day_keys.len() as u64);
         if total > budget && day_keys.len() > 1 {
             if !current.is_empty() {
@@ -1374,6 +1375,16 @@ fn rebuild_shares(
         shares.push(current);
     }
     shares
+}
+
+/// The silver rows of an hour or day, estimated from the row counts of
+/// the day partitions: an hour is a 24th of its day.
+fn key_rows(key: i64, grain: Granularity, day_rows: &BTreeMap<i64, u64>) -> u64 {
+    let day = day_rows.get(&day_of(key, grain)).copied().unwrap_or(0);
+    match grain {
+        Granularity::Hour => day.div_ceil(24),
+        Granularity::Day => day,
+    }
 }
 
 /// The day of an hour or day number.
