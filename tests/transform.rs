@@ -14,6 +14,7 @@ use anyhow::{Context, Result, ensure};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use futures::TryStreamExt;
+use iceberg::spec::Operation;
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 use lake_core::config::Role;
@@ -710,15 +711,7 @@ async fn five_rounds_equal_one_run_and_a_rerun_changes_nothing() -> Result<()> {
         })
         .count();
     assert_eq!(shares, hours.len(), "{log}");
-    for table in TABLES {
-        let (a, b) = (content(&rounds, table).await?, content(&once, table).await?);
-        assert!(!a.is_empty(), "{table} is empty");
-        let differs = same_content(&a, &b);
-        assert!(
-            differs.is_none(),
-            "{table} differs between five runs and one: {differs:?}"
-        );
-    }
+    same_tables(&rounds, &once, "between five runs and one").await?;
 
     // A rerun with nothing new commits nothing and says so.
     let before = snapshots(&rounds).await?;
@@ -726,6 +719,194 @@ async fn five_rounds_equal_one_run_and_a_rerun_changes_nothing() -> Result<()> {
     assert_eq!(snapshots(&rounds).await?, before);
     assert_eq!(log.matches("nothing new").count(), 7, "{log}");
     assert!(log.contains("transform: 0 of 7 tables changed"), "{log}");
+    Ok(())
+}
+
+/// `table`'s snapshots along its current ancestry, oldest first: each one's
+/// id, operation and the data files it added.
+async fn history(lake: &Lake, table: &str) -> Result<Vec<(i64, Operation, u64)>> {
+    let table = lake.table(table).await?;
+    let mut snapshots: Vec<(i64, Operation, u64)> = lake_table::files::ancestry(table.metadata())
+        .map(|s| {
+            let added = s
+                .summary()
+                .additional_properties
+                .get("added-data-files")
+                .map_or(Ok(0), |n| n.parse())?;
+            Ok((s.snapshot_id(), s.summary().operation.clone(), added))
+        })
+        .collect::<Result<_>>()?;
+    snapshots.reverse();
+    Ok(snapshots)
+}
+
+/// The bronze snapshot each of silver's commits recorded, oldest first.
+async fn silver_positions(lake: &Lake, silver: &str, bronze: &str) -> Result<Vec<i64>> {
+    let table = lake.table(silver).await?;
+    let key = lake_table::files::source_key(&TableIdent::from_strs(bronze.split('.'))?);
+    let mut positions: Vec<i64> = lake_table::files::ancestry(table.metadata())
+        .filter_map(|s| s.summary().additional_properties.get(&key))
+        .map(|v| v.parse())
+        .collect::<Result<_, _>>()?;
+    positions.reverse();
+    Ok(positions)
+}
+
+/// Every table of `a` and `b` holds the same rows.
+async fn same_tables(a: &Lake, b: &Lake, how: &str) -> Result<()> {
+    for table in TABLES {
+        let (x, y) = (content(a, table).await?, content(b, table).await?);
+        ensure!(!x.is_empty(), "{table} is empty");
+        let differs = same_content(&x, &y);
+        ensure!(differs.is_none(), "{table} differs {how}: {differs:?}");
+    }
+    Ok(())
+}
+
+fn steps_logged(log: &str, table: &str) -> usize {
+    log.lines()
+        .filter(|line| {
+            line.contains("transforming a step of the bronze backlog")
+                && line.contains(&format!("table={table}"))
+        })
+        .count()
+}
+
+/// The bronze snapshots a silver run in steps of one row records, oldest
+/// first: after the last compaction (a first run reads its files, which
+/// hold rows of the appends before it) every append that added files, the
+/// last step at the current snapshot.
+fn expected_positions(snapshots: &[(i64, Operation, u64)]) -> Vec<i64> {
+    let compacted = snapshots
+        .iter()
+        .rposition(|(_, op, _)| *op == Operation::Replace);
+    let mut positions: Vec<i64> = compacted.map(|c| snapshots[c].0).into_iter().collect();
+    positions.extend(
+        snapshots[compacted.map_or(0, |c| c + 1)..]
+            .iter()
+            .filter(|(_, op, added)| *op == Operation::Append && *added > 0)
+            .map(|(id, _, _)| *id),
+    );
+    if let (Some(last), Some((current, _, _))) = (positions.last_mut(), snapshots.last()) {
+        *last = *current;
+    }
+    positions
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_taken_in_steps_equals_one_run_also_after_compaction() -> Result<()> {
+    let topics = DatasetTopics::create(PARTITIONS).await?;
+    let stepped = Lake::start(topics.clone()).await?;
+    let whole = Lake::start(topics.clone()).await?;
+    let produce_round = |seed: u32, start: &str, count: &str| -> Result<()> {
+        let seed = seed.to_string();
+        let mut args = vec![
+            "--count",
+            count,
+            "--seed",
+            &seed,
+            "--start",
+            start,
+            "--events-per-second",
+            "1",
+            "--users",
+            "300",
+        ];
+        args.extend(FAULTS);
+        produce(&topics, "tweets", &args)?;
+        produce(&topics, "speedtest", &args)
+    };
+    let ingest = || -> Result<()> {
+        stepped.ingest("stepped")?;
+        whole.ingest("whole")?;
+        Ok(())
+    };
+    // The first two ingests must land in one bronze partition (the hour
+    // of the Kafka record time) for the compaction below to find two files.
+    support::clear_of_the_hour_s_end(std::time::Duration::from_secs(60));
+    produce_round(200, "2026-01-01T00:00:00Z", "1000")?;
+    ingest()?;
+    produce_round(201, "2026-01-01T00:20:00Z", "1000")?;
+    ingest()?;
+    // Kafka's record times, which bronze's files keep with their ranges,
+    // tell the third ingest's files from the first two's.
+    let third = jiff::Timestamp::now();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    produce_round(202, "2026-01-01T06:00:00Z", "2000")?;
+    ingest()?;
+    // The first two ingests' tweets compacted into one file; the third's
+    // left alone.
+    let filter = format!("_kafka_timestamp < '{third}'");
+    let compacted = stepped.lake(&[
+        "compact",
+        "bronze.tweets_raw",
+        "--where",
+        &filter,
+        "--min-input-files",
+        "2",
+    ])?;
+    ensure!(compacted.contains("2 files"), "{compacted}");
+    // Then the first ingest's first 400 records again.
+    produce_round(203, "2026-01-01T10:00:00Z", "2000")?;
+    produce_round(200, "2026-01-01T00:00:00Z", "400")?;
+    ingest()?;
+
+    // One bronze row per step: each bronze snapshot a step of its own,
+    // except that a first run's step ends no earlier than a compaction.
+    let log = stepped.lake(&["transform", "all", "--silver-rows-per-commit", "1"])?;
+    whole.transform()?;
+    for (silver, bronze, steps) in [
+        ("silver.tweets_clean", "bronze.tweets_raw", 2),
+        ("silver.speedtest_clean", "bronze.speedtest_raw", 4),
+    ] {
+        let snapshots = history(&stepped, bronze).await?;
+        let expected = expected_positions(&snapshots);
+        assert_eq!(expected.len(), steps, "{bronze}: {snapshots:?}");
+        assert_eq!(steps_logged(&log, silver), steps, "{log}");
+        assert_eq!(
+            silver_positions(&stepped, silver, bronze).await?,
+            expected,
+            "{bronze}: {snapshots:?}"
+        );
+    }
+    same_tables(&stepped, &whole, "in steps and in one first run").await?;
+
+    // Two more ingests, the second re-sending the first's records: an
+    // incremental run in two steps, one per bronze snapshot.
+    produce_round(210, "2026-01-01T14:00:00Z", "1500")?;
+    stepped.ingest("stepped")?;
+    whole.ingest("whole")?;
+    produce_round(210, "2026-01-01T14:00:00Z", "300")?;
+    stepped.ingest("stepped")?;
+    whole.ingest("whole")?;
+    let before = silver_positions(&stepped, "silver.tweets_clean", "bronze.tweets_raw").await?;
+    let log = stepped.lake(&["transform", "all", "--silver-rows-per-commit", "1"])?;
+    whole.transform()?;
+    let snapshots = history(&stepped, "bronze.tweets_raw").await?;
+    let from = snapshots
+        .iter()
+        .position(|(id, _, _)| Some(id) == before.last())
+        .context("silver's position is in bronze's history")?;
+    let appended = snapshots[from + 1..]
+        .iter()
+        .filter(|(_, op, added)| *op == Operation::Append && *added > 0)
+        .count();
+    assert_eq!(appended, 2, "{snapshots:?}");
+    assert_eq!(steps_logged(&log, "silver.tweets_clean"), 2, "{log}");
+    let after = silver_positions(&stepped, "silver.tweets_clean", "bronze.tweets_raw").await?;
+    assert_eq!(after.len(), before.len() + 2);
+    same_tables(&stepped, &whole, "in steps and in one incremental run").await?;
+    // The second step's records were all in the first's.
+    let silver = stepped.table("silver.tweets_clean").await?;
+    let summary = &silver
+        .metadata()
+        .current_snapshot()
+        .context("silver")?
+        .summary()
+        .additional_properties;
+    let rows_in: u64 = summary["lake.transform.rows-in"].parse()?;
+    assert!(rows_in > 250, "{summary:?}");
+    assert_eq!(summary["lake.transform.duplicates"], rows_in.to_string());
     Ok(())
 }
 

@@ -276,3 +276,16 @@ pub fn generate_today(
     }
     args
 }
+
+/// Waits, when less than `margin` is left of the current UTC hour, until the
+/// next hour has begun: for steps that must write into one hourly partition
+/// of the Kafka record time.
+pub fn clear_of_the_hour_s_end(margin: std::time::Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = 3600 - now.as_secs() % 3600;
+    if left < margin.as_secs() {
+        std::thread::sleep(std::time::Duration::from_secs(left + 1));
+    }
+}

@@ -556,7 +556,8 @@ pub struct TransformArgs {
     #[arg(long, value_name = "DIR", hide = true)]
     pub models: Option<std::path::PathBuf>,
 
-    /// Fail, committing nothing, when more than this share of a silver run's rows break a rule
+    /// Fail, committing nothing, when more than this share of a silver commit's rows break a
+    /// rule (the steps of a backlog committed before it stay)
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
     pub fail_on_quarantine_ratio: Option<f64>,
 
@@ -571,6 +572,13 @@ pub struct TransformArgs {
     #[arg(long, value_name = "ROWS", default_value_t = lake_transform::DEFAULT_GOLD_ROWS_PER_QUERY,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub gold_rows_per_query: u64,
+
+    /// About how many bronze rows one silver commit takes: a larger backlog (a first run, a
+    /// long pause) runs in steps of whole bronze snapshots, each committed before the next is
+    /// read, so memory follows this, not the backlog, and a failure keeps the steps before it
+    #[arg(long, value_name = "ROWS", default_value_t = lake_transform::DEFAULT_SILVER_ROWS_PER_COMMIT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub silver_rows_per_commit: u64,
 
     /// With `models`: write each model's SQL into this directory
     #[arg(long, value_name = "DIR")]

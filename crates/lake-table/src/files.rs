@@ -244,6 +244,20 @@ pub fn newest_record_ms(table: &Table) -> Option<i64> {
     summary_lookup(table, NEWEST_RECORD_KEY).and_then(|(_, value)| value.parse().ok())
 }
 
+/// [`newest_record_ms`] as of snapshot `snapshot_id`: what a reader of
+/// that snapshot had received.
+pub fn newest_record_ms_at(table: &Table, snapshot_id: i64) -> Option<i64> {
+    let metadata = table.metadata();
+    ancestry_from(metadata, metadata.snapshot_by_id(snapshot_id))
+        .find_map(|snapshot| {
+            snapshot
+                .summary()
+                .additional_properties
+                .get(NEWEST_RECORD_KEY)
+        })
+        .and_then(|value| value.parse().ok())
+}
+
 /// The summary entries a commit carries for `newest` (ms): the value itself
 /// and its age now. Nothing when the source never recorded one.
 pub fn freshness_summary(newest: Option<i64>) -> Vec<(String, String)> {
@@ -272,7 +286,15 @@ pub fn source_key(source: &TableIdent) -> String {
 pub fn ancestry(
     metadata: &iceberg::spec::TableMetadata,
 ) -> impl Iterator<Item = &SnapshotRef> + '_ {
-    std::iter::successors(metadata.current_snapshot(), move |snapshot| {
+    ancestry_from(metadata, metadata.current_snapshot())
+}
+
+/// `first` and its ancestors, newest first.
+fn ancestry_from<'a>(
+    metadata: &'a iceberg::spec::TableMetadata,
+    first: Option<&'a SnapshotRef>,
+) -> impl Iterator<Item = &'a SnapshotRef> + 'a {
+    std::iter::successors(first, move |snapshot| {
         snapshot
             .parent_snapshot_id()
             .and_then(|id| metadata.snapshot_by_id(id))

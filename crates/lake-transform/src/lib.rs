@@ -29,8 +29,8 @@ pub use models::{model_sql, silver_sql};
 pub use pii::PiiKey;
 pub use pipeline::run_pipeline;
 pub use transform::{
-    DEFAULT_GOLD_ROWS_PER_QUERY, Layers, ModelReport, Observer, Quiet, TransformOptions, run_gold,
-    run_layers, run_silver,
+    DEFAULT_GOLD_ROWS_PER_QUERY, DEFAULT_SILVER_ROWS_PER_COMMIT, Layers, ModelReport, Observer,
+    Quiet, TransformOptions, run_gold, run_layers, run_silver,
 };
 pub use validate::validate;
 

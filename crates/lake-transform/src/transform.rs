@@ -42,8 +42,8 @@ const SKIPPED_BRONZE: &[&str] = &[lake_spec::columns::RAW];
 
 #[derive(Clone, Debug)]
 pub struct TransformOptions {
-    /// Fail, committing nothing, when more than this share of a silver run's
-    /// input breaks a rule.
+    /// Fail, committing nothing more, when more than this share of a silver
+    /// commit's input breaks a rule (a backlog's earlier steps stay).
     pub fail_on_quarantine_ratio: Option<f64>,
     /// DataFusion's target partitions (threads of work).
     pub partitions: usize,
@@ -55,10 +55,16 @@ pub struct TransformOptions {
     /// hours or days runs as several queries, one after the other, and
     /// commits once.
     pub gold_rows_per_query: u64,
+    /// About how many bronze rows one silver commit takes: a larger backlog
+    /// runs in steps of whole bronze snapshots, each committed before the
+    /// next is read.
+    pub silver_rows_per_commit: u64,
 }
 
 /// The default of [`TransformOptions::gold_rows_per_query`].
 pub const DEFAULT_GOLD_ROWS_PER_QUERY: u64 = 1_000_000;
+/// The default of [`TransformOptions::silver_rows_per_commit`].
+pub const DEFAULT_SILVER_ROWS_PER_COMMIT: u64 = 4_000_000;
 
 impl Default for TransformOptions {
     fn default() -> Self {
@@ -68,6 +74,7 @@ impl Default for TransformOptions {
             exhaustive_dedup: false,
             pii_key: None,
             gold_rows_per_query: DEFAULT_GOLD_ROWS_PER_QUERY,
+            silver_rows_per_commit: DEFAULT_SILVER_ROWS_PER_COMMIT,
         }
     }
 }
@@ -107,6 +114,26 @@ impl ModelReport {
 
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
+    }
+
+    /// Adds a later step of the same run.
+    fn absorb(&mut self, step: ModelReport) {
+        self.rows_in += step.rows_in;
+        self.rows_out += step.rows_out;
+        for (mine, theirs) in [
+            (&mut self.quarantined, step.quarantined),
+            (&mut self.dropped, step.dropped),
+            (&mut self.warned, step.warned),
+        ] {
+            for (rule, count) in theirs {
+                *mine.entry(rule).or_default() += count;
+            }
+        }
+        self.duplicates += step.duplicates;
+        self.partitions_rebuilt += step.partitions_rebuilt;
+        self.snapshot = step.snapshot.or(self.snapshot);
+        self.newest_record_ms = step.newest_record_ms.or(self.newest_record_ms);
+        self.note = step.note.or(self.note.take());
     }
 
     /// Counts a committed run in the process's metrics.
@@ -206,6 +233,69 @@ async fn pending(source: &Table, target: Option<&Table>) -> Result<Option<(i64, 
         Some(_) => files::appended_between(source, from, current).await?,
     };
     Ok(Some((current, files)))
+}
+
+/// `files`, the bronze files pending from snapshot `from` (exclusive) to
+/// `current`, in steps of whole snapshots of about `budget` rows, oldest
+/// first, each with the snapshot it reaches (the last one `current`). A
+/// snapshot over the budget is a step of its own.
+///
+/// A step's snapshot becomes the position silver records, so every row
+/// appended up to it must be in that step or one before. Files appended
+/// since `from` satisfy that at every snapshot. A first run reads the live
+/// files instead, and a file that compaction (or any operation but an
+/// append) added holds rows of earlier appends: no step ends before the
+/// last such file's snapshot.
+fn backlog_steps(
+    bronze: &Table,
+    from: Option<i64>,
+    current: i64,
+    files: Vec<LiveFile>,
+    budget: u64,
+) -> Result<Vec<(i64, Vec<LiveFile>)>> {
+    let chain = files::snapshots_between(bronze, from, current)?;
+    // Oldest first; files of snapshots no longer in the history (expired,
+    // so older than all of it) count as the oldest's.
+    let order: HashMap<i64, (usize, bool)> = chain
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, s)| {
+            let append = matches!(s.summary().operation, iceberg::spec::Operation::Append);
+            (s.snapshot_id(), (i, append))
+        })
+        .collect();
+    let ids: Vec<i64> = chain.iter().rev().map(|s| s.snapshot_id()).collect();
+    let mut earliest_end = 0;
+    let mut by_snapshot: Vec<Vec<LiveFile>> = ids.iter().map(|_| Vec::new()).collect();
+    for file in files {
+        let (index, append) = order.get(&file.snapshot_id).copied().unwrap_or((0, false));
+        if from.is_none() && !append {
+            earliest_end = earliest_end.max(index);
+        }
+        by_snapshot[index].push(file);
+    }
+    let mut steps: Vec<(i64, Vec<LiveFile>)> = Vec::new();
+    let mut step: Vec<LiveFile> = Vec::new();
+    let mut rows = 0u64;
+    for (index, snapshot_files) in by_snapshot.into_iter().enumerate() {
+        let more: u64 = snapshot_files
+            .iter()
+            .map(|f| f.data_file.record_count())
+            .sum();
+        if more > 0 && !step.is_empty() && rows + more > budget && index > earliest_end {
+            steps.push((ids[index - 1], std::mem::take(&mut step)));
+            rows = 0;
+        }
+        rows += more;
+        step.extend(snapshot_files);
+    }
+    match steps.last_mut() {
+        // Snapshots after the last step's added nothing to read.
+        Some((position, _)) if step.is_empty() => *position = current,
+        _ => steps.push((current, step)),
+    }
+    Ok(steps)
 }
 
 fn session(options: &TransformOptions) -> SessionContext {
@@ -372,10 +462,8 @@ pub async fn run_silver(
         report.elapsed = started.elapsed();
         return Ok(report);
     };
-    let target_ident = silver.table.clone();
-    let quarantine_ident = silver.quarantine.clone();
-    let target = load_optional(catalog, &target_ident).await?;
-    let quarantine = load_optional(catalog, &quarantine_ident).await?;
+    let mut target = load_optional(catalog, &silver.table).await?;
+    let mut quarantine = load_optional(catalog, &silver.quarantine).await?;
     let Some((current, new_files)) = pending(&bronze, target.as_ref()).await? else {
         // Nothing to read, but a changed declaration still reaches the tables.
         for (table, distinct) in [(target, &silver.distinct[..]), (quarantine, &[][..])] {
@@ -386,8 +474,86 @@ pub async fn run_silver(
         report.elapsed = started.elapsed();
         return Ok(report);
     };
-    report.rows_in = new_files.iter().map(|f| f.data_file.record_count()).sum();
     crate::pii::require_key(dataset, options.pii_key.as_ref())?;
+
+    let from = consumed(target.as_ref(), &bronze_ident)?;
+    let steps = backlog_steps(
+        &bronze,
+        from,
+        current,
+        new_files,
+        options.silver_rows_per_commit,
+    )?;
+    let count = steps.len();
+    for (number, (position, files)) in steps.into_iter().enumerate() {
+        if count > 1 {
+            tracing::info!(
+                table = %silver.table,
+                step = number + 1,
+                of = count,
+                bronze_snapshot = position,
+                rows = files.iter().map(|f| f.data_file.record_count()).sum::<u64>(),
+                files = files.len(),
+                "transforming a step of the bronze backlog"
+            );
+        }
+        if number > 0 {
+            // The step before committed to both tables.
+            target = load_optional(catalog, &silver.table).await?;
+            quarantine = load_optional(catalog, &silver.quarantine).await?;
+        }
+        let step = silver_step(
+            catalog,
+            dataset,
+            options,
+            &bronze,
+            (target.take(), quarantine.take()),
+            position,
+            files,
+        )
+        .await;
+        match step {
+            Ok(step) => report.absorb(step),
+            Err(error) => {
+                if number > 0 {
+                    tracing::warn!(
+                        table = %silver.table,
+                        committed = number,
+                        of = count,
+                        "a step of the bronze backlog failed after earlier steps were \
+                         committed: the next run continues after them"
+                    );
+                }
+                return Err(error);
+            }
+        }
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// One committed step of a silver run: `files` of `bronze`, all it appended
+/// up to snapshot `position` since the step before, read, deduplicated
+/// against silver as it stands (with the steps before), checked, and
+/// appended with `position` recorded as the bronze snapshot consumed.
+async fn silver_step(
+    catalog: &LakeCatalog,
+    dataset: &DatasetSpec,
+    options: &TransformOptions,
+    bronze: &Table,
+    (target, quarantine): (Option<Table>, Option<Table>),
+    position: i64,
+    new_files: Vec<LiveFile>,
+) -> Result<ModelReport> {
+    let silver = &dataset.silver;
+    let mut report = ModelReport {
+        target: silver.table.to_string(),
+        ..ModelReport::default()
+    };
+    let bronze_ident = dataset.bronze.table.clone();
+    let target_ident = silver.table.clone();
+    let quarantine_ident = silver.quarantine.clone();
+    report.rows_in = new_files.iter().map(|f| f.data_file.record_count()).sum();
 
     let ctx = session(options);
     let bronze_columns: Vec<String> = bronze
@@ -402,7 +568,7 @@ pub async fn run_silver(
     let bronze_columns: Vec<&str> = bronze_columns.iter().map(String::as_str).collect();
     ctx.register_table(
         "bronze",
-        file_set_table(&bronze, &new_files, &bronze_columns, options.partitions)?,
+        file_set_table(bronze, &new_files, &bronze_columns, options.partitions)?,
     )?;
     let projected = projection_schema(&ctx, dataset).await?;
     register_existing(
@@ -589,11 +755,11 @@ pub async fn run_silver(
 
     let mut append = Append::new()
         .add_files(clean_files)
-        .set(files::source_key(&bronze_ident), current.to_string())
+        .set(files::source_key(&bronze_ident), position.to_string())
         .set("lake.transform.rows-in", report.rows_in.to_string())
         .set("lake.transform.duplicates", report.duplicates.to_string())
         .expect_parent(target.metadata().current_snapshot_id());
-    report.newest_record_ms = files::newest_record_ms(&bronze);
+    report.newest_record_ms = files::newest_record_ms_at(bronze, position);
     for (key, value) in files::freshness_summary(report.newest_record_ms) {
         append = append.set(key, value);
     }
@@ -611,7 +777,7 @@ pub async fn run_silver(
         let parent = quarantine.metadata().current_snapshot_id();
         let append = Append::new()
             .add_files(quarantine_files)
-            .set(files::source_key(&bronze_ident), current.to_string())
+            .set(files::source_key(&bronze_ident), position.to_string())
             .expect_parent(parent);
         changes.push((quarantine, append.into()));
     }
@@ -619,7 +785,6 @@ pub async fn run_silver(
     report.snapshot = committed
         .first()
         .and_then(|t| t.metadata().current_snapshot_id());
-    report.elapsed = started.elapsed();
     report.record_metrics();
     Ok(report)
 }

@@ -30,6 +30,7 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         exhaustive_dedup: args.exhaustive_dedup,
         pii_key: pii_key()?,
         gold_rows_per_query: args.gold_rows_per_query,
+        silver_rows_per_commit: args.silver_rows_per_commit,
         ..TransformOptions::default()
     };
     let catalog = lake_table::LakeCatalog::connect(&config)
