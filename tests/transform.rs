@@ -910,6 +910,118 @@ async fn a_backlog_taken_in_steps_equals_one_run_also_after_compaction() -> Resu
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_step_keeps_the_steps_before_it_and_the_next_run_continues() -> Result<()> {
+    let topics = DatasetTopics::create(PARTITIONS).await?;
+    let stepped = Lake::start(topics.clone()).await?;
+    let whole = Lake::start(topics.clone()).await?;
+    let tweets = |seed: &str, start: &str, invalid: &str| -> Result<()> {
+        let mut args = vec![
+            "--count",
+            "1500",
+            "--seed",
+            seed,
+            "--start",
+            start,
+            "--events-per-second",
+            "1",
+            "--users",
+            "300",
+        ];
+        args.extend([
+            "--duplicates",
+            "0.03",
+            "--late",
+            "0.03",
+            "--invalid",
+            invalid,
+        ]);
+        produce(&topics, "tweets", &args)
+    };
+    // Two ingests: the second's tweets half broken.
+    tweets("300", "2026-01-01T00:00:00Z", "0.02")?;
+    stepped.ingest("stepped")?;
+    whole.ingest("whole")?;
+    tweets("301", "2026-01-01T01:00:00Z", "0.5")?;
+    stepped.ingest("stepped")?;
+    whole.ingest("whole")?;
+    let snapshots = history(&stepped, "bronze.tweets_raw").await?;
+    let appends: Vec<i64> = snapshots
+        .iter()
+        .filter(|(_, op, added)| *op == Operation::Append && *added > 0)
+        .map(|(id, _, _)| *id)
+        .collect();
+    assert_eq!(appends.len(), 2, "{snapshots:?}");
+
+    // A step per ingest: the first commits, the second breaks the ratio.
+    let out = run_lake_env(
+        &[
+            "transform",
+            "silver",
+            "--dataset",
+            "tweets",
+            "--silver-rows-per-commit",
+            "1",
+            "--fail-on-quarantine-ratio",
+            "0.2",
+        ],
+        stepped.catalog.lake_env(Role::Writer),
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("over --fail-on-quarantine-ratio 0.2"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("failed after earlier steps were committed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        silver_positions(&stepped, "silver.tweets_clean", "bronze.tweets_raw").await?,
+        appends[..1]
+    );
+
+    // The next run reads only what the failed step had.
+    let log = stepped.lake(&["transform", "silver", "--dataset", "tweets"])?;
+    assert!(!log.contains("transforming a step"), "{log}");
+    assert_eq!(
+        silver_positions(&stepped, "silver.tweets_clean", "bronze.tweets_raw").await?,
+        appends
+    );
+    let silver = stepped.table("silver.tweets_clean").await?;
+    let summary = &silver
+        .metadata()
+        .current_snapshot()
+        .context("silver")?
+        .summary()
+        .additional_properties;
+    let bronze = stepped.table("bronze.tweets_raw").await?;
+    let second = bronze
+        .metadata()
+        .snapshot_by_id(appends[1])
+        .context("the second ingest's snapshot")?
+        .summary()
+        .additional_properties["added-records"]
+        .clone();
+    assert_eq!(summary["lake.transform.rows-in"], second);
+
+    whole.lake(&["transform", "silver", "--dataset", "tweets"])?;
+    for table in ["silver.tweets_clean", "silver.tweets_quarantine"] {
+        let (a, b) = (
+            content(&stepped, table).await?,
+            content(&whole, table).await?,
+        );
+        ensure!(!a.is_empty(), "{table} is empty");
+        let differs = same_content(&a, &b);
+        ensure!(
+            differs.is_none(),
+            "{table} differs after a failed step: {differs:?}"
+        );
+    }
+    Ok(())
+}
+
 /// Live data files of `table` by partition value.
 async fn files_by_partition(
     lake: &Lake,
