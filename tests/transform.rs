@@ -137,6 +137,37 @@ fn produce(topics: &DatasetTopics, dataset: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Produces `count` records of each of `datasets` from `seed`, one a second
+/// from `start`, by 300 users, with `faults`.
+fn produce_paced(
+    topics: &DatasetTopics,
+    datasets: &[&str],
+    (count, seed, start): (u32, u32, &str),
+    faults: &[&str],
+) -> Result<()> {
+    let (count, seed) = (count.to_string(), seed.to_string());
+    let mut args = vec![
+        "--count",
+        &count,
+        "--seed",
+        &seed,
+        "--start",
+        start,
+        "--events-per-second",
+        "1",
+        "--users",
+        "300",
+    ];
+    args.extend(faults);
+    for dataset in datasets {
+        produce(topics, dataset, &args)?;
+    }
+    Ok(())
+}
+
+/// Both built-in datasets.
+const BOTH: &[&str] = &["tweets", "speedtest"];
+
 const FAULTS: &[&str] = &[
     "--duplicates",
     "0.03",
@@ -655,39 +686,11 @@ async fn five_rounds_equal_one_run_and_a_rerun_changes_nothing() -> Result<()> {
     let rounds = Lake::start(topics.clone()).await?;
     let once = Lake::start(topics.clone()).await?;
     for round in 0..5u32 {
-        let seed = (100 + round).to_string();
         let start = format!("2026-01-01T{:02}:00:00Z", 2 * round);
-        let mut args = vec![
-            "--count",
-            "3000",
-            "--seed",
-            &seed,
-            "--start",
-            &start,
-            "--events-per-second",
-            "1",
-            "--users",
-            "300",
-        ];
-        args.extend(FAULTS);
-        produce(&topics, "tweets", &args)?;
-        produce(&topics, "speedtest", &args)?;
+        produce_paced(&topics, BOTH, (3000, 100 + round, &start), FAULTS)?;
         if round == 3 {
             // Round 1's first records again: duplicates across runs.
-            let again = [
-                "--count",
-                "500",
-                "--seed",
-                "101",
-                "--start",
-                "2026-01-01T02:00:00Z",
-                "--events-per-second",
-                "1",
-                "--users",
-                "300",
-            ];
-            produce(&topics, "tweets", &again)?;
-            produce(&topics, "speedtest", &again)?;
+            produce_paced(&topics, BOTH, (500, 101, "2026-01-01T02:00:00Z"), &[])?;
         }
         rounds.ingest("rounds")?;
         rounds.transform()?;
@@ -763,6 +766,16 @@ async fn same_tables(a: &Lake, b: &Lake, how: &str) -> Result<()> {
     Ok(())
 }
 
+/// The summary of `table`'s current snapshot.
+async fn current_summary(lake: &Lake, table: &str) -> Result<HashMap<String, String>> {
+    let table = lake.table(table).await?;
+    let snapshot = table
+        .metadata()
+        .current_snapshot()
+        .with_context(|| format!("{} has no snapshot", table.identifier()))?;
+    Ok(snapshot.summary().additional_properties.clone())
+}
+
 fn steps_logged(log: &str, table: &str) -> usize {
     log.lines()
         .filter(|line| {
@@ -798,23 +811,8 @@ async fn a_backlog_taken_in_steps_equals_one_run_also_after_compaction() -> Resu
     let topics = DatasetTopics::create(PARTITIONS).await?;
     let stepped = Lake::start(topics.clone()).await?;
     let whole = Lake::start(topics.clone()).await?;
-    let produce_round = |seed: u32, start: &str, count: &str| -> Result<()> {
-        let seed = seed.to_string();
-        let mut args = vec![
-            "--count",
-            count,
-            "--seed",
-            &seed,
-            "--start",
-            start,
-            "--events-per-second",
-            "1",
-            "--users",
-            "300",
-        ];
-        args.extend(FAULTS);
-        produce(&topics, "tweets", &args)?;
-        produce(&topics, "speedtest", &args)
+    let produce_round = |seed: u32, start: &str, count: u32| {
+        produce_paced(&topics, BOTH, (count, seed, start), FAULTS)
     };
     let ingest = || -> Result<()> {
         stepped.ingest("stepped")?;
@@ -824,15 +822,15 @@ async fn a_backlog_taken_in_steps_equals_one_run_also_after_compaction() -> Resu
     // The first two ingests must land in one bronze partition (the hour
     // of the Kafka record time) for the compaction below to find two files.
     support::clear_of_the_hour_s_end(std::time::Duration::from_secs(60));
-    produce_round(200, "2026-01-01T00:00:00Z", "1000")?;
+    produce_round(200, "2026-01-01T00:00:00Z", 1000)?;
     ingest()?;
-    produce_round(201, "2026-01-01T00:20:00Z", "1000")?;
+    produce_round(201, "2026-01-01T00:20:00Z", 1000)?;
     ingest()?;
     // Kafka's record times, which bronze's files keep with their ranges,
     // tell the third ingest's files from the first two's.
     let third = jiff::Timestamp::now();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    produce_round(202, "2026-01-01T06:00:00Z", "2000")?;
+    produce_round(202, "2026-01-01T06:00:00Z", 2000)?;
     ingest()?;
     // The first two ingests' tweets compacted into one file; the third's
     // left alone.
@@ -847,8 +845,8 @@ async fn a_backlog_taken_in_steps_equals_one_run_also_after_compaction() -> Resu
     ])?;
     ensure!(compacted.contains("2 files"), "{compacted}");
     // Then the first ingest's first 400 records again.
-    produce_round(203, "2026-01-01T10:00:00Z", "2000")?;
-    produce_round(200, "2026-01-01T00:00:00Z", "400")?;
+    produce_round(203, "2026-01-01T10:00:00Z", 2000)?;
+    produce_round(200, "2026-01-01T00:00:00Z", 400)?;
     ingest()?;
 
     // One bronze row per step: each bronze snapshot a step of its own,
@@ -873,10 +871,10 @@ async fn a_backlog_taken_in_steps_equals_one_run_also_after_compaction() -> Resu
 
     // Two more ingests, the second re-sending the first's records: an
     // incremental run in two steps, one per bronze snapshot.
-    produce_round(210, "2026-01-01T14:00:00Z", "1500")?;
+    produce_round(210, "2026-01-01T14:00:00Z", 1500)?;
     stepped.ingest("stepped")?;
     whole.ingest("whole")?;
-    produce_round(210, "2026-01-01T14:00:00Z", "300")?;
+    produce_round(210, "2026-01-01T14:00:00Z", 300)?;
     stepped.ingest("stepped")?;
     whole.ingest("whole")?;
     let before = silver_positions(&stepped, "silver.tweets_clean", "bronze.tweets_raw").await?;
@@ -897,13 +895,7 @@ async fn a_backlog_taken_in_steps_equals_one_run_also_after_compaction() -> Resu
     assert_eq!(after.len(), before.len() + 2);
     same_tables(&stepped, &whole, "in steps and in one incremental run").await?;
     // The second step's records were all in the first's.
-    let silver = stepped.table("silver.tweets_clean").await?;
-    let summary = &silver
-        .metadata()
-        .current_snapshot()
-        .context("silver")?
-        .summary()
-        .additional_properties;
+    let summary = current_summary(&stepped, "silver.tweets_clean").await?;
     let rows_in: u64 = summary["lake.transform.rows-in"].parse()?;
     assert!(rows_in > 250, "{summary:?}");
     assert_eq!(summary["lake.transform.duplicates"], rows_in.to_string());
@@ -915,34 +907,22 @@ async fn a_failed_step_keeps_the_steps_before_it_and_the_next_run_continues() ->
     let topics = DatasetTopics::create(PARTITIONS).await?;
     let stepped = Lake::start(topics.clone()).await?;
     let whole = Lake::start(topics.clone()).await?;
-    let tweets = |seed: &str, start: &str, invalid: &str| -> Result<()> {
-        let mut args = vec![
-            "--count",
-            "1500",
-            "--seed",
-            seed,
-            "--start",
-            start,
-            "--events-per-second",
-            "1",
-            "--users",
-            "300",
-        ];
-        args.extend([
+    let tweets = |seed: u32, start: &str, invalid: &str| {
+        let faults = [
             "--duplicates",
             "0.03",
             "--late",
             "0.03",
             "--invalid",
             invalid,
-        ]);
-        produce(&topics, "tweets", &args)
+        ];
+        produce_paced(&topics, &["tweets"], (1500, seed, start), &faults)
     };
     // Two ingests: the second's tweets half broken.
-    tweets("300", "2026-01-01T00:00:00Z", "0.02")?;
+    tweets(300, "2026-01-01T00:00:00Z", "0.02")?;
     stepped.ingest("stepped")?;
     whole.ingest("whole")?;
-    tweets("301", "2026-01-01T01:00:00Z", "0.5")?;
+    tweets(301, "2026-01-01T01:00:00Z", "0.5")?;
     stepped.ingest("stepped")?;
     whole.ingest("whole")?;
     let snapshots = history(&stepped, "bronze.tweets_raw").await?;
@@ -989,13 +969,7 @@ async fn a_failed_step_keeps_the_steps_before_it_and_the_next_run_continues() ->
         silver_positions(&stepped, "silver.tweets_clean", "bronze.tweets_raw").await?,
         appends
     );
-    let silver = stepped.table("silver.tweets_clean").await?;
-    let summary = &silver
-        .metadata()
-        .current_snapshot()
-        .context("silver")?
-        .summary()
-        .additional_properties;
+    let summary = current_summary(&stepped, "silver.tweets_clean").await?;
     let bronze = stepped.table("bronze.tweets_raw").await?;
     let second = bronze
         .metadata()

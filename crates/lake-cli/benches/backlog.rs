@@ -66,15 +66,7 @@ fn silver_from_nothing(
 }
 
 fn main() {
-    let sizes: Vec<u64> = std::env::var("LAKE_BENCH_BACKLOG")
-        .unwrap_or_else(|_| "4,12".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse::<u64>()
-                .expect("LAKE_BENCH_BACKLOG: millions, comma-separated")
-        })
-        .collect();
+    let sizes = common::millions("LAKE_BENCH_BACKLOG", "4,12");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let (uri, key) = common::embedded_catalog(&runtime, dir.path());

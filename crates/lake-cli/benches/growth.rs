@@ -200,15 +200,7 @@ async fn append_batch(catalog: &LakeCatalog, b: u64, resends: Vec<Vec<u8>>) -> V
 }
 
 fn main() {
-    let sizes: Vec<u64> = std::env::var("LAKE_BENCH_SIZES")
-        .unwrap_or_else(|_| "10,50,100".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse::<u64>()
-                .expect("LAKE_BENCH_SIZES: millions, comma-separated")
-        })
-        .collect();
+    let sizes = common::millions("LAKE_BENCH_SIZES", "10,50,100");
     let runs: u64 = env_or("LAKE_BENCH_RUNS", 3);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
