@@ -462,8 +462,8 @@ pub async fn run_silver(
         report.elapsed = started.elapsed();
         return Ok(report);
     };
-    let mut target = load_optional(catalog, &silver.table).await?;
-    let mut quarantine = load_optional(catalog, &silver.quarantine).await?;
+    let target = load_optional(catalog, &silver.table).await?;
+    let quarantine = load_optional(catalog, &silver.quarantine).await?;
     let Some((current, new_files)) = pending(&bronze, target.as_ref()).await? else {
         // Nothing to read, but a changed declaration still reaches the tables.
         for (table, distinct) in [(target, &silver.distinct[..]), (quarantine, &[][..])] {
@@ -485,6 +485,10 @@ pub async fn run_silver(
         options.silver_rows_per_commit,
     )?;
     let count = steps.len();
+    // Each step commits on the tables as the step before committed them, so
+    // a commit by anyone else in between fails the step as it would fail a
+    // run.
+    let mut tables = (target, quarantine);
     for (number, (position, files)) in steps.into_iter().enumerate() {
         if count > 1 {
             tracing::info!(
@@ -497,23 +501,12 @@ pub async fn run_silver(
                 "transforming a step of the bronze backlog"
             );
         }
-        if number > 0 {
-            // The step before committed to both tables.
-            target = load_optional(catalog, &silver.table).await?;
-            quarantine = load_optional(catalog, &silver.quarantine).await?;
-        }
-        let step = silver_step(
-            catalog,
-            dataset,
-            options,
-            &bronze,
-            (target.take(), quarantine.take()),
-            position,
-            files,
-        )
-        .await;
+        let step = silver_step(catalog, dataset, options, &bronze, tables, position, files).await;
         match step {
-            Ok(step) => report.absorb(step),
+            Ok((step, (target, quarantine))) => {
+                report.absorb(step);
+                tables = (Some(target), Some(quarantine));
+            }
             Err(error) => {
                 if number > 0 {
                     tracing::warn!(
@@ -536,6 +529,7 @@ pub async fn run_silver(
 /// up to snapshot `position` since the step before, read, deduplicated
 /// against silver as it stands (with the steps before), checked, and
 /// appended with `position` recorded as the bronze snapshot consumed.
+/// Returns the step's report and the silver and quarantine tables after it.
 async fn silver_step(
     catalog: &LakeCatalog,
     dataset: &DatasetSpec,
@@ -544,7 +538,7 @@ async fn silver_step(
     (target, quarantine): (Option<Table>, Option<Table>),
     position: i64,
     new_files: Vec<LiveFile>,
-) -> Result<ModelReport> {
+) -> Result<(ModelReport, (Table, Table))> {
     let silver = &dataset.silver;
     let mut report = ModelReport {
         target: silver.table.to_string(),
@@ -773,20 +767,27 @@ async fn silver_step(
         }
     }
     let mut changes = vec![(target, append.into())];
-    if !quarantine_files.is_empty() {
+    let unchanged_quarantine = if quarantine_files.is_empty() {
+        Some(quarantine)
+    } else {
         let parent = quarantine.metadata().current_snapshot_id();
         let append = Append::new()
             .add_files(quarantine_files)
             .set(files::source_key(&bronze_ident), position.to_string())
             .expect_parent(parent);
         changes.push((quarantine, append.into()));
-    }
-    let committed = lake_table::commit_all(catalog, changes).await?;
-    report.snapshot = committed
-        .first()
-        .and_then(|t| t.metadata().current_snapshot_id());
+        None
+    };
+    let mut committed = lake_table::commit_all(catalog, changes).await?.into_iter();
+    let missing = || Error::Internal("a committed table was not returned".into());
+    let target = committed.next().ok_or_else(missing)?;
+    let quarantine = match unchanged_quarantine {
+        Some(table) => table,
+        None => committed.next().ok_or_else(missing)?,
+    };
+    report.snapshot = target.metadata().current_snapshot_id();
     report.record_metrics();
-    Ok(report)
+    Ok((report, (target, quarantine)))
 }
 
 /// Plans the dataset's silver.sql alone over `bronze` and checks it returns
