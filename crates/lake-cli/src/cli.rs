@@ -528,7 +528,9 @@ record keeps its event time, so it is always caught, and the run reads a few day
 not all of it (--exhaustive-dedup reads every key). Rows that break a rule of dataset.toml go to the
 quarantine with the rule's name (or are dropped, or counted, as the rule says). Clean and
 quarantined rows are committed together with the bronze snapshot consumed, so a rerun with
-nothing new commits nothing and a crash never doubles a row.
+nothing new commits nothing and a crash never doubles a row. A backlog of more bronze rows than
+--silver-rows-per-commit (a first run after a long ingest) is taken in steps of whole bronze
+snapshots, each committed before the next is read.
 
 gold: the hours and days that received silver rows since the last run (late rows included)
 are aggregated again by each gold/*.sql and replace exactly those gold partitions, in one
@@ -556,6 +558,17 @@ pub struct TransformArgs {
     #[arg(long, value_name = "DIR", hide = true)]
     pub models: Option<std::path::PathBuf>,
 
+    #[command(flatten)]
+    pub tuning: TransformTuning,
+
+    /// With `models`: write each model's SQL into this directory
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// How silver and gold are built, for `lake transform` and `lake run`.
+#[derive(Debug, Args)]
+pub struct TransformTuning {
     /// Fail, committing nothing, when more than this share of a silver commit's rows break a
     /// rule (the steps of a backlog committed before it stay)
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
@@ -579,10 +592,6 @@ pub struct TransformArgs {
     #[arg(long, value_name = "ROWS", default_value_t = lake_transform::DEFAULT_SILVER_ROWS_PER_COMMIT,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub silver_rows_per_commit: u64,
-
-    /// With `models`: write each model's SQL into this directory
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<std::path::PathBuf>,
 }
 
 fn parse_ratio(text: &str) -> Result<f64, String> {
@@ -758,15 +767,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub ingest: IngestArgs,
 
-    /// Fail (committing nothing of that round) when more than this share of
-    /// a silver round's input breaks a quality rule
-    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
-    pub fail_on_quarantine_ratio: Option<f64>,
-
-    /// Check new silver keys against every key in silver, not only those
-    /// within the dataset's dedup horizon
-    #[arg(long)]
-    pub exhaustive_dedup: bool,
+    #[command(flatten)]
+    pub tuning: TransformTuning,
 
     /// Size the run merges bronze's and silver's small files up to
     #[arg(long, default_value = "128MiB", value_name = "SIZE")]

@@ -7,7 +7,6 @@ use anyhow::{Context, bail};
 use lake_core::Config;
 use lake_maintain::CompactOptions;
 use lake_run::{RunOptions, RunStatus, RunSummary};
-use lake_transform::TransformOptions;
 
 use crate::cli::RunArgs;
 
@@ -23,12 +22,7 @@ pub async fn run(args: RunArgs, config: Config) -> anyhow::Result<ExitCode> {
     let status = Arc::new(RunStatus::default());
     let options = RunOptions {
         ingest,
-        transform: TransformOptions {
-            fail_on_quarantine_ratio: args.fail_on_quarantine_ratio,
-            exhaustive_dedup: args.exhaustive_dedup,
-            pii_key: super::transform::pii_key()?,
-            ..TransformOptions::default()
-        },
+        transform: super::transform::options(&args.tuning)?,
         compact: CompactOptions {
             target_file_size: Some(args.compact_target.as_u64()),
             min_input_files: args.compact_min_files.max(2),

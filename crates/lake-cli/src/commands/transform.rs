@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use lake_core::Config;
 use lake_transform::{Layers, ModelReport, Observer, TransformOptions};
 
-use crate::cli::{LayerArg, TransformArgs};
+use crate::cli::{LayerArg, TransformArgs, TransformTuning};
 
 pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.models {
@@ -25,14 +25,7 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         LayerArg::All => Layers::All,
         LayerArg::Models => return write_models(&pipeline.select(&names)?, args.out.as_deref()),
     };
-    let options = TransformOptions {
-        fail_on_quarantine_ratio: args.fail_on_quarantine_ratio,
-        exhaustive_dedup: args.exhaustive_dedup,
-        pii_key: pii_key()?,
-        gold_rows_per_query: args.gold_rows_per_query,
-        silver_rows_per_commit: args.silver_rows_per_commit,
-        ..TransformOptions::default()
-    };
+    let options = options(&args.tuning)?;
     let catalog = lake_table::LakeCatalog::connect(&config)
         .await
         .context("connecting to the catalog")?;
@@ -54,6 +47,18 @@ pub async fn run(args: TransformArgs, config: Config) -> anyhow::Result<ExitCode
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The transform options `tuning` asks for, with the PII key.
+pub(super) fn options(tuning: &TransformTuning) -> anyhow::Result<TransformOptions> {
+    Ok(TransformOptions {
+        fail_on_quarantine_ratio: tuning.fail_on_quarantine_ratio,
+        exhaustive_dedup: tuning.exhaustive_dedup,
+        pii_key: pii_key()?,
+        gold_rows_per_query: tuning.gold_rows_per_query,
+        silver_rows_per_commit: tuning.silver_rows_per_commit,
+        ..TransformOptions::default()
+    })
 }
 
 /// The key of `[silver.pii]`'s `hash`, from the environment only: a flag
