@@ -957,6 +957,11 @@ async fn a_failed_step_keeps_the_steps_before_it_and_the_next_run_continues() ->
         stderr.contains("failed after earlier steps were committed"),
         "{stderr}"
     );
+    let kept = format!(
+        "of the backlog's 2 steps, the first was committed before it, up to bronze snapshot {}",
+        appends[0]
+    );
+    assert!(stderr.contains(&kept), "{stderr}");
     assert_eq!(
         silver_positions(&stepped, "silver.tweets_clean", "bronze.tweets_raw").await?,
         appends[..1]

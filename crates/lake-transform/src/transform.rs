@@ -489,6 +489,7 @@ pub async fn run_silver(
     // a commit by anyone else in between fails the step as it would fail a
     // run.
     let mut tables = (target, quarantine);
+    let mut reached = None;
     for (number, (position, files)) in steps.into_iter().enumerate() {
         if count > 1 {
             tracing::info!(
@@ -505,19 +506,32 @@ pub async fn run_silver(
         match step {
             Ok((step, (target, quarantine))) => {
                 report.absorb(step);
+                reached = Some(position);
                 tables = (Some(target), Some(quarantine));
             }
+            Err(error) if number == 0 => return Err(error),
             Err(error) => {
-                if number > 0 {
-                    tracing::warn!(
-                        table = %silver.table,
-                        committed = number,
-                        of = count,
-                        "a step of the bronze backlog failed after earlier steps were \
-                         committed: the next run continues after them"
-                    );
-                }
-                return Err(error);
+                tracing::warn!(
+                    table = %silver.table,
+                    committed = number,
+                    of = count,
+                    "a step of the bronze backlog failed after earlier steps were \
+                     committed: the next run continues after them"
+                );
+                // The ratio's message says what was not committed; the
+                // steps before were.
+                let kept = match number {
+                    1 => "the first was".to_string(),
+                    n => format!("the first {n} were"),
+                };
+                return Err(match error {
+                    Error::QuarantineRatio(message) => Error::QuarantineRatio(format!(
+                        "{message}; of the backlog's {count} steps, {kept} committed before \
+                         it, up to bronze snapshot {}, and the next run continues from there",
+                        reached.unwrap_or_default()
+                    )),
+                    other => other,
+                });
             }
         }
     }
