@@ -254,37 +254,64 @@ fn backlog_steps(
     budget: u64,
 ) -> Result<Vec<(i64, Vec<LiveFile>)>> {
     let chain = files::snapshots_between(bronze, from, current)?;
-    // Oldest first; files of snapshots no longer in the history (expired,
-    // so older than all of it) count as the oldest's.
-    let order: HashMap<i64, (usize, bool)> = chain
+    let snapshots: Vec<(i64, bool)> = chain
         .iter()
         .rev()
-        .enumerate()
-        .map(|(i, s)| {
+        .map(|s| {
             let append = matches!(s.summary().operation, iceberg::spec::Operation::Append);
-            (s.snapshot_id(), (i, append))
+            (s.snapshot_id(), append)
         })
         .collect();
-    let ids: Vec<i64> = chain.iter().rev().map(|s| s.snapshot_id()).collect();
+    let files = files
+        .into_iter()
+        .map(|f| (f.snapshot_id, f.data_file.record_count(), f))
+        .collect();
+    Ok(group_steps(
+        &snapshots,
+        current,
+        files,
+        from.is_none(),
+        budget,
+    ))
+}
+
+/// [`backlog_steps`] over `snapshots` (oldest first, up to `current`: each
+/// one's id and whether it was an append) and `files` (each with the
+/// snapshot that added it and its rows); `live` when they are a first run's
+/// live files.
+fn group_steps<F>(
+    snapshots: &[(i64, bool)],
+    current: i64,
+    files: Vec<(i64, u64, F)>,
+    live: bool,
+    budget: u64,
+) -> Vec<(i64, Vec<F>)> {
+    let order: HashMap<i64, (usize, bool)> = snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, (id, append))| (*id, (i, *append)))
+        .collect();
     let mut earliest_end = 0;
-    let mut by_snapshot: Vec<Vec<LiveFile>> = ids.iter().map(|_| Vec::new()).collect();
-    for file in files {
-        let (index, append) = order.get(&file.snapshot_id).copied().unwrap_or((0, false));
-        if from.is_none() && !append {
+    // At least one slot, for files of snapshots the history no longer has.
+    let mut by_snapshot: Vec<(u64, Vec<F>)> = (0..snapshots.len().max(1))
+        .map(|_| (0, Vec::new()))
+        .collect();
+    for (snapshot, rows, file) in files {
+        // Files of snapshots no longer in the history (expired, so older
+        // than all of it) count as the oldest's.
+        let (index, append) = order.get(&snapshot).copied().unwrap_or((0, false));
+        if live && !append {
             earliest_end = earliest_end.max(index);
         }
-        by_snapshot[index].push(file);
+        by_snapshot[index].0 += rows;
+        by_snapshot[index].1.push(file);
     }
-    let mut steps: Vec<(i64, Vec<LiveFile>)> = Vec::new();
-    let mut step: Vec<LiveFile> = Vec::new();
+    let mut steps: Vec<(i64, Vec<F>)> = Vec::new();
+    let mut step: Vec<F> = Vec::new();
     let mut rows = 0u64;
-    for (index, snapshot_files) in by_snapshot.into_iter().enumerate() {
-        let more: u64 = snapshot_files
-            .iter()
-            .map(|f| f.data_file.record_count())
-            .sum();
+    for (index, (more, snapshot_files)) in by_snapshot.into_iter().enumerate() {
         if more > 0 && !step.is_empty() && rows + more > budget && index > earliest_end {
-            steps.push((ids[index - 1], std::mem::take(&mut step)));
+            steps.push((snapshots[index - 1].0, std::mem::take(&mut step)));
             rows = 0;
         }
         rows += more;
@@ -295,7 +322,7 @@ fn backlog_steps(
         Some((position, _)) if step.is_empty() => *position = current,
         _ => steps.push((current, step)),
     }
-    Ok(steps)
+    steps
 }
 
 fn session(options: &TransformOptions) -> SessionContext {
@@ -1788,6 +1815,67 @@ mod tests {
             shares(&[], Granularity::Hour, 1),
             vec![Vec::<i64>::new()],
             "no keys still run the model once"
+        );
+    }
+
+    /// Steps as the snapshot each reaches and the names of its files.
+    fn steps_of(
+        snapshots: &[(i64, bool)],
+        files: &[(i64, u64, &'static str)],
+        live: bool,
+        budget: u64,
+    ) -> Vec<(i64, Vec<&'static str>)> {
+        let current = snapshots.last().unwrap().0;
+        group_steps(snapshots, current, files.to_vec(), live, budget)
+    }
+
+    #[test]
+    fn a_backlog_is_split_at_snapshots_within_the_budget() {
+        let appends = [(1, true), (2, true), (3, true), (4, true)];
+        let files = [(1, 3, "a"), (2, 3, "b"), (3, 3, "c"), (4, 3, "d")];
+        assert_eq!(
+            steps_of(&appends, &files, false, 6),
+            [(2, vec!["a", "b"]), (4, vec!["c", "d"])]
+        );
+        // Within the budget: one step, at the current snapshot.
+        assert_eq!(
+            steps_of(&appends, &files, false, 12),
+            [(4, vec!["a", "b", "c", "d"])]
+        );
+        // A snapshot over the budget is a step of its own.
+        let files = [(1, 3, "a"), (2, 10, "b"), (3, 3, "c")];
+        assert_eq!(
+            steps_of(&appends, &files, false, 6),
+            [(1, vec!["a"]), (2, vec!["b"]), (4, vec!["c"])]
+        );
+        // Snapshots without files join the step after them, and the last
+        // step reaches the current snapshot.
+        let files = [(2, 3, "b"), (3, 3, "c")];
+        assert_eq!(
+            steps_of(&appends, &files, false, 1),
+            [(2, vec!["b"]), (4, vec!["c"])]
+        );
+        // Files of expired snapshots are the oldest.
+        let files = [(2, 3, "b"), (99, 3, "x")];
+        assert_eq!(
+            steps_of(&appends, &files, true, 1),
+            [(1, vec!["x"]), (4, vec!["b"])]
+        );
+    }
+
+    #[test]
+    fn a_first_run_ends_no_step_before_a_compaction() {
+        // Snapshot 3 compacted the files of 1 (and more); 2's survived.
+        let history = [(1, true), (2, true), (3, false), (4, true)];
+        let files = [(2, 3, "b"), (3, 6, "compacted"), (4, 3, "d")];
+        assert_eq!(
+            steps_of(&history, &files, true, 1),
+            [(3, vec!["b", "compacted"]), (4, vec!["d"])]
+        );
+        // Files appended since a position hold only their own rows.
+        assert_eq!(
+            steps_of(&history, &files, false, 1),
+            [(2, vec!["b"]), (3, vec!["compacted"]), (4, vec!["d"])]
         );
     }
 
