@@ -154,10 +154,13 @@ fn main() {
     let payloads = common::TweetPayloads::generate(tweets);
     let mut rounds: Vec<Vec<Result>> = Vec::new();
     let mut ceiling = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mut lake_busy, mut python_busy) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let mut round = Vec::new();
         let name = "lake ingest (classic)";
         let table = format!("bronze.peers_lake_{run}");
+        let machine = common::MachineCpu::now();
         let started = Instant::now();
         let out = common::timed(&Command::new(lake_testkit::lake_bin()))
             .args([
@@ -196,13 +199,17 @@ fn main() {
             table_state(&runtime, &catalog, &table),
             tweets,
         );
+        let busy = machine.cores_busy();
         eprintln!(
-            "{name}, run {run}: {seconds:.2}s ({waited:.2}s before the first record), {:.1} CPU-s",
+            "{name}, run {run}: {seconds:.2}s ({waited:.2}s before the first record), {:.1} CPU-s; \
+             the machine {busy:.2} of {cores} cores busy",
             result.cpu
         );
+        lake_busy.push(busy);
         round.push(result);
 
         let table = format!("bronze.peers_python_{run}");
+        let machine = common::MachineCpu::now();
         let started = Instant::now();
         let out = common::timed(&Command::new(common::python()))
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_python.py"))
@@ -224,10 +231,12 @@ fn main() {
             table_state(&runtime, &catalog, &table),
             tweets,
         );
+        let busy = machine.cores_busy();
         eprintln!(
-            "Python peer, run {run}: {seconds:.2}s, {:.1} CPU-s",
+            "Python peer, run {run}: {seconds:.2}s, {:.1} CPU-s; the machine {busy:.2} of {cores} cores busy",
             result.cpu
         );
+        python_busy.push(busy);
         round.push(result);
         rounds.push(round);
 
@@ -240,6 +249,11 @@ fn main() {
         ceiling.push(seconds);
     }
     let ceiling = common::median(ceiling);
+    println!(
+        "peers/machine: {cores} cores, busy {:.2} during lake's turns and {:.2} during the Python peer's (medians)",
+        common::median(lake_busy),
+        common::median(python_busy)
+    );
     // Per contestant, the median of each figure over the runs.
     let mut results: Vec<Result> = (0..rounds[0].len())
         .map(|i| {

@@ -54,6 +54,45 @@ pub fn millions(name: &str, default: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The machine's CPU time from `/proc/stat` since a moment: how many cores
+/// were busy (any process, the kernel included) while a contestant ran,
+/// which tells whether it had a core to spare.
+pub struct MachineCpu {
+    busy: u64,
+    started: std::time::Instant,
+}
+
+impl MachineCpu {
+    pub fn now() -> Self {
+        Self {
+            busy: Self::busy_ticks(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Cores busy on average since [`MachineCpu::now`].
+    pub fn cores_busy(&self) -> f64 {
+        // USER_HZ is 100 on every Linux this runs on.
+        let seconds = (Self::busy_ticks() - self.busy) as f64 / 100.0;
+        seconds / self.started.elapsed().as_secs_f64()
+    }
+
+    /// Ticks spent in anything but idle and I/O wait, over all cores.
+    fn busy_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("cpu "))
+            .expect("/proc/stat's cpu line")
+            .split_whitespace()
+            .map(|t| t.parse().expect("ticks"))
+            .collect();
+        // user nice system idle iowait irq softirq steal …
+        ticks.iter().take(8).sum::<u64>() - ticks[3] - ticks[4]
+    }
+}
+
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
