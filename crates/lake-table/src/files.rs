@@ -248,14 +248,12 @@ pub fn newest_record_ms(table: &Table) -> Option<i64> {
 /// that snapshot had received.
 pub fn newest_record_ms_at(table: &Table, snapshot_id: i64) -> Option<i64> {
     let metadata = table.metadata();
-    ancestry_from(metadata, metadata.snapshot_by_id(snapshot_id))
-        .find_map(|snapshot| {
-            snapshot
-                .summary()
-                .additional_properties
-                .get(NEWEST_RECORD_KEY)
-        })
-        .and_then(|value| value.parse().ok())
+    summary_lookup_from(
+        metadata,
+        metadata.snapshot_by_id(snapshot_id),
+        NEWEST_RECORD_KEY,
+    )
+    .and_then(|(_, value)| value.parse().ok())
 }
 
 /// The summary entries a commit carries for `newest` (ms): the value itself
@@ -304,7 +302,17 @@ fn ancestry_from<'a>(
 /// The newest snapshot along the current snapshot's ancestry whose summary
 /// holds `key`, with its value.
 pub fn summary_lookup(table: &Table, key: &str) -> Option<(i64, String)> {
-    ancestry(table.metadata()).find_map(|snapshot| {
+    let metadata = table.metadata();
+    summary_lookup_from(metadata, metadata.current_snapshot(), key)
+}
+
+/// [`summary_lookup`] along the ancestry of `first`.
+fn summary_lookup_from(
+    metadata: &iceberg::spec::TableMetadata,
+    first: Option<&SnapshotRef>,
+    key: &str,
+) -> Option<(i64, String)> {
+    ancestry_from(metadata, first).find_map(|snapshot| {
         snapshot
             .summary()
             .additional_properties

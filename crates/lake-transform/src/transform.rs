@@ -216,9 +216,19 @@ fn owned_properties(upkeep: &Upkeep, distinct: &[String]) -> Vec<(&'static str, 
     properties
 }
 
-/// The source's current snapshot and the files appended to it since the
-/// snapshot `target` last consumed; `None` when there is nothing new.
-async fn pending(source: &Table, target: Option<&Table>) -> Result<Option<(i64, Vec<LiveFile>)>> {
+/// What `target` has not yet read of `source`.
+struct Pending {
+    /// The source snapshot `target` last consumed (`None`: never).
+    from: Option<i64>,
+    /// The source's current snapshot.
+    current: i64,
+    /// The files appended since `from` (live in `current` when `None`).
+    files: Vec<LiveFile>,
+}
+
+/// What `target` has not yet read of `source`; `None` when there is
+/// nothing new.
+async fn pending(source: &Table, target: Option<&Table>) -> Result<Option<Pending>> {
     let Some(current) = source.metadata().current_snapshot_id() else {
         return Ok(None);
     };
@@ -232,7 +242,11 @@ async fn pending(source: &Table, target: Option<&Table>) -> Result<Option<(i64, 
         None => files::live_files(source, Some(current)).await?,
         Some(_) => files::appended_between(source, from, current).await?,
     };
-    Ok(Some((current, files)))
+    Ok(Some(Pending {
+        from,
+        current,
+        files,
+    }))
 }
 
 /// `files`, the bronze files pending from snapshot `from` (exclusive) to
@@ -491,7 +505,12 @@ pub async fn run_silver(
     };
     let target = load_optional(catalog, &silver.table).await?;
     let quarantine = load_optional(catalog, &silver.quarantine).await?;
-    let Some((current, new_files)) = pending(&bronze, target.as_ref()).await? else {
+    let Some(Pending {
+        from,
+        current,
+        files: new_files,
+    }) = pending(&bronze, target.as_ref()).await?
+    else {
         // Nothing to read, but a changed declaration still reaches the tables.
         for (table, distinct) in [(target, &silver.distinct[..]), (quarantine, &[][..])] {
             if let Some(table) = table {
@@ -503,7 +522,6 @@ pub async fn run_silver(
     };
     crate::pii::require_key(dataset, options.pii_key.as_ref())?;
 
-    let from = consumed(target.as_ref(), &bronze_ident)?;
     let steps = backlog_steps(
         &bronze,
         from,
@@ -1310,7 +1328,12 @@ pub async fn run_gold(
     };
     let target_ident = model.table.clone();
     let target = load_optional(catalog, &target_ident).await?;
-    let Some((current, new_files)) = pending(&silver, target.as_ref()).await? else {
+    let Some(Pending {
+        current,
+        files: new_files,
+        ..
+    }) = pending(&silver, target.as_ref()).await?
+    else {
         if let Some(table) = target {
             follow_upkeep(catalog, table, &model.upkeep, &[], &model.file).await?;
         }
