@@ -21,7 +21,9 @@
 //! reported with lake's share of the ceiling; the Connect sink, which takes minutes, runs once (LAKE_BENCH_CONNECT=0 skips
 //! it). Each runs under `/usr/bin/time` for CPU seconds and peak RSS; the bench prints wall
 //! time, CPU, memory and files written, and lake's throughput relative to each peer.
-//! LAKE_BENCH_LOG sets lake's RUST_LOG and prints its log.
+//! LAKE_BENCH_LOG sets lake's RUST_LOG and prints its log. LAKE_BENCH_BASELINE names a lake
+//! config file (`--config`) for a second lake contestant in every turn, e.g. a librdkafka
+//! property as it was before a change, so that what the change buys is measured side by side.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -156,57 +158,77 @@ fn main() {
     let mut ceiling = Vec::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (mut lake_busy, mut python_busy) = (Vec::new(), Vec::new());
+    let baseline = std::env::var_os("LAKE_BENCH_BASELINE").map(PathBuf::from);
     for run in 0..runs {
         let mut round = Vec::new();
-        let name = "lake ingest (classic)";
-        let table = format!("bronze.peers_lake_{run}");
-        let machine = common::MachineCpu::now();
-        let started = Instant::now();
-        let out = common::timed(&Command::new(lake_testkit::lake_bin()))
-            .args([
-                "ingest",
-                "tweets",
-                "--until-caught-up",
-                "--brokers",
-                kafka.brokers(),
-            ])
-            .args(["--topic", &format!("tweets={topic}")])
-            .args([
-                "--table",
-                &format!("tweets={table}"),
-                "--group-id",
-                &Kafka::unique("lake"),
-            ])
-            .args(["--commit-interval", &format!("{COMMIT_SECONDS}s")])
-            .envs(catalog.lake_env(Role::Writer))
-            .env(
-                "RUST_LOG",
-                std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .current_dir(dir.path())
-            .output()
-            .expect("lake ingest");
-        let seconds = started.elapsed().as_secs_f64();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if std::env::var_os("LAKE_BENCH_LOG").is_some() {
-            eprintln!("{stderr}");
-        }
-        let waited = common::first_record_wait(&stderr);
-        let result = finished(
-            name,
-            seconds,
-            &out,
-            table_state(&runtime, &catalog, &table),
-            tweets,
-        );
-        let busy = machine.cores_busy();
-        eprintln!(
-            "{name}, run {run}: {seconds:.2}s ({waited:.2}s before the first record), {:.1} CPU-s; \
-             the machine {busy:.2} of {cores} cores busy",
-            result.cpu
+        let lake_turn = |name: &'static str, table: String, config: Option<&Path>| {
+            let machine = common::MachineCpu::now();
+            let started = Instant::now();
+            let mut command = Command::new(lake_testkit::lake_bin());
+            command
+                .args([
+                    "ingest",
+                    "tweets",
+                    "--until-caught-up",
+                    "--brokers",
+                    kafka.brokers(),
+                ])
+                .args(["--topic", &format!("tweets={topic}")])
+                .args([
+                    "--table",
+                    &format!("tweets={table}"),
+                    "--group-id",
+                    &Kafka::unique("lake"),
+                ])
+                .args(["--commit-interval", &format!("{COMMIT_SECONDS}s")]);
+            if let Some(config) = config {
+                command.arg("--config").arg(config);
+            }
+            let out = common::timed(&command)
+                .envs(catalog.lake_env(Role::Writer))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .current_dir(dir.path())
+                .output()
+                .expect("lake ingest");
+            let seconds = started.elapsed().as_secs_f64();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if std::env::var_os("LAKE_BENCH_LOG").is_some() {
+                eprintln!("{stderr}");
+            }
+            let waited = common::first_record_wait(&stderr);
+            let result = finished(
+                name,
+                seconds,
+                &out,
+                table_state(&runtime, &catalog, &table),
+                tweets,
+            );
+            let busy = machine.cores_busy();
+            eprintln!(
+                "{name}, run {run}: {seconds:.2}s ({waited:.2}s before the first record), {:.1} CPU-s; \
+                 the machine {busy:.2} of {cores} cores busy",
+                result.cpu
+            );
+            (result, busy)
+        };
+        let (result, busy) = lake_turn(
+            "lake ingest (classic)",
+            format!("bronze.peers_lake_{run}"),
+            None,
         );
         lake_busy.push(busy);
         round.push(result);
+        if let Some(config) = &baseline {
+            let (result, _) = lake_turn(
+                "lake ingest (LAKE_BENCH_BASELINE)",
+                format!("bronze.peers_baseline_{run}"),
+                Some(config),
+            );
+            round.push(result);
+        }
 
         let table = format!("bronze.peers_python_{run}");
         let machine = common::MachineCpu::now();
