@@ -728,6 +728,11 @@ pub struct IngestArgs {
     pub shutdown_timeout: std::time::Duration,
 
     /// Any librdkafka property, repeatable: -X isolation.level=read_uncommitted
+    ///
+    /// These win over lake's consumer defaults: a 32 MiB prefetch
+    /// (queued.max.messages.kbytes=32768) looked at again 10 ms after it
+    /// fills (fetch.queue.backoff.ms=10), and for classic groups roundrobin
+    /// assignment with a 10 s session. docs/operations.md lists them all.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = lake_kafka::parse_property)]
     pub property: Vec<(String, String)>,
 
