@@ -161,9 +161,20 @@ fn main() {
     let baseline = std::env::var_os("LAKE_BENCH_BASELINE").map(PathBuf::from);
     for run in 0..runs {
         let mut round = Vec::new();
-        let lake_turn = |name: &'static str, table: String, config: Option<&Path>| {
+        // One contestant's turn: `command` run to its end under
+        // `/usr/bin/time`, every tweet checked to be in `table`.
+        let turn = |name: &'static str, table: &str, command: &Command| {
             let machine = common::MachineCpu::now();
             let started = Instant::now();
+            let out = common::timed(command)
+                .output()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let seconds = started.elapsed().as_secs_f64();
+            let state = table_state(&runtime, &catalog, table);
+            let result = finished(name, seconds, &out, state, tweets);
+            (result, machine.cores_busy(), out)
+        };
+        let lake_turn = |name: &'static str, table: String, config: Option<&Path>| {
             let mut command = Command::new(lake_testkit::lake_bin());
             command
                 .args([
@@ -184,33 +195,23 @@ fn main() {
             if let Some(config) = config {
                 command.arg("--config").arg(config);
             }
-            let out = common::timed(&command)
+            command
                 .envs(catalog.lake_env(Role::Writer))
                 .env(
                     "RUST_LOG",
                     std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
                 )
-                .current_dir(dir.path())
-                .output()
-                .expect("lake ingest");
-            let seconds = started.elapsed().as_secs_f64();
+                .current_dir(dir.path());
+            let (result, busy, out) = turn(name, &table, &command);
             let stderr = String::from_utf8_lossy(&out.stderr);
             if std::env::var_os("LAKE_BENCH_LOG").is_some() {
                 eprintln!("{stderr}");
             }
             let waited = common::first_record_wait(&stderr);
-            let result = finished(
-                name,
-                seconds,
-                &out,
-                table_state(&runtime, &catalog, &table),
-                tweets,
-            );
-            let busy = machine.cores_busy();
             eprintln!(
-                "{name}, run {run}: {seconds:.2}s ({waited:.2}s before the first record), {:.1} CPU-s; \
+                "{name}, run {run}: {:.2}s ({waited:.2}s before the first record), {:.1} CPU-s; \
                  the machine {busy:.2} of {cores} cores busy",
-                result.cpu
+                result.seconds, result.cpu
             );
             (result, busy)
         };
@@ -230,10 +231,11 @@ fn main() {
             round.push(result);
         }
 
+        // The Python peer needs the test venv's confluent-kafka and pyiceberg
+        // (tests/run installs them).
         let table = format!("bronze.peers_python_{run}");
-        let machine = common::MachineCpu::now();
-        let started = Instant::now();
-        let out = common::timed(&Command::new(common::python()))
+        let mut command = Command::new(common::python());
+        command
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_python.py"))
             .args([kafka.brokers(), &topic, &Kafka::unique("python"), &table])
             .arg(tweets.to_string())
@@ -242,21 +244,11 @@ fn main() {
             .env("LAKE_PY_S3_ENDPOINT", &endpoint)
             .env("LAKE_PY_S3_ACCESS_KEY", &access_key)
             .env("LAKE_PY_S3_SECRET_KEY", &secret_key)
-            .current_dir(dir.path())
-            .output()
-            .expect("python with confluent-kafka and pyiceberg (tests/run installs them)");
-        let seconds = started.elapsed().as_secs_f64();
-        let result = finished(
-            "Python peer",
-            seconds,
-            &out,
-            table_state(&runtime, &catalog, &table),
-            tweets,
-        );
-        let busy = machine.cores_busy();
+            .current_dir(dir.path());
+        let (result, busy, _) = turn("Python peer", &table, &command);
         eprintln!(
-            "Python peer, run {run}: {seconds:.2}s, {:.1} CPU-s; the machine {busy:.2} of {cores} cores busy",
-            result.cpu
+            "Python peer, run {run}: {:.2}s, {:.1} CPU-s; the machine {busy:.2} of {cores} cores busy",
+            result.seconds, result.cpu
         );
         python_busy.push(busy);
         round.push(result);

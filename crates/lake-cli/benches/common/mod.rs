@@ -137,14 +137,23 @@ pub fn lake_command() -> std::process::Command {
 
 /// `command` started under `/usr/bin/time`, which appends a line with the
 /// process's CPU seconds and peak RSS to its stderr (see [`time_report`]):
-/// the same measurement for lake and its peers. Takes the program and
-/// arguments of `command` (set nothing else on it before).
+/// the same measurement for lake and its peers. Takes the program,
+/// arguments, environment and directory of `command` (not its stdio).
 pub fn timed(command: &std::process::Command) -> std::process::Command {
     let mut timed = std::process::Command::new("/usr/bin/time");
     timed
         .args(["-f", "\nTIMED %U %S %M"])
         .arg(command.get_program())
         .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        timed.current_dir(dir);
+    }
     timed
 }
 
