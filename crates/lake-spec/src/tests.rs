@@ -170,7 +170,84 @@ fn a_dataset_of_its_own_loads_with_defaults() {
     assert_eq!(orders.silver.time_column, "ordered_at");
     assert!(orders.gold.is_empty());
     assert_eq!(orders.silver.upkeep, Upkeep::default());
+    assert!(orders.bronze.raw);
     assert!(pipeline.dataset("clicks").is_err());
+}
+
+#[test]
+fn bronze_keeps_the_raw_record_unless_told_not_to() {
+    let names = |spec: &DatasetSpec| -> Vec<String> {
+        let schema = spec.bronze_schema().expect("bronze schema");
+        schema
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.name.clone())
+            .collect()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    folder(dir.path(), "orders", ORDERS);
+    let kept = names(&spec_of(
+        &Pipeline::load(dir.path()).expect("loads"),
+        "orders",
+    ));
+    folder(
+        dir.path(),
+        "orders",
+        &format!("{ORDERS}\n[bronze]\nraw = false\n"),
+    );
+    let orders = spec_of(&Pipeline::load(dir.path()).expect("loads"), "orders");
+    assert!(!orders.bronze.raw);
+    let without = names(&orders);
+    assert_eq!(
+        kept,
+        [
+            "order_id",
+            "line_no",
+            "ordered_at",
+            "amount",
+            "items",
+            "_raw",
+            "_kafka_topic",
+            "_kafka_partition",
+            "_kafka_offset",
+            "_kafka_timestamp",
+            "_ingested_at",
+            "_event_time"
+        ]
+    );
+    let mut expected = kept.clone();
+    expected.retain(|name| name != "_raw");
+    assert_eq!(without, expected);
+    // The other lake columns keep their ids, so a table may gain or lose
+    // `_raw` without renumbering them.
+    let id = |spec: &DatasetSpec, name: &str| {
+        spec.bronze_schema()
+            .expect("bronze schema")
+            .field_by_name(name)
+            .map(|f| f.id)
+    };
+    let kept_spec = {
+        folder(dir.path(), "orders", ORDERS);
+        spec_of(&Pipeline::load(dir.path()).expect("loads"), "orders")
+    };
+    for name in ["_kafka_topic", "_kafka_offset", "_event_time"] {
+        assert_eq!(id(&orders, name), id(&kept_spec, name), "{name}");
+    }
+
+    folder(
+        dir.path(),
+        "orders",
+        &format!("{ORDERS}\n[bronze]\nraw = \"no\"\n"),
+    );
+    let problems = match Pipeline::load(dir.path()) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("raw = \"no\" loaded"),
+    };
+    assert!(
+        problems.contains("dataset.toml:17: invalid type: string \"no\", expected a boolean"),
+        "{problems}"
+    );
 }
 
 #[test]
