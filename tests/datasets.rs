@@ -331,6 +331,16 @@ impl Orders {
         Ok(table.metadata().properties().clone())
     }
 
+    /// `table`'s current schema.
+    async fn schema(&self, table: &str) -> Result<iceberg::spec::Schema> {
+        use iceberg::Catalog;
+        let catalog = self.catalog.rest_catalog(Role::Reader).await?;
+        let table = catalog
+            .load_table(&iceberg::TableIdent::from_strs(table.split('.'))?)
+            .await?;
+        Ok(table.metadata().current_schema().as_ref().clone())
+    }
+
     /// A summary value of `table`'s newest snapshot that has it.
     async fn summary(&self, table: &str, key: &str) -> Result<Option<String>> {
         use iceberg::Catalog;
@@ -732,6 +742,82 @@ async fn dataset_toml_evolves_the_tables_and_refuses_what_would_break_them() -> 
         orders.sql("SELECT count(*) AS n FROM bronze.orders_raw")?,
         rows_before
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bronze_without_raw_records_leaves_the_column_out_and_gains_it_back() -> Result<()> {
+    let orders = Orders::start().await?;
+    let toml = orders.pipeline.path().join(ORDERS_TOML);
+    let declared = std::fs::read_to_string(&toml)?;
+    std::fs::write(
+        &toml,
+        declared.replace("[bronze]\n", "[bronze]\nraw = false\n"),
+    )?;
+    let end_ms = jiff::Timestamp::now().as_millisecond();
+    let mut dice = Dice(31);
+    let clean = |lines: &[Line]| {
+        lines
+            .iter()
+            .filter(|l| l.amount_cents > 0 && l.currency == "EUR")
+            .count() as i64
+    };
+
+    // A table made with `raw = false` has no `_raw`; silver is the same.
+    let first = lines(0, 200, end_ms, &mut dice);
+    orders.feed(&write_file(orders.files.path(), "v1.jsonl", &first, &[])?)?;
+    let bronze = orders.schema("bronze.orders_raw").await?;
+    assert!(bronze.field_by_name("_raw").is_none(), "{bronze:?}");
+    assert!(bronze.field_by_name("_kafka_offset").is_some());
+    let first_copies = (first.len() + first.len() / 50) as i64;
+    assert_eq!(orders.count("bronze.orders_raw")?, first_copies);
+    assert_eq!(orders.count("silver.orders_clean")?, clean(&first));
+
+    // Raw records kept again: the table gains `_raw` as an optional column,
+    // null in the rows written without it, each new record byte for byte.
+    std::fs::write(&toml, &declared)?;
+    let second = lines(10_000, 100, end_ms, &mut dice);
+    let file = write_file(orders.files.path(), "v2.jsonl", &second, &[])?;
+    orders.feed(&file)?;
+    let bronze = orders.schema("bronze.orders_raw").await?;
+    let raw = bronze.field_by_name("_raw").context("bronze gained _raw")?;
+    assert!(!raw.required, "{raw:?}");
+    let second_copies = (second.len() + second.len() / 50) as i64;
+    assert_eq!(
+        orders.count("bronze.orders_raw")?,
+        first_copies + second_copies
+    );
+    let nulls = orders.sql("SELECT count(*) AS n FROM bronze.orders_raw WHERE _raw IS NULL")?;
+    assert_eq!(nulls[0]["n"].as_i64(), Some(first_copies));
+    let mut kept: Vec<String> = orders
+        .sql("SELECT _raw FROM bronze.orders_raw WHERE _raw IS NOT NULL")?
+        .iter()
+        .map(|row| row["_raw"].as_str().map(String::from).context("_raw text"))
+        .collect::<Result<_>>()?;
+    let mut sent: Vec<String> = std::fs::read_to_string(&file)?
+        .lines()
+        .map(String::from)
+        .collect();
+    kept.sort();
+    sent.sort();
+    assert_eq!(kept.len() as i64, second_copies);
+    assert_eq!(kept, sent);
+    assert_eq!(
+        orders.count("silver.orders_clean")?,
+        clean(&first) + clean(&second)
+    );
+
+    // A table that has `_raw` keeps filling it whatever the declaration
+    // says: dropping the column is its owner's call, not a flag's.
+    std::fs::write(
+        &toml,
+        declared.replace("[bronze]\n", "[bronze]\nraw = false\n"),
+    )?;
+    let third = lines(20_000, 50, end_ms, &mut dice);
+    orders.feed(&write_file(orders.files.path(), "v3.jsonl", &third, &[])?)?;
+    let third_copies = (third.len() + third.len() / 50) as i64;
+    let kept = orders.sql("SELECT count(*) AS n FROM bronze.orders_raw WHERE _raw IS NOT NULL")?;
+    assert_eq!(kept[0]["n"].as_i64(), Some(second_copies + third_copies));
     Ok(())
 }
 

@@ -165,6 +165,21 @@ pub fn rejects_schema() -> Schema {
         .unwrap_or_else(|e| panic!("rejects schema: {e}"))
 }
 
+/// `schema` with `_raw` optional: what a table made without it can gain.
+fn optional_raw(schema: &Schema) -> Result<Schema> {
+    let fields = schema.as_struct().fields().iter().map(|f| {
+        if f.name == RAW {
+            Arc::new(NestedField::optional(f.id, RAW, (*f.field_type).clone()))
+        } else {
+            f.clone()
+        }
+    });
+    Ok(Schema::builder()
+        .with_schema_id(schema.schema_id())
+        .with_fields(fields)
+        .build()?)
+}
+
 /// The bronze schema and its partitioning by the hour or day of the Kafka
 /// record timestamp.
 pub fn bronze_definition(dataset: &DatasetSpec) -> Result<(Schema, UnboundPartitionSpec)> {
@@ -208,20 +223,54 @@ pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table
         .ensure_table(&route.table, schema.clone(), spec, properties)
         .await?;
     // A table made from an earlier declaration follows the current one.
-    let lake_columns = [
-        RAW,
-        TOPIC,
-        PARTITION,
-        OFFSET,
-        KAFKA_TIMESTAMP,
-        INGESTED_AT,
-        EVENT_TIME,
-    ];
+    // `_raw` follows the table: one that has it keeps getting it (a
+    // required column cannot be left empty; dropping it is the owner's
+    // call), one made with `raw = false` gains it as an optional column
+    // (its older rows have none) once the declaration keeps raw records.
+    let has_raw = table
+        .metadata()
+        .current_schema()
+        .field_by_name(RAW)
+        .is_some();
+    let gains_raw = route.dataset.bronze.raw && !has_raw;
+    if has_raw && !route.dataset.bronze.raw {
+        tracing::info!(
+            table = %route.table,
+            "the table keeps `_raw` although {} says `raw = false`: it has the column; \
+             drop it (ALTER TABLE … DROP COLUMN _raw) to stop writing it",
+            route.dataset.file
+        );
+    }
+    let lake_columns: &[&str] = if gains_raw {
+        &[
+            TOPIC,
+            PARTITION,
+            OFFSET,
+            KAFKA_TIMESTAMP,
+            INGESTED_AT,
+            EVENT_TIME,
+        ]
+    } else {
+        &[
+            RAW,
+            TOPIC,
+            PARTITION,
+            OFFSET,
+            KAFKA_TIMESTAMP,
+            INGESTED_AT,
+            EVENT_TIME,
+        ]
+    };
+    let wanted = if gains_raw {
+        optional_raw(&schema)?
+    } else {
+        schema.clone()
+    };
     let table = lake_table::evolve::follow(
         catalog,
         table,
-        &schema,
-        &lake_columns,
+        &wanted,
+        lake_columns,
         lake_table::evolve::Changes::Refuse,
         &route.dataset.file,
     )
