@@ -9,18 +9,22 @@
 //! serves every contestant, each into its own table:
 //! - the release `lake ingest tweets --until-caught-up` (classic group protocol, the default,
 //!   10 s commit interval);
+//! - the same with the tweets declared `[bronze] raw = false` (a pipeline written for the
+//!   bench): bronze without `_raw` holds what the Python peer's table holds, plus lake's
+//!   Kafka coordinates and times;
 //! - the Python peer (benches/ingest_python.py: confluent-kafka, pyarrow, pyiceberg, an
 //!   append per 100 k records);
 //! - Apache Iceberg's Kafka Connect sink in a standalone worker (one task, the same 10 s
 //!   commit interval, JSON values without schemas, the table auto-created), timed from its
 //!   start until every record is in its table, then stopped.
 //!
-//! lake and the Python peer take turns LAKE_BENCH_RUNS times (3), each turn followed by the
+//! lake's contestants and the Python peer take turns LAKE_BENCH_RUNS times (3), each turn followed by the
 //! in-process ceiling (the same tweets checked, decoded and written to a local table by
 //! ingest's code on one thread, with no Kafka and no catalog), and their medians are
 //! reported with lake's share of the ceiling; the Connect sink, which takes minutes, runs once (LAKE_BENCH_CONNECT=0 skips
 //! it). Each runs under `/usr/bin/time` for CPU seconds and peak RSS; the bench prints wall
-//! time, CPU, memory and files written, and lake's throughput relative to each peer.
+//! time, CPU, memory and files written, and each lake contestant's throughput relative to
+//! each peer.
 //! LAKE_BENCH_LOG sets lake's RUST_LOG and prints its log. LAKE_BENCH_BASELINE names a lake
 //! config file (`--config`) for a second lake contestant in every turn, e.g. a librdkafka
 //! property as it was before a change, so that what the change buys is measured side by side.
@@ -41,6 +45,8 @@ const COMMIT_SECONDS: u64 = 10;
 
 struct Result {
     name: &'static str,
+    /// One of lake's own contestants (compared with each peer).
+    lake: bool,
     seconds: f64,
     cpu: f64,
     peak_mb: f64,
@@ -90,6 +96,7 @@ fn finished(
     let (cpu, peak_mb) = common::time_report(&stderr);
     Result {
         name,
+        lake: name.starts_with("lake"),
         seconds,
         cpu,
         peak_mb,
@@ -159,6 +166,18 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (mut lake_busy, mut python_busy) = (Vec::new(), Vec::new());
     let baseline = std::env::var_os("LAKE_BENCH_BASELINE").map(PathBuf::from);
+    // The built-in tweets declared without `_raw`: bronze holds what the
+    // Python peer's table holds (the parsed payload), plus lake's columns.
+    let rawless = dir.path().join("rawless");
+    lake_spec::write_examples(&rawless, &["tweets".to_string()], false).expect("pipeline");
+    let declaration = rawless.join("datasets/tweets/dataset.toml");
+    let declared = std::fs::read_to_string(&declaration).expect("dataset.toml");
+    assert!(declared.contains("\n[bronze]\n"), "{declared}");
+    std::fs::write(
+        &declaration,
+        declared.replacen("\n[bronze]\n", "\n[bronze]\nraw = false\n", 1),
+    )
+    .expect("dataset.toml");
     for run in 0..runs {
         let mut round = Vec::new();
         // One contestant's turn: `command` run to its end under
@@ -174,9 +193,10 @@ fn main() {
             let result = finished(name, seconds, &out, state, tweets);
             (result, machine.cores_busy(), out)
         };
-        let lake_turn = |name: &'static str, table: String, config: Option<&Path>| {
+        let lake_turn = |name: &'static str, table: String, global: &[&std::ffi::OsStr]| {
             let mut command = Command::new(lake_testkit::lake_bin());
             command
+                .args(global)
                 .args([
                     "ingest",
                     "tweets",
@@ -192,9 +212,6 @@ fn main() {
                     &Kafka::unique("lake"),
                 ])
                 .args(["--commit-interval", &format!("{COMMIT_SECONDS}s")]);
-            if let Some(config) = config {
-                command.arg("--config").arg(config);
-            }
             command
                 .envs(catalog.lake_env(Role::Writer))
                 .env(
@@ -218,15 +235,21 @@ fn main() {
         let (result, busy) = lake_turn(
             "lake ingest (classic)",
             format!("bronze.peers_lake_{run}"),
-            None,
+            &[],
         );
         lake_busy.push(busy);
+        round.push(result);
+        let (result, _) = lake_turn(
+            "lake ingest ([bronze] raw = false)",
+            format!("bronze.peers_rawless_{run}"),
+            &["--pipeline".as_ref(), rawless.as_os_str()],
+        );
         round.push(result);
         if let Some(config) = &baseline {
             let (result, _) = lake_turn(
                 "lake ingest (LAKE_BENCH_BASELINE)",
                 format!("bronze.peers_baseline_{run}"),
-                Some(config),
+                &["--config".as_ref(), config.as_os_str()],
             );
             round.push(result);
         }
@@ -276,6 +299,7 @@ fn main() {
             };
             Result {
                 name: rounds[0][i].name,
+                lake: rounds[0][i].lake,
                 seconds: of(|r| r.seconds),
                 cpu: of(|r| r.cpu),
                 peak_mb: of(|r| r.peak_mb),
@@ -398,6 +422,7 @@ fn main() {
     let (cpu, peak_mb) = common::time_report(&stderr);
     results.push(Result {
         name: "Kafka Connect Iceberg sink",
+        lake: false,
         seconds,
         cpu,
         peak_mb,
@@ -428,13 +453,26 @@ fn report(results: &[Result], tweets: u64, mb: f64, ceiling: f64) {
         lake.name,
         100.0 * ceiling / lake.seconds
     );
+    let ratio = |ours: &Result, peer: &Result| {
+        format!(
+            "{:.2}× the throughput at {:.2}× the CPU-seconds and {:.2}× the memory",
+            peer.seconds / ours.seconds,
+            ours.cpu / peer.cpu,
+            ours.peak_mb / peer.peak_mb
+        )
+    };
     for peer in &results[1..] {
-        println!(
-            "peers/lake-vs-{}: {:.2}× the throughput at {:.2}× the CPU-seconds and {:.2}× the memory",
-            peer.name,
-            peer.seconds / lake.seconds,
-            lake.cpu / peer.cpu,
-            lake.peak_mb / peer.peak_mb
-        );
+        println!("peers/lake-vs-{}: {}", peer.name, ratio(lake, peer));
+    }
+    // lake's other contestants against the peers that are not lake.
+    for ours in results[1..].iter().filter(|r| r.lake) {
+        for peer in results.iter().filter(|r| !r.lake) {
+            println!(
+                "peers/{}-vs-{}: {}",
+                ours.name,
+                peer.name,
+                ratio(ours, peer)
+            );
+        }
     }
 }
