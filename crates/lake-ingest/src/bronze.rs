@@ -241,25 +241,20 @@ pub async fn ensure_bronze(catalog: &LakeCatalog, route: &Route) -> Result<Table
             route.dataset.file
         );
     }
-    let lake_columns: &[&str] = if gains_raw {
-        &[
-            TOPIC,
-            PARTITION,
-            OFFSET,
-            KAFKA_TIMESTAMP,
-            INGESTED_AT,
-            EVENT_TIME,
-        ]
+    let lake_columns = [
+        RAW,
+        TOPIC,
+        PARTITION,
+        OFFSET,
+        KAFKA_TIMESTAMP,
+        INGESTED_AT,
+        EVENT_TIME,
+    ];
+    // Gaining `_raw`, the table is compared on it like a payload column.
+    let lake_columns = if gains_raw {
+        &lake_columns[1..]
     } else {
-        &[
-            RAW,
-            TOPIC,
-            PARTITION,
-            OFFSET,
-            KAFKA_TIMESTAMP,
-            INGESTED_AT,
-            EVENT_TIME,
-        ]
+        &lake_columns[..]
     };
     let wanted = if gains_raw {
         optional_raw(&schema)?
