@@ -17,12 +17,13 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use iceberg::spec::Schema;
-use lake_generate::{Generator, GeneratorConfig};
 use lake_ingest::bronze::{bronze_definition, bronze_partitioning, distinct_columns};
 use lake_ingest::decode::{Chunk, Coordinates, RecordDecoder};
 use lake_table::writer::{COMPRESSION_CODEC_PROPERTY, TableWriter};
 
-const START: i64 = 1_767_225_600_000_000;
+mod common;
+use common::START;
+
 const CHUNK: usize = 4096;
 const PARTITIONS: usize = 16;
 const RUNS: usize = 3;
@@ -88,14 +89,7 @@ fn main() {
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).expect("arrow schema"));
     let decoder = RecordDecoder::new(&dataset, "tweets", arrow.clone(), false);
 
-    let mut generator = Generator::new(GeneratorConfig::new(
-        lake_generate::Stream::Tweets,
-        42,
-        START,
-    ));
-    let payloads: Vec<Vec<u8>> = (0..tweets)
-        .map(|_| generator.next_record().payload.to_vec())
-        .collect();
+    let payloads = common::tweet_payloads(tweets);
     let payload_mb = payloads.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;
 
     // Checked and decoded as the consumer thread and the decoder do, chunk

@@ -8,23 +8,15 @@
 //! Reports MB/s of payload; criterion compares each run with the last.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lake_generate::{Generator, GeneratorConfig};
 use lake_ingest::decode::{Chunk, Coordinates};
 
+mod common;
+
 const TWEETS: usize = 100_000;
-const START: i64 = 1_767_225_600_000_000;
 const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
-fn payloads() -> Vec<Vec<u8>> {
-    let config = GeneratorConfig::new(lake_generate::Stream::Tweets, 42, START);
-    let mut generator = Generator::new(config);
-    (0..TWEETS)
-        .map(|_| generator.next_record().payload.to_vec())
-        .collect()
-}
-
 fn records(c: &mut Criterion) {
-    let payloads = payloads();
+    let payloads = common::tweet_payloads(TWEETS);
     let bytes: usize = payloads.iter().map(Vec::len).sum();
     let mut chunk = Chunk::with_capacity(TWEETS, bytes + TWEETS);
     let mut group = c.benchmark_group("records");
