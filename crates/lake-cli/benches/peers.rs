@@ -27,7 +27,10 @@
 //! each lake contestant's throughput relative to each peer.
 //! LAKE_BENCH_LOG sets lake's RUST_LOG and prints its log. LAKE_BENCH_BASELINE names a lake
 //! config file (`--config`) for a second lake contestant in every turn, e.g. a librdkafka
-//! property as it was before a change, so that what the change buys is measured side by side.
+//! property as it was before a change, so that what the change buys is measured side by side;
+//! LAKE_BENCH_BASELINE_ENV (`KEY=VALUE …`, space-separated) sets variables for that contestant
+//! alone, e.g. `MALLOC_CONF` to run the allocator as it was; LAKE_BENCH_BASELINE_BIN names
+//! the `lake` binary it runs, e.g. one built before a change. Any of them adds the contestant.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -166,6 +169,17 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (mut lake_busy, mut python_busy) = (Vec::new(), Vec::new());
     let baseline = std::env::var_os("LAKE_BENCH_BASELINE").map(PathBuf::from);
+    let baseline_env: Vec<(String, String)> = std::env::var("LAKE_BENCH_BASELINE_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .unwrap_or_else(|| panic!("LAKE_BENCH_BASELINE_ENV: `{pair}` is not KEY=VALUE"));
+            (key.to_string(), value.to_string())
+        })
+        .collect();
+    let baseline_bin = std::env::var_os("LAKE_BENCH_BASELINE_BIN").map(PathBuf::from);
     // The built-in tweets declared without `_raw`: bronze holds what the
     // Python peer's table holds (the parsed payload), plus lake's columns.
     let rawless = dir.path().join("rawless");
@@ -193,8 +207,12 @@ fn main() {
             let result = finished(name, seconds, &out, state, tweets);
             (result, machine.cores_busy(), out)
         };
-        let lake_turn = |name: &'static str, table: String, global: &[&std::ffi::OsStr]| {
-            let mut command = Command::new(lake_testkit::lake_bin());
+        let lake_turn = |name: &'static str,
+                         table: String,
+                         global: &[&std::ffi::OsStr],
+                         env: &[(String, String)],
+                         bin: Option<&PathBuf>| {
+            let mut command = Command::new(bin.cloned().unwrap_or_else(lake_testkit::lake_bin));
             command
                 .args(global)
                 .args([
@@ -218,6 +236,7 @@ fn main() {
                     "RUST_LOG",
                     std::env::var("LAKE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
                 )
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .current_dir(dir.path());
             let (mut result, busy, out) = turn(name, &table, &command);
             result.lake = true;
@@ -237,6 +256,8 @@ fn main() {
             "lake ingest (classic)",
             format!("bronze.peers_lake_{run}"),
             &[],
+            &[],
+            None,
         );
         lake_busy.push(busy);
         round.push(result);
@@ -244,13 +265,21 @@ fn main() {
             "lake ingest ([bronze] raw = false)",
             format!("bronze.peers_rawless_{run}"),
             &["--pipeline".as_ref(), rawless.as_os_str()],
+            &[],
+            None,
         );
         round.push(result);
-        if let Some(config) = &baseline {
+        if baseline.is_some() || !baseline_env.is_empty() || baseline_bin.is_some() {
+            let config: Vec<&std::ffi::OsStr> = match &baseline {
+                Some(config) => vec!["--config".as_ref(), config.as_os_str()],
+                None => Vec::new(),
+            };
             let (result, _) = lake_turn(
                 "lake ingest (LAKE_BENCH_BASELINE)",
                 format!("bronze.peers_baseline_{run}"),
-                &["--config".as_ref(), config.as_os_str()],
+                &config,
+                &baseline_env,
+                baseline_bin.as_ref(),
             );
             round.push(result);
         }
