@@ -74,6 +74,18 @@ impl Chunk {
         }
     }
 
+    /// The chunk emptied for the next records. Its buffers are kept, so the
+    /// consumer does not grow a new chunk's from nothing (copying them as
+    /// they double) for every chunk, unless large records grew them past
+    /// twice `bytes`: then they go back to the allocator.
+    pub fn recycled(mut self, records: usize, bytes: usize) -> Self {
+        if self.data.capacity() > bytes.saturating_mul(2) {
+            return Self::with_capacity(records, bytes);
+        }
+        self.clear();
+        self
+    }
+
     /// Records accepted so far (for decoding) plus those refused outright.
     pub fn len(&self) -> usize {
         self.pending.len() + self.rejected.len()
@@ -595,6 +607,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rejects.num_rows(), inputs.len() - 2);
+    }
+
+    #[test]
+    fn a_recycled_chunk_is_empty_and_keeps_its_buffers_unless_they_grew_large() {
+        let mut chunk = Chunk::with_capacity(4, 1024);
+        chunk.push(Some(GOOD.as_bytes()), at(0), 1 << 20);
+        chunk.push(Some(b"not JSON"), at(1), 1 << 20);
+        assert_eq!((chunk.len(), chunk.rejected.len()), (2, 1));
+        let chunk = chunk.recycled(4, 1024);
+        assert!(chunk.is_empty());
+        assert_eq!(chunk.bytes(), 0);
+        assert!(chunk.data.is_empty() && chunk.rejected.is_empty());
+        assert_eq!(chunk.data.capacity(), 1024);
+
+        let mut chunk = chunk;
+        for offset in 0..20 {
+            chunk.push(Some(GOOD.as_bytes()), at(offset), 1 << 20);
+        }
+        assert!(chunk.data.capacity() > 2048, "{}", chunk.data.capacity());
+        let chunk = chunk.recycled(4, 1024);
+        assert!(chunk.is_empty());
+        assert_eq!(chunk.data.capacity(), 1024);
     }
 
     #[test]

@@ -34,6 +34,13 @@ use crate::status::IngestStatus;
 /// enough to ride out either side being descheduled on a small machine.
 const CHANNEL_CHUNKS: usize = 16;
 
+/// Decoded chunks that may wait at the consumer to be filled again.
+const SPARE_CHUNKS: usize = 4;
+
+/// The payload bytes a chunk is first sized for, per record: a little over
+/// a generated tweet. A chunk of larger records grows once, then is reused.
+const CHUNK_RECORD_BYTES: usize = 600;
+
 /// Records between checks of the commit and stop conditions.
 const CHECK_EVERY: u32 = 256;
 
@@ -162,6 +169,10 @@ struct TopicState {
     /// The next offset after each partition's last record in this epoch.
     end: Offsets,
     chunk: Chunk,
+    /// Records per chunk.
+    chunk_records: usize,
+    /// Chunks the decoder is done with.
+    spent: std::sync::mpsc::Receiver<Chunk>,
     epoch_records: u64,
     epoch_bytes: u64,
     /// End offsets seen at start, for `--until-caught-up`.
@@ -618,7 +629,8 @@ async fn run_once(
                 break;
             }
         };
-        let (sender, handle) = crate::sink::spawn(sink, CHANNEL_CHUNKS);
+        let (spent_sender, spent) = std::sync::mpsc::sync_channel(SPARE_CHUNKS);
+        let (sender, handle) = crate::sink::spawn(sink, CHANNEL_CHUNKS, spent_sender);
         sinks.push(handle);
         lock(&shared).topics.insert(
             route.topic.clone(),
@@ -628,7 +640,12 @@ async fn run_once(
                 assigned: BTreeSet::new(),
                 start: Offsets::new(),
                 end: Offsets::new(),
-                chunk: Chunk::with_capacity(options.chunk_records, options.chunk_records * 600),
+                chunk: Chunk::with_capacity(
+                    options.chunk_records,
+                    options.chunk_records * CHUNK_RECORD_BYTES,
+                ),
+                chunk_records: options.chunk_records,
+                spent,
                 epoch_records: 0,
                 epoch_bytes: 0,
                 high: BTreeMap::new(),
@@ -1056,7 +1073,15 @@ fn send_chunk(state: &mut TopicState) -> Result<()> {
     if state.chunk.is_empty() {
         return Ok(());
     }
-    let chunk = std::mem::take(&mut state.chunk);
+    let (records, bytes) = (
+        state.chunk_records,
+        state.chunk_records * CHUNK_RECORD_BYTES,
+    );
+    let next = match state.spent.try_recv() {
+        Ok(spent) => spent.recycled(records, bytes),
+        Err(_) => Chunk::with_capacity(records, bytes),
+    };
+    let chunk = std::mem::replace(&mut state.chunk, next);
     state
         .sink
         .blocking_send(Command::Chunk(chunk))

@@ -80,6 +80,7 @@ enum Stage {
 pub(crate) fn spawn(
     sink: Sink,
     queue: usize,
+    spent: std::sync::mpsc::SyncSender<Chunk>,
 ) -> (
     mpsc::Sender<Command>,
     tokio::task::JoinHandle<Result<SinkTotals>>,
@@ -87,7 +88,7 @@ pub(crate) fn spawn(
     let (commands, received) = mpsc::channel(queue);
     let (stages, staged) = mpsc::channel(4);
     let decoder = sink.decoder.clone();
-    let decoding = tokio::spawn(decode_stage(decoder, received, stages));
+    let decoding = tokio::spawn(decode_stage(decoder, received, stages, spent));
     let writing = tokio::spawn(sink.serve(staged));
     let handle = tokio::spawn(async move {
         let decode_result = decoding.await;
@@ -105,11 +106,13 @@ pub(crate) fn spawn(
 }
 
 /// Decodes chunks and passes everything on, in order; returns the time
-/// spent decoding.
+/// spent decoding. Decoded chunks go back to the consumer through `spent`
+/// to be filled again.
 async fn decode_stage(
     mut decoder: RecordDecoder,
     mut commands: mpsc::Receiver<Command>,
     stages: mpsc::Sender<Stage>,
+    spent: std::sync::mpsc::SyncSender<Chunk>,
 ) -> Result<std::time::Duration> {
     let mut busy = std::time::Duration::ZERO;
     let stopped = || Error::Invalid("the table writer stopped".into());
@@ -133,6 +136,9 @@ async fn decode_stage(
                     }
                 };
                 busy += started.elapsed();
+                // Never waits: with enough spare chunks at the consumer, or
+                // with the consumer gone, this one is freed instead.
+                let _ = spent.try_send(chunk);
                 Stage::Decoded(decoded)
             }
             other => Stage::Command(other),
