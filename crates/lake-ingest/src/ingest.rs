@@ -38,7 +38,8 @@ const CHANNEL_CHUNKS: usize = 16;
 const SPARE_CHUNKS: usize = 4;
 
 /// The payload bytes a chunk is first sized for, per record: a little over
-/// a generated tweet. A chunk of larger records grows once, then is reused.
+/// a generated tweet. A chunk of larger records grows, and is reused unless
+/// it grew past twice that (`Chunk::recycled`).
 const CHUNK_RECORD_BYTES: usize = 600;
 
 /// Records between checks of the commit and stop conditions.
