@@ -8,11 +8,12 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch, Scalar};
 use arrow_schema::{DataType, SchemaRef};
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
 use iceberg::spec::{DataFile, DataFileFormat};
 use iceberg::table::Table;
+use iceberg::transform::{BoxedTransformFunction, create_transform_function};
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
@@ -225,6 +226,11 @@ enum Inner {
     Partitioned {
         splitter: RecordBatchPartitionSplitter,
         writer: FanoutWriter<Builder>,
+        /// Each partition field's source column (its position in a batch)
+        /// and transform, to see whether a batch lies in one partition;
+        /// `None` when a source is not a top-level column or its transform
+        /// has no Arrow kernel (the splitter then decides for every row).
+        sources: Option<Vec<(usize, BoxedTransformFunction)>>,
     },
     Unpartitioned(
         DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
@@ -259,12 +265,23 @@ impl TableWriter {
         let inner = if spec.is_unpartitioned() {
             Inner::Unpartitioned(builder.build(None).await?)
         } else {
+            let top_level = iceberg_schema.as_struct().fields();
+            let sources = spec
+                .fields()
+                .iter()
+                .map(|field| {
+                    let index = top_level.iter().position(|f| f.id == field.source_id)?;
+                    let transform = create_transform_function(&field.transform).ok()?;
+                    Some((index, transform))
+                })
+                .collect();
             Inner::Partitioned {
                 splitter: RecordBatchPartitionSplitter::try_new_with_computed_values(
                     iceberg_schema,
                     spec,
                 )?,
                 writer: FanoutWriter::new(builder),
+                sources,
             }
         };
         Ok(Self {
@@ -293,7 +310,23 @@ impl TableWriter {
         let batch = conform(batch, &self.schema)?;
         self.rows += batch.num_rows() as u64;
         match &mut self.inner {
-            Inner::Partitioned { splitter, writer } => {
+            Inner::Partitioned {
+                splitter,
+                writer,
+                sources,
+            } => {
+                // A stream's batches mostly fall in one partition (an hour of
+                // Kafka time, a day of event time). The splitter builds and
+                // hashes a partition tuple for every row; a batch whose
+                // transformed sources hold one value needs only its first
+                // row's.
+                if let Some(sources) = sources
+                    && one_partition(&batch, sources)
+                    && let Some((key, _)) = splitter.split(&batch.slice(0, 1))?.pop()
+                {
+                    writer.write(key, batch).await?;
+                    return Ok(());
+                }
                 for (key, part) in splitter.split(&batch)? {
                     writer.write(key, part).await?;
                 }
@@ -310,6 +343,22 @@ impl TableWriter {
             Inner::Unpartitioned(mut writer) => writer.close().await?,
         })
     }
+}
+
+/// Whether every row of `batch` has the same partition: each transformed
+/// source holds one value and no null. Anything the kernels cannot compare
+/// answers no, and the splitter decides row by row.
+fn one_partition(batch: &RecordBatch, sources: &[(usize, BoxedTransformFunction)]) -> bool {
+    sources.iter().all(|(index, transform)| {
+        let Ok(values) = transform.transform(batch.column(*index).clone()) else {
+            return false;
+        };
+        if values.is_empty() || values.null_count() > 0 {
+            return false;
+        }
+        let first = Scalar::new(values.slice(0, 1));
+        arrow_ord::cmp::eq(&values, &first).is_ok_and(|same| same.true_count() == values.len())
+    })
 }
 
 /// Re-labels `batch` with `schema` (the table's field ids and names), casting
@@ -667,6 +716,75 @@ mod tests {
             assert!(file.column_sizes()[&1] > 0);
             assert!(file.file_size_in_bytes() > 0);
         }
+    }
+
+    /// Rows `ids`, every one in hour `hour`.
+    fn in_hour(hour: i64, ids: std::ops::Range<i64>) -> RecordBatch {
+        RecordBatch::try_from_iter(vec![
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
+            ),
+            (
+                "ts",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(
+                        ids.clone().map(|i| hour * HOUR + i),
+                    )
+                    .with_timezone("+00:00"),
+                ),
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from_iter_values(ids.map(|i| format!("n{i}")))),
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn batches_in_one_partition_and_batches_across_several_land_in_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = table(dir.path(), true).await;
+        let mut writer = TableWriter::new(&table, WriterOptions::default())
+            .await
+            .unwrap();
+        // Hour 1 alone, hours 0–2 mixed, hour 2 alone, hour 1 again.
+        writer.write(&in_hour(1, 1000..1100)).await.unwrap();
+        writer.write(&batch(0..300)).await.unwrap();
+        writer.write(&in_hour(2, 2000..2050)).await.unwrap();
+        writer.write(&in_hour(1, 3000..3001)).await.unwrap();
+        assert_eq!(writer.rows(), 451);
+        let files = writer.close().await.unwrap();
+        let file = |hour: i32| {
+            let partition = Struct::from_iter([Some(Literal::int(hour))]);
+            let of_hour: Vec<_> = files
+                .iter()
+                .filter(|f| f.partition() == &partition)
+                .collect();
+            assert_eq!(of_hour.len(), 1, "one file for hour {hour}");
+            of_hour[0]
+        };
+        // (hour, rows, lowest id, highest id)
+        for (hour, rows, lowest, highest) in
+            [(0, 100, 0, 297), (1, 201, 1, 3000), (2, 150, 2, 2049)]
+        {
+            let f = file(hour);
+            assert_eq!(f.record_count(), rows, "hour {hour}");
+            assert_eq!(f.lower_bounds()[&1], Datum::long(lowest), "hour {hour}");
+            assert_eq!(f.upper_bounds()[&1], Datum::long(highest), "hour {hour}");
+            // Every row's time is inside its file's hour.
+            let hour = i64::from(hour);
+            assert_eq!(
+                f.lower_bounds()[&2],
+                Datum::timestamptz_micros(hour * HOUR + lowest)
+            );
+            assert_eq!(
+                f.upper_bounds()[&2],
+                Datum::timestamptz_micros(hour * HOUR + highest)
+            );
+        }
+        assert_eq!(files.len(), 3);
     }
 
     #[tokio::test]
