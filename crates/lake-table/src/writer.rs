@@ -450,11 +450,16 @@ mod tests {
             .unwrap()
     }
 
-    /// A batch without field-id metadata, as a caller would build it.
-    fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    /// A batch without field-id metadata, as a caller would build it: rows
+    /// `ids`, each at `ts(id)`, named `n<id>` where `named(id)`.
+    fn rows(
+        ids: std::ops::Range<i64>,
+        ts: impl Fn(i64) -> i64,
+        named: impl Fn(i64) -> bool,
+    ) -> RecordBatch {
         let names: Vec<Option<String>> = ids
             .clone()
-            .map(|i| (i % 5 != 0).then(|| format!("n{i}")))
+            .map(|i| named(i).then(|| format!("n{i}")))
             .collect();
         RecordBatch::try_from_iter(vec![
             (
@@ -464,15 +469,18 @@ mod tests {
             (
                 "ts",
                 Arc::new(
-                    TimestampMicrosecondArray::from_iter_values(
-                        ids.clone().map(|i| (i % 3) * HOUR + i),
-                    )
-                    .with_timezone("+00:00"),
+                    TimestampMicrosecondArray::from_iter_values(ids.map(ts))
+                        .with_timezone("+00:00"),
                 ),
             ),
             ("name", Arc::new(StringArray::from(names))),
         ])
         .unwrap()
+    }
+
+    /// Rows `ids` spread over hours 0–2 (id % 3), every fifth unnamed.
+    fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
+        rows(ids, |i| (i % 3) * HOUR + i, |i| i % 5 != 0)
     }
 
     #[test]
@@ -720,26 +728,7 @@ mod tests {
 
     /// Rows `ids`, every one in hour `hour`.
     fn in_hour(hour: i64, ids: std::ops::Range<i64>) -> RecordBatch {
-        RecordBatch::try_from_iter(vec![
-            (
-                "id",
-                Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
-            ),
-            (
-                "ts",
-                Arc::new(
-                    TimestampMicrosecondArray::from_iter_values(
-                        ids.clone().map(|i| hour * HOUR + i),
-                    )
-                    .with_timezone("+00:00"),
-                ),
-            ),
-            (
-                "name",
-                Arc::new(StringArray::from_iter_values(ids.map(|i| format!("n{i}")))),
-            ),
-        ])
-        .unwrap()
+        rows(ids, |i| hour * HOUR + i, |_| true)
     }
 
     #[tokio::test]
