@@ -23,8 +23,9 @@
 //! local table by ingest's code on one thread, with no Kafka and no catalog), and their
 //! medians are reported with lake's share of the ceiling; the Connect sink, which takes
 //! minutes, runs once (LAKE_BENCH_CONNECT=0 skips it). Each runs under `/usr/bin/time` for
-//! CPU seconds and peak RSS; the bench prints wall time, CPU, memory and files written, and
-//! each lake contestant's throughput relative to each peer.
+//! CPU seconds (and the kernel's part of them, with the page faults behind most of it) and
+//! peak RSS; the bench prints wall time, CPU, memory and files written, and each lake
+//! contestant's throughput relative to each peer.
 //! LAKE_BENCH_LOG sets lake's RUST_LOG and prints its log. LAKE_BENCH_BASELINE names a lake
 //! config file (`--config`) for a second lake contestant in every turn, e.g. a librdkafka
 //! property as it was before a change, so that what the change buys is measured side by side;
@@ -52,6 +53,10 @@ struct Result {
     lake: bool,
     seconds: f64,
     cpu: f64,
+    /// Of `cpu`, the seconds spent in the kernel.
+    system: f64,
+    /// Minor page faults.
+    faults: f64,
     peak_mb: f64,
     files: usize,
 }
@@ -97,11 +102,14 @@ fn finished(
     assert!(out.status.success(), "{name}: {stderr}");
     assert_eq!(state.0, tweets, "{name}: rows in its table");
     let (cpu, peak_mb) = common::time_report(&stderr);
+    let (system, faults) = common::kernel_report(&stderr);
     Result {
         name,
         lake: false,
         seconds,
         cpu,
+        system,
+        faults,
         peak_mb,
         files: state.1,
     }
@@ -246,9 +254,9 @@ fn main() {
             }
             let waited = common::first_record_wait(&stderr);
             eprintln!(
-                "{name}, run {run}: {:.2}s ({waited:.2}s before the first record), {:.1} CPU-s; \
-                 the machine {busy:.2} of {cores} cores busy",
-                result.seconds, result.cpu
+                "{name}, run {run}: {:.2}s ({waited:.2}s before the first record), {:.1} CPU-s \
+                 ({:.2} in the kernel); the machine {busy:.2} of {cores} cores busy",
+                result.seconds, result.cpu, result.system
             );
             (result, busy)
         };
@@ -300,8 +308,8 @@ fn main() {
             .current_dir(dir.path());
         let (result, busy, _) = turn("Python peer", &table, &command);
         eprintln!(
-            "Python peer, run {run}: {:.2}s, {:.1} CPU-s; the machine {busy:.2} of {cores} cores busy",
-            result.seconds, result.cpu
+            "Python peer, run {run}: {:.2}s, {:.1} CPU-s ({:.2} in the kernel); the machine {busy:.2} of {cores} cores busy",
+            result.seconds, result.cpu, result.system
         );
         python_busy.push(busy);
         round.push(result);
@@ -332,6 +340,8 @@ fn main() {
                 lake: rounds[0][i].lake,
                 seconds: of(|r| r.seconds),
                 cpu: of(|r| r.cpu),
+                system: of(|r| r.system),
+                faults: of(|r| r.faults),
                 peak_mb: of(|r| r.peak_mb),
                 files: rounds[0][i].files,
             }
@@ -450,11 +460,14 @@ fn main() {
     let out = worker_process.wait_with_output().expect("worker exit");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let (cpu, peak_mb) = common::time_report(&stderr);
+    let (system, faults) = common::kernel_report(&stderr);
     results.push(Result {
         name: "Kafka Connect Iceberg sink",
         lake: false,
         seconds,
         cpu,
+        system,
+        faults,
         peak_mb,
         files,
     });
@@ -467,11 +480,13 @@ fn main() {
 fn report(results: &[Result], tweets: u64, mb: f64, ceiling: f64) {
     for r in results {
         println!(
-            "peers/{}: {tweets} tweets ({mb:.0} MB) from the real broker: {:.2}s = {:.0} k tweets/s; {:.1} CPU-s; peak RSS {:.0} MB; {} files",
+            "peers/{}: {tweets} tweets ({mb:.0} MB) from the real broker: {:.2}s = {:.0} k tweets/s; {:.1} CPU-s ({:.2} in the kernel, {:.0} k page faults); peak RSS {:.0} MB; {} files",
             r.name,
             r.seconds,
             tweets as f64 / 1e3 / r.seconds,
             r.cpu,
+            r.system,
+            r.faults / 1e3,
             r.peak_mb,
             r.files
         );

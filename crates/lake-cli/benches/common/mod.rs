@@ -136,13 +136,14 @@ pub fn lake_command() -> std::process::Command {
 }
 
 /// `command` started under `/usr/bin/time`, which appends a line with the
-/// process's CPU seconds and peak RSS to its stderr (see [`time_report`]):
+/// process's CPU seconds, peak RSS and page faults to its stderr (see
+/// [`time_report`] and [`kernel_report`]):
 /// the same measurement for lake and its peers. Takes the program,
 /// arguments, environment and directory of `command` (not its stdio).
 pub fn timed(command: &std::process::Command) -> std::process::Command {
     let mut timed = std::process::Command::new("/usr/bin/time");
     timed
-        .args(["-f", "\nTIMED %U %S %M"])
+        .args(["-f", "\nTIMED %U %S %M %R"])
         .arg(command.get_program())
         .args(command.get_args());
     for (key, value) in command.get_envs() {
@@ -157,19 +158,32 @@ pub fn timed(command: &std::process::Command) -> std::process::Command {
     timed
 }
 
-/// The CPU seconds (user + system) and peak RSS in MB that [`timed`]'s
-/// line in `stderr` reports.
-pub fn time_report(stderr: &str) -> (f64, f64) {
+/// The numbers on [`timed`]'s line in `stderr`: user and system seconds,
+/// peak RSS in KB, minor page faults.
+fn timed_fields(stderr: &str) -> Vec<f64> {
     let line = stderr
         .lines()
         .rev()
         .find_map(|line| line.strip_prefix("TIMED "))
         .expect("a TIMED line from /usr/bin/time (is GNU time installed?)");
-    let fields: Vec<f64> = line
-        .split_whitespace()
+    line.split_whitespace()
         .map(|f| f.parse().expect("a number"))
-        .collect();
+        .collect()
+}
+
+/// The CPU seconds (user + system) and peak RSS in MB that [`timed`]'s
+/// line in `stderr` reports.
+pub fn time_report(stderr: &str) -> (f64, f64) {
+    let fields = timed_fields(stderr);
     (fields[0] + fields[1], fields[2] * 1024.0 / 1e6)
+}
+
+/// Of [`timed`]'s line in `stderr`: the seconds spent in the kernel (part
+/// of [`time_report`]'s CPU seconds) and the minor page faults, most of
+/// them first touches of pages the allocator took from the system (again).
+pub fn kernel_report(stderr: &str) -> (f64, f64) {
+    let fields = timed_fields(stderr);
+    (fields[1], fields[3])
 }
 
 /// Seconds `lake ingest` waited for its first record (joining the group,
