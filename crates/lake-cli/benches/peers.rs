@@ -23,9 +23,9 @@
 //! local table by ingest's code on one thread, with no Kafka and no catalog), and their
 //! medians are reported with lake's share of the ceiling; the Connect sink, which takes
 //! minutes, runs once (LAKE_BENCH_CONNECT=0 skips it). Each runs under `/usr/bin/time` for
-//! CPU seconds (and the kernel's part of them, with the page faults behind most of it) and
-//! peak RSS; the bench prints wall time, CPU, memory and files written, and each lake
-//! contestant's throughput relative to each peer.
+//! CPU seconds (the kernel's part of them too), minor page faults and peak RSS; the bench
+//! prints wall time, CPU, memory and files written, and each lake contestant's throughput
+//! relative to each peer.
 //! LAKE_BENCH_LOG sets lake's RUST_LOG and prints its log. LAKE_BENCH_BASELINE names a lake
 //! config file (`--config`) for a second lake contestant in every turn, e.g. a librdkafka
 //! property as it was before a change, so that what the change buys is measured side by side;
