@@ -18,14 +18,15 @@
 //!   commit interval, JSON values without schemas, the table auto-created), timed from its
 //!   start until every record is in its table, then stopped.
 //!
-//! lake's contestants and the Python peer take turns LAKE_BENCH_RUNS times (3), each turn
-//! followed by the in-process ceiling (the same tweets checked, decoded and written to a
-//! local table by ingest's code on one thread, with no Kafka and no catalog), and their
-//! medians are reported with lake's share of the ceiling; the Connect sink, which takes
-//! minutes, runs once (LAKE_BENCH_CONNECT=0 skips it). Each runs under `/usr/bin/time` for
-//! CPU seconds (the kernel's part of them too), minor page faults and peak RSS; the bench
-//! prints wall time, CPU, memory and files written, and each lake contestant's throughput
-//! relative to each peer.
+//! lake's contestants and the Python peer take turns LAKE_BENCH_RUNS times (3), each run
+//! starting one contestant later than the run before (as many runs as contestants put each
+//! in every place once) and followed by the in-process ceiling (the same tweets checked,
+//! decoded and written to a local table by ingest's code on one thread, with no Kafka and no
+//! catalog); their medians are reported with lake's share of the ceiling. The Connect sink,
+//! which takes minutes, runs once (LAKE_BENCH_CONNECT=0 skips it). Each runs under
+//! `/usr/bin/time` for CPU seconds (the kernel's part of them too), minor page faults and
+//! peak RSS; the bench prints wall time, CPU, memory and files written, and each lake
+//! contestant's throughput relative to each peer.
 //! LAKE_BENCH_LOG sets lake's RUST_LOG and prints its log. LAKE_BENCH_BASELINE names a lake
 //! config file (`--config`) for a second lake contestant in every turn, e.g. a librdkafka
 //! property as it was before a change, so that what the change buys is measured side by side;
@@ -46,6 +47,22 @@ mod common;
 const PARTITIONS: i32 = 16;
 /// Every contestant's commit interval.
 const COMMIT_SECONDS: u64 = 10;
+
+/// Who takes a turn in every run.
+enum Contestant<'a> {
+    /// A `lake ingest` into `bronze.<table>_<run>`, with `global` options
+    /// before the subcommand, `env` set for it alone and `bin` instead of
+    /// the release binary.
+    Lake {
+        name: &'static str,
+        table: &'static str,
+        global: Vec<&'a std::ffi::OsStr>,
+        env: &'a [(String, String)],
+        bin: Option<&'a PathBuf>,
+    },
+    /// benches/ingest_python.py.
+    Python,
+}
 
 struct Result {
     name: &'static str,
@@ -200,8 +217,37 @@ fn main() {
         declared.replacen("\nraw = true\n", "\nraw = false\n", 1),
     )
     .expect("dataset.toml");
+    let baseline_config: Vec<&std::ffi::OsStr> = match &baseline {
+        Some(config) => vec!["--config".as_ref(), config.as_os_str()],
+        None => Vec::new(),
+    };
+    let mut contestants = vec![
+        Contestant::Lake {
+            name: "lake ingest (classic)",
+            table: "peers_lake",
+            global: Vec::new(),
+            env: &[],
+            bin: None,
+        },
+        Contestant::Lake {
+            name: "lake ingest ([bronze] raw = false)",
+            table: "peers_rawless",
+            global: vec!["--pipeline".as_ref(), rawless.as_os_str()],
+            env: &[],
+            bin: None,
+        },
+    ];
+    if baseline.is_some() || !baseline_env.is_empty() || baseline_bin.is_some() {
+        contestants.push(Contestant::Lake {
+            name: "lake ingest (LAKE_BENCH_BASELINE)",
+            table: "peers_baseline",
+            global: baseline_config,
+            env: &baseline_env,
+            bin: baseline_bin.as_ref(),
+        });
+    }
+    contestants.push(Contestant::Python);
     for run in 0..runs {
-        let mut round = Vec::new();
         // One contestant's turn: `command` run to its end under
         // `/usr/bin/time`, every tweet checked to be in `table`.
         let turn = |name: &'static str, table: &str, command: &Command| {
@@ -260,59 +306,54 @@ fn main() {
             );
             (result, busy)
         };
-        let (result, busy) = lake_turn(
-            "lake ingest (classic)",
-            format!("bronze.peers_lake_{run}"),
-            &[],
-            &[],
-            None,
-        );
-        lake_busy.push(busy);
-        round.push(result);
-        let (result, _) = lake_turn(
-            "lake ingest ([bronze] raw = false)",
-            format!("bronze.peers_rawless_{run}"),
-            &["--pipeline".as_ref(), rawless.as_os_str()],
-            &[],
-            None,
-        );
-        round.push(result);
-        if baseline.is_some() || !baseline_env.is_empty() || baseline_bin.is_some() {
-            let config: Vec<&std::ffi::OsStr> = match &baseline {
-                Some(config) => vec!["--config".as_ref(), config.as_os_str()],
-                None => Vec::new(),
+        // Each turn starts one contestant later than the turn before, so
+        // that none always runs first (on a cold page cache, say) or right
+        // after the same neighbour.
+        let mut round: Vec<Option<Result>> = (0..contestants.len()).map(|_| None).collect();
+        for k in 0..contestants.len() {
+            let i = (k + run) % contestants.len();
+            let result = match &contestants[i] {
+                Contestant::Lake {
+                    name,
+                    table,
+                    global,
+                    env,
+                    bin,
+                } => {
+                    let (result, busy) =
+                        lake_turn(name, format!("bronze.{table}_{run}"), global, env, *bin);
+                    if i == 0 {
+                        lake_busy.push(busy);
+                    }
+                    result
+                }
+                Contestant::Python => {
+                    // The Python peer needs the test venv's confluent-kafka
+                    // and pyiceberg (tests/run installs them).
+                    let table = format!("bronze.peers_python_{run}");
+                    let mut command = Command::new(common::python());
+                    command
+                        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_python.py"))
+                        .args([kafka.brokers(), &topic, &Kafka::unique("python"), &table])
+                        .arg(tweets.to_string())
+                        .env("LAKE_PY_URI", catalog.uri())
+                        .env("LAKE_PY_TOKEN", catalog.keys().for_role(Role::Writer))
+                        .env("LAKE_PY_S3_ENDPOINT", &endpoint)
+                        .env("LAKE_PY_S3_ACCESS_KEY", &access_key)
+                        .env("LAKE_PY_S3_SECRET_KEY", &secret_key)
+                        .current_dir(dir.path());
+                    let (result, busy, _) = turn("Python peer", &table, &command);
+                    eprintln!(
+                        "Python peer, run {run}: {:.2}s, {:.1} CPU-s ({:.2} in the kernel); the machine {busy:.2} of {cores} cores busy",
+                        result.seconds, result.cpu, result.system
+                    );
+                    python_busy.push(busy);
+                    result
+                }
             };
-            let (result, _) = lake_turn(
-                "lake ingest (LAKE_BENCH_BASELINE)",
-                format!("bronze.peers_baseline_{run}"),
-                &config,
-                &baseline_env,
-                baseline_bin.as_ref(),
-            );
-            round.push(result);
+            round[i] = Some(result);
         }
-
-        // The Python peer needs the test venv's confluent-kafka and pyiceberg
-        // (tests/run installs them).
-        let table = format!("bronze.peers_python_{run}");
-        let mut command = Command::new(common::python());
-        command
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_python.py"))
-            .args([kafka.brokers(), &topic, &Kafka::unique("python"), &table])
-            .arg(tweets.to_string())
-            .env("LAKE_PY_URI", catalog.uri())
-            .env("LAKE_PY_TOKEN", catalog.keys().for_role(Role::Writer))
-            .env("LAKE_PY_S3_ENDPOINT", &endpoint)
-            .env("LAKE_PY_S3_ACCESS_KEY", &access_key)
-            .env("LAKE_PY_S3_SECRET_KEY", &secret_key)
-            .current_dir(dir.path());
-        let (result, busy, _) = turn("Python peer", &table, &command);
-        eprintln!(
-            "Python peer, run {run}: {:.2}s, {:.1} CPU-s ({:.2} in the kernel); the machine {busy:.2} of {cores} cores busy",
-            result.seconds, result.cpu, result.system
-        );
-        python_busy.push(busy);
-        round.push(result);
+        let round: Vec<Result> = round.into_iter().flatten().collect();
         rounds.push(round);
 
         let seconds = payloads.ceiling(
