@@ -322,6 +322,7 @@ fn main() {
                 } => {
                     let (result, busy) =
                         lake_turn(name, format!("bronze.{table}_{run}"), global, env, *bin);
+                    // The machine's load is reported for the default contestant.
                     if i == 0 {
                         lake_busy.push(busy);
                     }
