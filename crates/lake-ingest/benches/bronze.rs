@@ -7,7 +7,9 @@
 //! behind every ingested record, split where a decision about bronze's
 //! layout would change it.
 //!
-//! cargo bench -p lake-ingest --bench bronze      (LAKE_BENCH_TWEETS, default 1 000 000)
+//! cargo bench -p lake-ingest --bench bronze      (LAKE_BENCH_TWEETS, default 1 000 000;
+//!                                                 LAKE_BENCH_CHUNK, records per chunk, default
+//!                                                 ingest's 4 096)
 //!
 //! Prints the median of three runs of each stage, in seconds and MB written.
 
@@ -24,7 +26,6 @@ use lake_table::writer::{COMPRESSION_CODEC_PROPERTY, TableWriter};
 mod common;
 use common::START;
 
-const CHUNK: usize = 4096;
 const PARTITIONS: usize = 16;
 const RUNS: usize = 3;
 const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -76,6 +77,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    let chunk_records: usize = std::env::var("LAKE_BENCH_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(lake_ingest::IngestOptions::default().chunk_records);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -99,7 +104,7 @@ fn main() {
     for _ in 0..RUNS {
         batches.clear();
         let (mut checking, mut decoding) = (0.0, 0.0);
-        let mut chunk = Chunk::with_capacity(CHUNK, CHUNK * 600);
+        let mut chunk = Chunk::with_capacity(chunk_records, chunk_records * 600);
         for (i, payload) in payloads.iter().enumerate() {
             let at = Coordinates {
                 partition: (i % PARTITIONS) as i32,
@@ -109,7 +114,7 @@ fn main() {
             let started = Instant::now();
             chunk.push(Some(payload), at, MAX_RECORD_BYTES);
             checking += started.elapsed().as_secs_f64();
-            if chunk.len() == CHUNK || i + 1 == payloads.len() {
+            if chunk.len() == chunk_records || i + 1 == payloads.len() {
                 let started = Instant::now();
                 let decoded = decoder.decode(&chunk, START).expect("decode");
                 decoding += started.elapsed().as_secs_f64();
@@ -177,7 +182,9 @@ fn main() {
 
     let check = median(check);
     let decode = median(decode);
-    println!("bronze: {tweets} tweets, {payload_mb:.0} MB of JSON, one thread, medians of {RUNS}");
+    println!(
+        "bronze: {tweets} tweets, {payload_mb:.0} MB of JSON in chunks of {chunk_records}, one thread, medians of {RUNS}"
+    );
     println!("bronze/check: {check:.2}s");
     println!("bronze/decode: {decode:.2}s");
     for (name, seconds, bytes) in &written {

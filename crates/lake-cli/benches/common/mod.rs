@@ -429,8 +429,9 @@ impl TweetPayloads {
 
     /// Seconds to check, decode and write every payload to a new local
     /// bronze table under `dir` in this process, through ingest's decoder and
-    /// writer settings, in chunks of 4 096 records spread over `partitions`:
-    /// no Kafka, no catalog, one thread. What ingest could reach at best.
+    /// writer settings, in ingest's chunks (`IngestOptions::chunk_records`)
+    /// spread over `partitions`: no Kafka, no catalog, one thread. What
+    /// ingest could reach at best.
     pub fn ceiling(&self, runtime: &tokio::runtime::Runtime, dir: &Path, partitions: i32) -> f64 {
         let spec = tweets_spec();
         let (schema, partitioning) = lake_ingest::bronze::bronze_definition(&spec).expect("schema");
@@ -454,7 +455,8 @@ impl TweetPayloads {
                 TableWriter::new(&table, lake_ingest::bronze_writer_options(&distinct))
                     .await
                     .expect("writer");
-            let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
+            let chunk_records = lake_ingest::IngestOptions::default().chunk_records;
+            let mut chunk = Chunk::with_capacity(chunk_records, chunk_records * 600);
             let mut start = 0;
             let mut rows = 0;
             for (i, &end) in self.ends.iter().enumerate() {
@@ -465,7 +467,7 @@ impl TweetPayloads {
                 };
                 chunk.push(Some(&self.bytes[start..end]), at, 1 << 20);
                 start = end;
-                if chunk.len() == 4096 || i + 1 == self.ends.len() {
+                if chunk.len() == chunk_records || i + 1 == self.ends.len() {
                     let decoded = decoder.decode(&chunk, 0).expect("decode");
                     for batch in &decoded.bronze {
                         writer.write(batch).await.expect("write");
