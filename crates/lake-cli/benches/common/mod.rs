@@ -311,7 +311,8 @@ pub async fn append_tweets(
     );
     let decoder = RecordDecoder::new(&tweets_spec(), "tweets", arrow, false);
     let distinct = lake_ingest::bronze::distinct_columns(&tweets_spec());
-    let mut chunk = Chunk::with_capacity(4096, 4096 * 600);
+    let chunk_records = lake_ingest::IngestOptions::default().chunk_records;
+    let mut chunk = Chunk::with_capacity(chunk_records, chunk_records * 600);
     let mut payloads = payloads.peekable();
     let mut index = first;
     while payloads.peek().is_some() {
@@ -332,7 +333,7 @@ pub async fn append_tweets(
                 in_commit += 1;
             }
             let last = payload.is_none() || in_commit == commit_rows;
-            if chunk.len() == 4096 || (last && !chunk.is_empty()) {
+            if chunk.len() == chunk_records || (last && !chunk.is_empty()) {
                 let decoded = decoder
                     .decode(&chunk, lake_core::now_micros())
                     .expect("decode");
