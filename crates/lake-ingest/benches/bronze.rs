@@ -104,7 +104,7 @@ fn main() {
     for _ in 0..RUNS {
         batches.clear();
         let (mut checking, mut decoding) = (0.0, 0.0);
-        let mut chunk = Chunk::with_capacity(chunk_records, chunk_records * 600);
+        let mut chunk = Chunk::sized_for(chunk_records);
         for (i, payload) in payloads.iter().enumerate() {
             let at = Coordinates {
                 partition: (i % PARTITIONS) as i32,

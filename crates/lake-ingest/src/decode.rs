@@ -64,7 +64,17 @@ pub struct Chunk {
     bytes: u64,
 }
 
+/// The payload bytes a chunk is first sized for, per record: a little over
+/// a generated tweet. A chunk of larger records grows, and is reused unless
+/// it grew past twice that (`Chunk::recycled`).
+pub const CHUNK_RECORD_BYTES: usize = 600;
+
 impl Chunk {
+    /// A chunk for `records` records, sized as ingest sizes its chunks.
+    pub fn sized_for(records: usize) -> Self {
+        Self::with_capacity(records, records * CHUNK_RECORD_BYTES)
+    }
+
     pub fn with_capacity(records: usize, bytes: usize) -> Self {
         Self {
             data: Vec::with_capacity(bytes),

@@ -25,7 +25,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bronze::{Offsets, Route, ensure_bronze, ensure_rejects};
-use crate::decode::{Chunk, Coordinates};
+use crate::decode::{CHUNK_RECORD_BYTES, Chunk, Coordinates};
 use crate::error::{Error, Result};
 use crate::sink::{Command, CommitOutcome, Sink, SinkTotals};
 use crate::status::IngestStatus;
@@ -36,11 +36,6 @@ const CHANNEL_CHUNKS: usize = 16;
 
 /// Decoded chunks that may wait at the consumer to be filled again.
 const SPARE_CHUNKS: usize = 4;
-
-/// The payload bytes a chunk is first sized for, per record: a little over
-/// a generated tweet. A chunk of larger records grows, and is reused unless
-/// it grew past twice that (`Chunk::recycled`).
-const CHUNK_RECORD_BYTES: usize = 600;
 
 /// Records between checks of the commit and stop conditions.
 const CHECK_EVERY: u32 = 256;
@@ -641,10 +636,7 @@ async fn run_once(
                 assigned: BTreeSet::new(),
                 start: Offsets::new(),
                 end: Offsets::new(),
-                chunk: Chunk::with_capacity(
-                    options.chunk_records,
-                    options.chunk_records * CHUNK_RECORD_BYTES,
-                ),
+                chunk: Chunk::sized_for(options.chunk_records),
                 chunk_records: options.chunk_records,
                 spent,
                 epoch_records: 0,
@@ -1074,13 +1066,10 @@ fn send_chunk(state: &mut TopicState) -> Result<()> {
     if state.chunk.is_empty() {
         return Ok(());
     }
-    let (records, bytes) = (
-        state.chunk_records,
-        state.chunk_records * CHUNK_RECORD_BYTES,
-    );
+    let records = state.chunk_records;
     let next = match state.spent.try_recv() {
-        Ok(spent) => spent.recycled(records, bytes),
-        Err(_) => Chunk::with_capacity(records, bytes),
+        Ok(spent) => spent.recycled(records, records * CHUNK_RECORD_BYTES),
+        Err(_) => Chunk::sized_for(records),
     };
     let chunk = std::mem::replace(&mut state.chunk, next);
     state

@@ -312,7 +312,7 @@ pub async fn append_tweets(
     let decoder = RecordDecoder::new(&tweets_spec(), "tweets", arrow, false);
     let distinct = lake_ingest::bronze::distinct_columns(&tweets_spec());
     let chunk_records = lake_ingest::IngestOptions::default().chunk_records;
-    let mut chunk = Chunk::with_capacity(chunk_records, chunk_records * 600);
+    let mut chunk = Chunk::sized_for(chunk_records);
     let mut payloads = payloads.peekable();
     let mut index = first;
     while payloads.peek().is_some() {
@@ -457,7 +457,7 @@ impl TweetPayloads {
                     .await
                     .expect("writer");
             let chunk_records = lake_ingest::IngestOptions::default().chunk_records;
-            let mut chunk = Chunk::with_capacity(chunk_records, chunk_records * 600);
+            let mut chunk = Chunk::sized_for(chunk_records);
             let mut start = 0;
             let mut rows = 0;
             for (i, &end) in self.ends.iter().enumerate() {
