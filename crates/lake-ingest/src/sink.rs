@@ -1,5 +1,5 @@
-//! One bronze table's writing side: decodes chunks, streams rows into open
-//! Parquet files, and commits an epoch's files with its Kafka offsets.
+//! One bronze table's writing side: streams decoded rows into open Parquet
+//! files, and commits an epoch's files with its Kafka offsets.
 //!
 //! An epoch's commit asserts the snapshot it was built on. When another
 //! commit got there first, the table's offsets decide: if every partition of
@@ -18,7 +18,7 @@ use lake_table::{Append, LakeCatalog, Op, TableWriter, WriterOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bronze::{Offsets, Route, ensure_rejects, format_offsets, table_offsets};
-use crate::decode::{Chunk, Decoded, NewFields, RecordDecoder, Rejected, rejects_batch};
+use crate::decode::{Decoded, RecordDecoder, Rejected, rejects_batch};
 use crate::error::{Error, Result};
 use crate::status::IngestStatus;
 
@@ -28,8 +28,14 @@ const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// What the consumer asks of a sink.
 pub(crate) enum Command {
-    /// Decode and write these records.
-    Chunk(Chunk),
+    /// Write these rows (and dead letters), decoded by the consumer.
+    Write(Decoded),
+    /// The consumer's decoder found fields the table lacks: add them, and
+    /// answer with a decoder for the new schema.
+    Evolve {
+        fields: Vec<arrow_schema::Field>,
+        reply: oneshot::Sender<Result<RecordDecoder>>,
+    },
     /// Commit the epoch: `start` is where each of its partitions began (as
     /// the table recorded), `end` the next offset after its last record.
     Commit {
@@ -62,93 +68,18 @@ pub(crate) enum CommitOutcome {
     Failed(Error),
 }
 
-/// What reaches the writing stage, in the consumer's order.
-enum Stage {
-    Decoded(Decoded),
-    Command(Command),
-    /// The decoding stage found fields the table lacks; add them and answer
-    /// with a decoder for the new schema.
-    Evolve {
-        fields: Vec<arrow_schema::Field>,
-        reply: oneshot::Sender<Result<RecordDecoder>>,
-    },
-}
-
-/// Starts a table's two stages (decoding, then writing and committing,
-/// running side by side) and returns where the consumer sends commands and
-/// the handle to await for the totals.
+/// Starts a table's writer (writing and committing, beside the consumer
+/// that decodes) and returns where the consumer sends commands and the
+/// handle to await for the totals.
 pub(crate) fn spawn(
     sink: Sink,
     queue: usize,
-    spent: std::sync::mpsc::SyncSender<Chunk>,
 ) -> (
     mpsc::Sender<Command>,
     tokio::task::JoinHandle<Result<SinkTotals>>,
 ) {
     let (commands, received) = mpsc::channel(queue);
-    let (stages, staged) = mpsc::channel(4);
-    let decoder = sink.decoder.clone();
-    let decoding = tokio::spawn(decode_stage(decoder, received, stages, spent));
-    let writing = tokio::spawn(sink.serve(staged));
-    let handle = tokio::spawn(async move {
-        let decode_result = decoding.await;
-        let mut totals = writing.await.map_err(|source| Error::Task {
-            what: "table writer",
-            source,
-        })??;
-        totals.decoding = decode_result.map_err(|source| Error::Task {
-            what: "decoder",
-            source,
-        })??;
-        Ok(totals)
-    });
-    (commands, handle)
-}
-
-/// Decodes chunks and passes everything on, in order; returns the time
-/// spent decoding. Decoded chunks go back to the consumer through `spent`
-/// to be filled again.
-async fn decode_stage(
-    mut decoder: RecordDecoder,
-    mut commands: mpsc::Receiver<Command>,
-    stages: mpsc::Sender<Stage>,
-    spent: std::sync::mpsc::SyncSender<Chunk>,
-) -> Result<std::time::Duration> {
-    let mut busy = std::time::Duration::ZERO;
-    let stopped = || Error::Invalid("the table writer stopped".into());
-    while let Some(command) = commands.recv().await {
-        let stage = match command {
-            Command::Chunk(chunk) => {
-                let ingested_at = now_micros();
-                let started = Instant::now();
-                let decoded = loop {
-                    match decoder.decode(&chunk, ingested_at) {
-                        Ok(decoded) => break decoded,
-                        Err(Ok(NewFields(fields))) => {
-                            let (reply, answer) = oneshot::channel();
-                            stages
-                                .send(Stage::Evolve { fields, reply })
-                                .await
-                                .map_err(|_| stopped())?;
-                            decoder = answer.await.map_err(|_| stopped())??;
-                        }
-                        Err(Err(e)) => return Err(e),
-                    }
-                };
-                busy += started.elapsed();
-                // Never waits: with enough spare chunks at the consumer, or
-                // with the consumer gone, this one is freed instead.
-                let _ = spent.try_send(chunk);
-                Stage::Decoded(decoded)
-            }
-            other => Stage::Command(other),
-        };
-        if stages.send(stage).await.is_err() {
-            // The writer ended (its error is reported there).
-            break;
-        }
-    }
-    Ok(busy)
+    (commands, tokio::spawn(sink.serve(received)))
 }
 
 /// Counts a sink reports when it stops.
@@ -158,8 +89,7 @@ pub struct SinkTotals {
     pub rejected: u64,
     pub commits: u64,
     pub rewinds: u64,
-    /// Time spent decoding, writing, and committing (the rest is waiting).
-    pub decoding: std::time::Duration,
+    /// Time spent writing and committing (the rest is waiting).
     pub writing: std::time::Duration,
     pub committing: std::time::Duration,
 }
@@ -210,12 +140,17 @@ impl Sink {
         })
     }
 
-    /// Writes and commits until the decoding stage hangs up.
-    async fn serve(mut self, mut stages: mpsc::Receiver<Stage>) -> Result<SinkTotals> {
-        while let Some(stage) = stages.recv().await {
-            match stage {
-                Stage::Decoded(decoded) => self.write(decoded).await?,
-                Stage::Evolve { fields, reply } => {
+    /// A decoder for the table's current schema.
+    pub fn decoder(&self) -> RecordDecoder {
+        self.decoder.clone()
+    }
+
+    /// Writes and commits until the consumer hangs up.
+    async fn serve(mut self, mut commands: mpsc::Receiver<Command>) -> Result<SinkTotals> {
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Write(decoded) => self.write(decoded).await?,
+                Command::Evolve { fields, reply } => {
                     let result = self.evolve_schema(fields).await;
                     let answer = match result {
                         Ok(()) => Ok(self.decoder.clone()),
@@ -223,12 +158,7 @@ impl Sink {
                     };
                     let _ = reply.send(answer);
                 }
-                Stage::Command(Command::Chunk(_)) => {
-                    return Err(Error::Internal(
-                        "a chunk reached the writer undecoded".into(),
-                    ));
-                }
-                Stage::Command(Command::Commit { start, end, reply }) => {
+                Command::Commit { start, end, reply } => {
                     let started = Instant::now();
                     let outcome = self.commit(start, end).await;
                     self.totals.committing += started.elapsed();
@@ -242,11 +172,11 @@ impl Sink {
                     }
                     let _ = reply.send(outcome);
                 }
-                Stage::Command(Command::Abort { reply }) => {
+                Command::Abort { reply } => {
                     self.abort().await;
                     let _ = reply.send(());
                 }
-                Stage::Command(Command::Offsets { reply }) => {
+                Command::Offsets { reply } => {
                     let offsets = self.reload_offsets().await;
                     let _ = reply.send(offsets);
                 }
