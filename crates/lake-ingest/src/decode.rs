@@ -96,6 +96,12 @@ impl Chunk {
         self
     }
 
+    /// Empties the chunk in place for the next `records` records, as
+    /// [`Chunk::recycled`] does, against the size ingest gives its chunks.
+    pub fn refill(&mut self, records: usize) {
+        *self = std::mem::take(self).recycled(records, records * CHUNK_RECORD_BYTES);
+    }
+
     /// Records accepted so far (for decoding) plus those refused outright.
     pub fn len(&self) -> usize {
         self.pending.len() + self.rejected.len()

@@ -25,7 +25,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bronze::{Offsets, Route, ensure_bronze, ensure_rejects};
-use crate::decode::{CHUNK_RECORD_BYTES, Chunk, Coordinates, NewFields, RecordDecoder};
+use crate::decode::{Chunk, Coordinates, NewFields, RecordDecoder};
 use crate::error::{Error, Result};
 use crate::sink::{Command, CommitOutcome, Sink, SinkTotals};
 use crate::status::IngestStatus;
@@ -1087,8 +1087,7 @@ fn send_chunk(state: &mut TopicState) -> Result<()> {
             Err(Err(e)) => return Err(e),
         }
     };
-    let records = state.chunk_records;
-    state.chunk = std::mem::take(&mut state.chunk).recycled(records, records * CHUNK_RECORD_BYTES);
+    state.chunk.refill(state.chunk_records);
     state
         .sink
         .blocking_send(Command::Write(decoded))
