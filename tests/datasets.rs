@@ -331,6 +331,38 @@ impl Orders {
         Ok(table.metadata().properties().clone())
     }
 
+    /// How many of `table`'s live data files each codec compresses (the
+    /// codec's name as Parquet's footer gives it, without a level: the
+    /// footer does not keep one).
+    async fn codecs(&self, table: &str) -> Result<BTreeMap<String, usize>> {
+        use iceberg::Catalog;
+        use parquet::file::reader::FileReader;
+        let catalog = self.catalog.rest_catalog(Role::Reader).await?;
+        let table = catalog
+            .load_table(&iceberg::TableIdent::from_strs(table.split('.'))?)
+            .await?;
+        let mut codecs = BTreeMap::new();
+        for file in lake_table::files::live_files(&table, None).await? {
+            let path = file.data_file.file_path();
+            let bytes = table.file_io().new_input(path)?.read().await?;
+            let reader = parquet::file::reader::SerializedFileReader::new(bytes)?;
+            let mut names: Vec<String> = reader
+                .metadata()
+                .row_groups()
+                .iter()
+                .flat_map(|group| group.columns())
+                .map(|column| {
+                    let name = format!("{:?}", column.compression());
+                    name.split('(').next().unwrap_or_default().to_string()
+                })
+                .collect();
+            names.dedup();
+            ensure!(names.len() == 1, "{path} mixes codecs: {names:?}");
+            *codecs.entry(names.remove(0)).or_default() += 1;
+        }
+        Ok(codecs)
+    }
+
     /// `table`'s current schema.
     async fn schema(&self, table: &str) -> Result<iceberg::spec::Schema> {
         use iceberg::Catalog;
@@ -750,9 +782,16 @@ async fn bronze_without_raw_records_leaves_the_column_out_and_gains_it_back() ->
     let orders = Orders::start().await?;
     let toml = orders.pipeline.path().join(ORDERS_TOML);
     let declared = std::fs::read_to_string(&toml)?;
+    // The codecs the dataset declares travel with the first phase: every
+    // writer of a table compresses as its declaration says.
     std::fs::write(
         &toml,
-        declared.replace("[bronze]\n", "[bronze]\nraw = false\n"),
+        declared
+            .replace(
+                "[bronze]\n",
+                "[bronze]\nraw = false\ncompression = \"lz4\"\n",
+            )
+            .replace("[silver]\n", "[silver]\ncompression = \"snappy\"\n"),
     )?;
     let end_ms = jiff::Timestamp::now().as_millisecond();
     let mut dice = Dice(31);
@@ -772,6 +811,13 @@ async fn bronze_without_raw_records_leaves_the_column_out_and_gains_it_back() ->
     let first_copies = (first.len() + first.len() / 50) as i64;
     assert_eq!(orders.count("bronze.orders_raw")?, first_copies);
     assert_eq!(orders.count("silver.orders_clean")?, clean(&first));
+    let codec = "write.parquet.compression-codec";
+    let bronze_props = orders.properties("bronze.orders_raw").await?;
+    assert_eq!(bronze_props.get(codec).map(String::as_str), Some("lz4"));
+    let lz4_files = orders.codecs("bronze.orders_raw").await?;
+    assert_eq!(lz4_files.keys().collect::<Vec<_>>(), ["LZ4_RAW"]);
+    let snappy_files = orders.codecs("silver.orders_clean").await?;
+    assert_eq!(snappy_files.keys().collect::<Vec<_>>(), ["SNAPPY"]);
 
     // Raw records kept again: the table gains `_raw` as an optional column,
     // null in the rows written without it, each new record byte for byte.
@@ -806,6 +852,20 @@ async fn bronze_without_raw_records_leaves_the_column_out_and_gains_it_back() ->
         orders.count("silver.orders_clean")?,
         clean(&first) + clean(&second)
     );
+    // No longer declared, the codecs leave the tables: new files are
+    // zstd, the writers' default, and the older ones stay as they are.
+    let bronze_props = orders.properties("bronze.orders_raw").await?;
+    assert_eq!(bronze_props.get(codec), None);
+    for (table, before) in [
+        ("bronze.orders_raw", &lz4_files),
+        ("silver.orders_clean", &snappy_files),
+    ] {
+        let now = orders.codecs(table).await?;
+        let (old, kept) = before.iter().next().context("files")?;
+        let codecs: Vec<&str> = now.keys().map(String::as_str).collect();
+        assert_eq!(codecs, [old.as_str(), "ZSTD"], "{table}");
+        assert_eq!(now.get(old), Some(kept), "{table}");
+    }
 
     // A table that has `_raw` keeps filling it whatever the declaration
     // says: dropping the column is its owner's call, not a flag's.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use iceberg::TableIdent;
 use iceberg::spec::{NestedFieldRef, PrimitiveType, Schema, Type};
+use lake_table::writer::codec_takes_level;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -145,6 +146,13 @@ pub struct Upkeep {
     /// `write.target-file-size-bytes`: the size compaction merges files to;
     /// `lake compact`'s default when `None`.
     pub target_file_size: Option<u64>,
+    /// `write.parquet.compression-codec`: the codec every lake writer of
+    /// the table compresses with (Iceberg's names, lower case); zstd when
+    /// `None`.
+    pub compression: Option<String>,
+    /// `write.parquet.compression-level`: the codec's level; the codec's
+    /// default (zstd: 1) when `None`.
+    pub compression_level: Option<i32>,
 }
 
 /// The table property holding a table's retention.
@@ -152,16 +160,22 @@ pub const RETENTION_PROPERTY: &str = "lake.retention";
 /// Iceberg's table property for the size data files aim at.
 pub const TARGET_FILE_SIZE_PROPERTY: &str =
     iceberg::spec::TableProperties::PROPERTY_WRITE_TARGET_FILE_SIZE_BYTES;
+pub use lake_table::writer::{COMPRESSION_CODEC_PROPERTY, COMPRESSION_LEVEL_PROPERTY};
 
 impl Upkeep {
     /// Each property a dataset owns on its tables, with the value it wants
     /// (`None`: the property is not set).
-    pub fn properties(&self) -> [(&'static str, Option<String>); 2] {
+    pub fn properties(&self) -> [(&'static str, Option<String>); 4] {
         [
             (RETENTION_PROPERTY, self.retention.clone()),
             (
                 TARGET_FILE_SIZE_PROPERTY,
                 self.target_file_size.map(|b| b.to_string()),
+            ),
+            (COMPRESSION_CODEC_PROPERTY, self.compression.clone()),
+            (
+                COMPRESSION_LEVEL_PROPERTY,
+                self.compression_level.map(|l| l.to_string()),
             ),
         ]
     }
@@ -347,6 +361,8 @@ struct RawBronze {
     raw: Option<bool>,
     retention: Option<Spanned<String>>,
     target_file_size: Option<Spanned<String>>,
+    compression: Option<Spanned<String>>,
+    compression_level: Option<Spanned<i64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -360,6 +376,8 @@ struct RawSilver {
     distinct: Vec<String>,
     retention: Option<Spanned<String>>,
     target_file_size: Option<Spanned<String>>,
+    compression: Option<Spanned<String>>,
+    compression_level: Option<Spanned<i64>>,
     dedup_horizon: Option<Spanned<String>>,
     #[serde(default)]
     rules: Vec<RawRule>,
@@ -618,6 +636,31 @@ pub(crate) fn parse(
         }
     }
     let [bronze_size, silver_size] = sizes;
+    let mut codecs = [(None, None), (None, None)];
+    for ((codec, level), checked) in [
+        (&raw.bronze.compression, &raw.bronze.compression_level),
+        (&raw.silver.compression, &raw.silver.compression_level),
+    ]
+    .into_iter()
+    .zip(&mut codecs)
+    {
+        let spelled = codec.as_ref().map(|c| c.get_ref().as_str());
+        match check_compression(spelled, level.as_ref().map(|l| *l.get_ref())) {
+            Ok(valid) => *checked = valid,
+            Err(message) => {
+                // Placed on the level unless the codec itself is unknown.
+                let known = spelled.is_none_or(|c| codec_takes_level(c).is_some());
+                let span = match (codec, level) {
+                    (Some(codec), Some(_)) if !known => codec.span(),
+                    (_, Some(level)) => level.span(),
+                    (Some(codec), None) => codec.span(),
+                    (None, None) => 0..0,
+                };
+                at(&mut problems, span, message);
+            }
+        }
+    }
+    let [bronze_codec, silver_codec] = codecs;
     let dedup_horizon = match &raw.silver.dedup_horizon {
         None => Some(DEFAULT_DEDUP_HORIZON),
         Some(text) => match parse_horizon(text.get_ref()) {
@@ -784,6 +827,8 @@ pub(crate) fn parse(
             upkeep: Upkeep {
                 retention: raw.bronze.retention.map(|r| r.into_inner()),
                 target_file_size: bronze_size,
+                compression: bronze_codec.0,
+                compression_level: bronze_codec.1,
             },
         },
         silver: SilverSpec {
@@ -804,6 +849,8 @@ pub(crate) fn parse(
             upkeep: Upkeep {
                 retention: raw.silver.retention.map(|r| r.into_inner()),
                 target_file_size: silver_size,
+                compression: silver_codec.0,
+                compression_level: silver_codec.1,
             },
             rules,
             pii,
@@ -878,6 +925,29 @@ pub(crate) fn parse_horizon(text: &str) -> Result<Option<Duration>, String> {
     humantime::parse_duration(text.trim())
         .map(Some)
         .map_err(|e| format!("dedup_horizon `{text}` is not a duration (1d, 0s) or `all`: {e}"))
+}
+
+/// A declared `compression` and `compression_level`, checked as lake's
+/// writers will read them from the table: the codec's name as a table
+/// property holds it (lower case) and the level. A level on its own is
+/// zstd's, the codec the writers use when none is named.
+pub(crate) fn check_compression(
+    codec: Option<&str>,
+    level: Option<i64>,
+) -> Result<(Option<String>, Option<i32>), String> {
+    let level = level
+        .map(|l| i32::try_from(l).map_err(|_| format!("compression_level {l} is out of range")))
+        .transpose()?;
+    let named = codec.unwrap_or("zstd");
+    lake_table::writer::compression_of(named, level).map_err(|message| {
+        // Past an unknown codec, whatever is wrong is the level.
+        let key = match codec_takes_level(named) {
+            None => "compression",
+            Some(_) => "compression_level",
+        };
+        format!("{key}: {message}")
+    })?;
+    Ok((codec.map(|c| c.trim().to_ascii_lowercase()), level))
 }
 
 /// A retention: `none`, or a duration such as `30d` or `12h`.

@@ -10,12 +10,13 @@
 //!
 //! The `-- lake:` line holds TOML key/value pairs separated by commas:
 //! `time_column` and `grain` (`hour` or `day`) are required; `table`
-//! (default `gold.<model>`), `retention` and `target_file_size` are optional.
+//! (default `gold.<model>`), `retention`, `target_file_size`, `compression`
+//! and `compression_level` are optional.
 
 use serde::Deserialize;
 
 use crate::dataset::{
-    GoldSpec, Granularity, Upkeep, check_retention, parse_file_size, table_ident,
+    GoldSpec, Granularity, Upkeep, check_compression, check_retention, parse_file_size, table_ident,
 };
 use crate::{Problem, Problems};
 
@@ -36,6 +37,8 @@ struct Header {
     grain: Option<String>,
     retention: Option<String>,
     target_file_size: Option<String>,
+    compression: Option<String>,
+    compression_level: Option<i64>,
 }
 
 /// Reads one gold model; `stem` is its file name without `.sql`.
@@ -106,6 +109,14 @@ pub(crate) fn parse(stem: &str, file: &str, sql: &str) -> Result<GoldSpec, Probl
         Some(Ok(bytes)) => Some(bytes),
         None => None,
     };
+    let (compression, compression_level) =
+        match check_compression(header.compression.as_deref(), header.compression_level) {
+            Ok(checked) => checked,
+            Err(message) => {
+                fail(message);
+                (None, None)
+            }
+        };
     match (table, grain) {
         (Some(table), Some(grain)) if problems.is_empty() => Ok(GoldSpec {
             table,
@@ -114,6 +125,8 @@ pub(crate) fn parse(stem: &str, file: &str, sql: &str) -> Result<GoldSpec, Probl
             upkeep: Upkeep {
                 retention: header.retention,
                 target_file_size,
+                compression,
+                compression_level,
             },
             sql: sql.to_string(),
             file: file.to_string(),
@@ -138,6 +151,23 @@ mod tests {
         let gold = parse("x", "x.sql", named).expect("a model");
         assert_eq!(gold.table.to_string(), "marts.daily");
         assert_eq!(gold.upkeep.retention.as_deref(), Some("400d"));
+
+        let packed = "-- lake: time_column = \"day\", grain = \"day\", compression = \"gzip\", compression_level = 9\nSELECT 1";
+        let gold = parse("x", "x.sql", packed).expect("a model");
+        assert_eq!(gold.upkeep.compression.as_deref(), Some("gzip"));
+        assert_eq!(gold.upkeep.compression_level, Some(9));
+        let problems = parse(
+            "x",
+            "gold/x.sql",
+            "-- lake: time_column = \"day\", grain = \"day\", compression = \"lzo\"\nSELECT 1",
+        )
+        .unwrap_err();
+        assert!(
+            problems
+                .to_string()
+                .starts_with("gold/x.sql:1: compression: `lzo` is not a codec lake writes"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -264,7 +264,9 @@ fn upkeep_sizes_and_retentions_are_read_and_checked() {
         orders.silver.upkeep.properties(),
         [
             ("lake.retention", Some("400d".to_string())),
-            ("write.target-file-size-bytes", None)
+            ("write.target-file-size-bytes", None),
+            ("write.parquet.compression-codec", None),
+            ("write.parquet.compression-level", None),
         ]
     );
 
@@ -278,6 +280,61 @@ fn upkeep_sizes_and_retentions_are_read_and_checked() {
         problems.contains("dataset.toml:17: target_file_size `10KB` is under 1 MB"),
         "{problems}"
     );
+}
+
+#[test]
+fn codecs_are_declared_per_layer_and_checked_as_the_writers_read_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let declared =
+        format!("{ORDERS}\n[bronze]\ncompression = \" LZ4\"\n\n[silver]\ncompression_level = 3\n");
+    folder(dir.path(), "orders", &declared);
+    let orders = spec_of(&Pipeline::load(dir.path()).expect("loads"), "orders");
+    assert_eq!(
+        orders.bronze.upkeep.properties()[2..],
+        [
+            ("write.parquet.compression-codec", Some("lz4".to_string())),
+            ("write.parquet.compression-level", None),
+        ]
+    );
+    // A level alone is zstd's, the codec the writers use when none is named.
+    assert_eq!(
+        orders.silver.upkeep.properties()[2..],
+        [
+            ("write.parquet.compression-codec", None),
+            ("write.parquet.compression-level", Some("3".to_string())),
+        ]
+    );
+
+    for (bronze, problem) in [
+        (
+            "compression = \"lzo\"",
+            "dataset.toml:17: compression: `lzo` is not a codec lake writes: zstd, snappy, gzip, \
+             lz4, brotli, uncompressed",
+        ),
+        (
+            "compression = \"lz4\"\ncompression_level = 9",
+            "dataset.toml:18: compression_level: lz4 takes no level, but level 9 is given",
+        ),
+        (
+            "compression_level = 99",
+            "dataset.toml:17: compression_level: level for zstd: ",
+        ),
+        (
+            "compression_level = 5000000000",
+            "dataset.toml:17: compression_level 5000000000 is out of range",
+        ),
+    ] {
+        folder(
+            dir.path(),
+            "orders",
+            &format!("{ORDERS}\n[bronze]\n{bronze}\n"),
+        );
+        let problems = match Pipeline::load(dir.path()) {
+            Err(Error::Invalid(problems)) => problems.to_string(),
+            other => panic!("{bronze}: {other:?}"),
+        };
+        assert!(problems.contains(problem), "{bronze}: {problems}");
+    }
 }
 
 #[test]

@@ -80,39 +80,80 @@ fn compression_from(
 ) -> std::result::Result<Compression, String> {
     let codec = properties
         .get(COMPRESSION_CODEC_PROPERTY)
-        .map_or_else(|| "zstd".to_string(), |c| c.trim().to_ascii_lowercase());
+        .map_or("zstd", |c| c.as_str());
     let level = match properties.get(COMPRESSION_LEVEL_PROPERTY) {
         None => None,
         Some(text) => Some(text.trim().parse::<i32>().map_err(|_| {
             format!("table property {COMPRESSION_LEVEL_PROPERTY} = `{text}` is not a whole number")
         })?),
     };
-    let out_of_range = |e: parquet::errors::ParquetError| {
-        format!("table property {COMPRESSION_LEVEL_PROPERTY} for {codec}: {e}")
+    // Codecs without levels ignore the level, as Iceberg's own writers do.
+    let level = level.filter(|_| codec_takes_level(codec) != Some(false));
+    compression_of(codec, level).map_err(|message| {
+        format!(
+            "table properties {COMPRESSION_CODEC_PROPERTY}/{COMPRESSION_LEVEL_PROPERTY}: {message}"
+        )
+    })
+}
+
+/// The codecs lake writes, by their Iceberg names, each with whether it
+/// takes a level.
+pub const CODECS: [(&str, bool); 6] = [
+    ("zstd", true),
+    ("snappy", false),
+    ("gzip", true),
+    ("lz4", false),
+    ("brotli", true),
+    ("uncompressed", false),
+];
+
+/// Whether `codec` (an Iceberg codec name, any case) takes a level; `None`
+/// when lake does not write it.
+pub fn codec_takes_level(codec: &str) -> Option<bool> {
+    let codec = codec.trim().to_ascii_lowercase();
+    let codec = if codec == "none" {
+        "uncompressed"
+    } else {
+        &codec
     };
+    CODECS
+        .iter()
+        .find(|(name, _)| *name == codec)
+        .map(|(_, leveled)| *leveled)
+}
+
+/// Parquet's compression for `codec` (an Iceberg codec name, any case) at
+/// `level` (the codec's default when `None`: zstd [`DEFAULT_ZSTD_LEVEL`],
+/// gzip 6, brotli 1); a level given to a codec without one is refused here,
+/// so a caller that tolerates it drops it first.
+pub fn compression_of(codec: &str, level: Option<i32>) -> std::result::Result<Compression, String> {
+    let name = codec.trim().to_ascii_lowercase();
+    let leveled = codec_takes_level(&name).ok_or_else(|| {
+        let names: Vec<&str> = CODECS.iter().map(|(name, _)| *name).collect();
+        format!(
+            "`{}` is not a codec lake writes: {}",
+            codec.trim(),
+            names.join(", ")
+        )
+    })?;
+    if let (false, Some(l)) = (leveled, level) {
+        return Err(format!("{name} takes no level, but level {l} is given"));
+    }
+    let out_of_range = |e: parquet::errors::ParquetError| format!("level for {name}: {e}");
     let unsigned = |default: u32| {
         level.map_or(Ok(default), |l| {
-            u32::try_from(l).map_err(|_| {
-                format!("table property {COMPRESSION_LEVEL_PROPERTY} = {l} is negative")
-            })
+            u32::try_from(l).map_err(|_| format!("level {l} for {name} is negative"))
         })
     };
-    Ok(match codec.as_str() {
+    Ok(match name.as_str() {
         "zstd" => Compression::ZSTD(
             ZstdLevel::try_new(level.unwrap_or(DEFAULT_ZSTD_LEVEL)).map_err(out_of_range)?,
         ),
         "gzip" => Compression::GZIP(GzipLevel::try_new(unsigned(6)?).map_err(out_of_range)?),
         "brotli" => Compression::BROTLI(BrotliLevel::try_new(unsigned(1)?).map_err(out_of_range)?),
-        // Codecs without levels ignore the level, as Iceberg's own writers do.
         "snappy" => Compression::SNAPPY,
         "lz4" => Compression::LZ4_RAW,
-        "uncompressed" | "none" => Compression::UNCOMPRESSED,
-        other => {
-            return Err(format!(
-                "table property {COMPRESSION_CODEC_PROPERTY} = `{other}`: lake writes zstd, \
-                 snappy, gzip, lz4, brotli or uncompressed"
-            ));
-        }
+        _ => Compression::UNCOMPRESSED,
     })
 }
 
@@ -518,7 +559,7 @@ mod tests {
         assert!(
             of(&[(codec, "lzo")])
                 .unwrap_err()
-                .contains("`lzo`: lake writes zstd")
+                .contains("`lzo` is not a codec lake writes: zstd, snappy")
         );
         assert!(
             of(&[(level, "high")])
@@ -531,6 +572,16 @@ mod tests {
                 .unwrap_err()
                 .contains("negative")
         );
+        assert_eq!(of(&[(codec, "none")]), Ok(Compression::UNCOMPRESSED));
+        // A dataset's declaration is checked strictly: a level a codec
+        // cannot take is a mistake there, not something to ignore.
+        assert_eq!(compression_of(" LZ4 ", None), Ok(Compression::LZ4_RAW));
+        assert_eq!(
+            compression_of("lz4", Some(3)),
+            Err("lz4 takes no level, but level 3 is given".to_string())
+        );
+        assert_eq!(codec_takes_level("Brotli"), Some(true));
+        assert_eq!(codec_takes_level("lzo"), None);
     }
 
     /// An unpartitioned table `name` with the test schema and `properties`.
