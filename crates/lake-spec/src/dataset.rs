@@ -647,14 +647,11 @@ pub(crate) fn parse(
         let spelled = codec.as_ref().map(|c| c.get_ref().as_str());
         match check_compression(spelled, level.as_ref().map(|l| *l.get_ref())) {
             Ok(valid) => *checked = valid,
-            Err(message) => {
-                // Placed on the level unless the codec itself is unknown.
-                let known = spelled.is_none_or(|c| codec_takes_level(c).is_some());
-                let span = match (codec, level) {
-                    (Some(codec), Some(_)) if !known => codec.span(),
-                    (_, Some(level)) => level.span(),
-                    (Some(codec), None) => codec.span(),
-                    (None, None) => 0..0,
+            Err((wrong, message)) => {
+                let span = match (wrong, codec, level) {
+                    (CodecKey::Level, _, Some(level)) => level.span(),
+                    (_, Some(codec), _) => codec.span(),
+                    (_, None, level) => level.as_ref().map_or(0..0, |l| l.span()),
                 };
                 at(&mut problems, span, message);
             }
@@ -931,23 +928,37 @@ pub(crate) fn parse_horizon(text: &str) -> Result<Option<Duration>, String> {
 /// writers will read them from the table: the codec's name as a table
 /// property holds it (lower case) and the level. A level on its own is
 /// zstd's, the codec the writers use when none is named.
+/// The problem comes with the key it is about.
 pub(crate) fn check_compression(
     codec: Option<&str>,
     level: Option<i64>,
-) -> Result<(Option<String>, Option<i32>), String> {
+) -> Result<(Option<String>, Option<i32>), (CodecKey, String)> {
     let level = level
-        .map(|l| i32::try_from(l).map_err(|_| format!("compression_level {l} is out of range")))
+        .map(|l| {
+            i32::try_from(l).map_err(|_| {
+                let message = format!("compression_level {l} is out of range");
+                (CodecKey::Level, message)
+            })
+        })
         .transpose()?;
     let named = codec.unwrap_or("zstd");
     lake_table::writer::compression_of(named, level).map_err(|message| {
         // Past an unknown codec, whatever is wrong is the level.
-        let key = match codec_takes_level(named) {
-            None => "compression",
-            Some(_) => "compression_level",
+        let (wrong, key) = match codec_takes_level(named) {
+            None => (CodecKey::Codec, "compression"),
+            Some(_) => (CodecKey::Level, "compression_level"),
         };
-        format!("{key}: {message}")
+        (wrong, format!("{key}: {message}"))
     })?;
     Ok((codec.map(|c| c.trim().to_ascii_lowercase()), level))
+}
+
+/// Which of a declaration's `compression` and `compression_level` a
+/// problem is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CodecKey {
+    Codec,
+    Level,
 }
 
 /// A retention: `none`, or a duration such as `30d` or `12h`.

@@ -112,7 +112,7 @@ pub(crate) fn parse(stem: &str, file: &str, sql: &str) -> Result<GoldSpec, Probl
     let (compression, compression_level) =
         match check_compression(header.compression.as_deref(), header.compression_level) {
             Ok(checked) => checked,
-            Err(message) => {
+            Err((_, message)) => {
                 fail(message);
                 (None, None)
             }
