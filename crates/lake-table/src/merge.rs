@@ -13,7 +13,9 @@
 //! which keeps the copied and the encoded columns of a row together.
 //!
 //! A file qualifies when it has the schema the table writes now and its
-//! copied columns have no dictionary and the table's codec; when any file
+//! copied columns have no dictionary and the table's codec (at whatever
+//! level: a footer does not keep it, so pages written at another level
+//! are copied as they are); when any file
 //! of a group does not, [`merge`] declines and the caller rewrites the
 //! group in full.
 
@@ -251,11 +253,18 @@ impl Plan {
                 if chunk.dictionary_page_offset().is_some() {
                     return Some(format!("{name} has a dictionary"));
                 }
-                if chunk.compression() != self.properties.compression(path) {
+                // A footer names the codec but not its level (a zstd chunk
+                // reads back as level 1), so only the codecs are compared:
+                // pages compressed at another level of the same codec stay
+                // valid and are copied as they are.
+                let table_codec = self.properties.compression(path);
+                if std::mem::discriminant(&chunk.compression())
+                    != std::mem::discriminant(&table_codec)
+                {
                     return Some(format!(
                         "{name} is {}, the table writes {}",
                         chunk.compression(),
-                        self.properties.compression(path)
+                        table_codec
                     ));
                 }
                 if chunk.num_values() != group.num_rows() {
@@ -775,7 +784,10 @@ mod tests {
     };
     use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
-    use crate::writer::{DISTINCT_COLUMNS_PROPERTY, ROW_GROUP_BYTES_PROPERTY, TableWriter};
+    use crate::writer::{
+        COMPRESSION_CODEC_PROPERTY, COMPRESSION_LEVEL_PROPERTY, DISTINCT_COLUMNS_PROPERTY,
+        ROW_GROUP_BYTES_PROPERTY, TableWriter,
+    };
 
     const HOUR: i64 = 3_600_000_000;
 
@@ -1087,6 +1099,44 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_copied_column_s_codec_is_compared_without_its_level() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written at zstd level 3, a copied column reads back as zstd
+        // (level 1: the footer keeps no level) and is still copied.
+        let leveled = [
+            (DISTINCT_COLUMNS_PROPERTY, "raw"),
+            (COMPRESSION_LEVEL_PROPERTY, "3"),
+        ];
+        let zstd3 = table(dir.path(), "zstd3", &leveled).await;
+        let files = small_files(&zstd3, 3, 500).await;
+        let partition = files[0].data_file.partition().clone();
+        let merged = merge(&zstd3, &files, &partition, u64::MAX).await.unwrap();
+        let merged = merged.expect("files of the table's codec at another level merge");
+        assert_eq!(merged.copied_columns, ["raw"]);
+        let rows: u64 = merged.files.iter().map(|f| f.record_count()).sum();
+        assert_eq!(rows, 1500);
+        // Another codec is not copied: the table's codec decides.
+        let lz4 = [
+            (DISTINCT_COLUMNS_PROPERTY, "raw"),
+            (COMPRESSION_CODEC_PROPERTY, "lz4"),
+        ];
+        let lz4 = table(dir.path(), "lz4", &lz4).await;
+        let plan = Plan::new(&lz4, u64::MAX).unwrap().unwrap();
+        let bytes = zstd3
+            .file_io()
+            .new_input(files[0].path())
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
+        let footer = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).unwrap();
+        assert_eq!(
+            plan.unfit(footer.metadata()).as_deref(),
+            Some("raw is ZSTD(ZstdLevel(1)), the table writes LZ4_RAW")
         );
     }
 }
