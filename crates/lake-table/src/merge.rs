@@ -13,9 +13,10 @@
 //! which keeps the copied and the encoded columns of a row together.
 //!
 //! A file qualifies when it has the schema the table writes now and its
-//! copied columns have no dictionary and the table's codec (at whatever
-//! level: a footer does not keep it, so pages written at another level
-//! are copied as they are); when any file
+//! copied columns have no dictionary and the table's codec at the table's
+//! level (a footer does not keep the level: lake's writers record it in the
+//! file's key-value metadata, and a file without that record counts as the
+//! codec's default level); when any file
 //! of a group does not, [`merge`] declines and the caller rewrites the
 //! group in full.
 
@@ -50,7 +51,9 @@ use parquet::schema::types::SchemaDescriptor;
 
 use crate::error::{Error, Result};
 use crate::files::LiveFile;
-use crate::writer::{WriterOptions, writer_properties};
+use crate::writer::{
+    COMPRESSION_LEVEL_KEY, WriterOptions, codec_name, level_of, writer_properties,
+};
 
 /// Footers read at once while checking a group's files.
 const FOOTER_CONCURRENCY: usize = 16;
@@ -243,6 +246,15 @@ impl Plan {
         if schema.root_schema() != self.parquet_schema.root_schema() {
             return Some("written under another schema".into());
         }
+        // The level the file's pages were compressed at, where lake's writer
+        // recorded it; otherwise the codec's default, as the footer reads.
+        let recorded = metadata
+            .file_metadata()
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+            .find(|kv| kv.key == COMPRESSION_LEVEL_KEY)
+            .and_then(|kv| kv.value.as_deref()?.parse::<i64>().ok());
         for group in metadata.row_groups() {
             for (leaf, chunk) in group.columns().iter().enumerate() {
                 if !self.copied[leaf] {
@@ -254,17 +266,25 @@ impl Plan {
                     return Some(format!("{name} has a dictionary"));
                 }
                 // A footer names the codec but not its level (a zstd chunk
-                // reads back as level 1), so only the codecs are compared:
-                // pages compressed at another level of the same codec stay
-                // valid and are copied as they are.
+                // reads back as level 1): the codecs are compared as named,
+                // the levels as recorded.
                 let table_codec = self.properties.compression(path);
                 if std::mem::discriminant(&chunk.compression())
                     != std::mem::discriminant(&table_codec)
                 {
                     return Some(format!(
                         "{name} is {}, the table writes {}",
-                        chunk.compression(),
-                        table_codec
+                        codec_name(chunk.compression()),
+                        codec_name(table_codec)
+                    ));
+                }
+                let written = recorded.or_else(|| level_of(chunk.compression()));
+                if let Some(wanted) = level_of(table_codec)
+                    && written != Some(wanted)
+                {
+                    return Some(format!(
+                        "{name} was compressed at level {}, the table writes level {wanted}",
+                        written.map_or_else(|| "?".to_string(), |l| l.to_string())
                     ));
                 }
                 if chunk.num_values() != group.num_rows() {
@@ -1103,10 +1123,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_copied_column_s_codec_is_compared_without_its_level() {
+    async fn copied_columns_keep_the_table_s_codec_and_level() {
         let dir = tempfile::tempdir().unwrap();
         // Written at zstd level 3, a copied column reads back as zstd
-        // (level 1: the footer keeps no level) and is still copied.
+        // level 1 (the footer keeps no level), but the file records its
+        // level, so it is copied into a table that writes level 3.
         let leveled = [
             (DISTINCT_COLUMNS_PROPERTY, "raw"),
             (COMPRESSION_LEVEL_PROPERTY, "3"),
@@ -1115,11 +1136,27 @@ mod tests {
         let files = small_files(&zstd3, 3, 500).await;
         let partition = files[0].data_file.partition().clone();
         let merged = merge(&zstd3, &files, &partition, u64::MAX).await.unwrap();
-        let merged = merged.expect("files of the table's codec at another level merge");
+        let merged = merged.expect("files of the table's codec and level merge");
         assert_eq!(merged.copied_columns, ["raw"]);
         let rows: u64 = merged.files.iter().map(|f| f.record_count()).sum();
         assert_eq!(rows, 1500);
-        // Another codec is not copied: the table's codec decides.
+        // Files written at the default level are compressed again for a
+        // table that now wants level 3, and so are files of another codec.
+        let plan = Plan::new(&zstd3, u64::MAX).unwrap().unwrap();
+        let older = table(dir.path(), "zstd1", &[(DISTINCT_COLUMNS_PROPERTY, "raw")]).await;
+        let older_files = small_files(&older, 1, 500).await;
+        let bytes = older
+            .file_io()
+            .new_input(older_files[0].path())
+            .unwrap()
+            .read()
+            .await
+            .unwrap();
+        let footer = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).unwrap();
+        assert_eq!(
+            plan.unfit(footer.metadata()).as_deref(),
+            Some("raw was compressed at level 1, the table writes level 3")
+        );
         let lz4 = [
             (DISTINCT_COLUMNS_PROPERTY, "raw"),
             (COMPRESSION_CODEC_PROPERTY, "lz4"),
@@ -1136,7 +1173,7 @@ mod tests {
         let footer = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).unwrap();
         assert_eq!(
             plan.unfit(footer.metadata()).as_deref(),
-            Some("raw is ZSTD(ZstdLevel(1)), the table writes LZ4_RAW")
+            Some("raw is zstd, the table writes lz4")
         );
     }
 }

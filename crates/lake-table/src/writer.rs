@@ -24,6 +24,7 @@ use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -64,6 +65,36 @@ pub const COMPRESSION_LEVEL_PROPERTY: &str = "write.parquet.compression-level";
 /// read many times, and level 1 decodes as fast as higher ones while
 /// compressing several times faster than zstd's own default of 3.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
+/// The key, in a data file's Parquet key-value metadata, of the level its
+/// pages were compressed at: Parquet's footer names a codec but not its
+/// level, and compaction copies pages only at the level the table wants.
+pub const COMPRESSION_LEVEL_KEY: &str = "lake.compression-level";
+
+/// The level `compression` compresses at, for the codecs that have one.
+/// For a codec read from a footer that is the codec's default level.
+pub fn level_of(compression: Compression) -> Option<i64> {
+    match compression {
+        Compression::ZSTD(level) => Some(i64::from(level.compression_level())),
+        Compression::GZIP(level) => Some(i64::from(level.compression_level())),
+        Compression::BROTLI(level) => Some(i64::from(level.compression_level())),
+        _ => None,
+    }
+}
+
+/// `compression`'s codec by its Iceberg name, without a level.
+pub fn codec_name(compression: Compression) -> &'static str {
+    match compression {
+        Compression::UNCOMPRESSED => "uncompressed",
+        Compression::SNAPPY => "snappy",
+        Compression::GZIP(_) => "gzip",
+        Compression::LZO => "lzo",
+        Compression::BROTLI(_) => "brotli",
+        Compression::LZ4 => "lz4 (Hadoop's framing)",
+        Compression::ZSTD(_) => "zstd",
+        Compression::LZ4_RAW => "lz4",
+    }
+}
 
 /// How `table`'s data files are compressed, from its properties: the codec
 /// (`zstd` when unset; `snappy`, `gzip`, `lz4`, `brotli`, `uncompressed`)
@@ -230,8 +261,15 @@ pub fn writer_properties(table: &Table, options: &WriterOptions) -> Result<Write
         ROW_GROUP_BYTES_PROPERTY,
         DEFAULT_ROW_GROUP_BYTES,
     );
+    let compression = compression(table)?;
     let mut properties = WriterProperties::builder()
-        .set_compression(compression(table)?)
+        .set_compression(compression)
+        .set_key_value_metadata(level_of(compression).map(|level| {
+            vec![KeyValue::new(
+                COMPRESSION_LEVEL_KEY.to_string(),
+                level.to_string(),
+            )]
+        }))
         .set_max_row_group_row_count(Some(options.row_group_rows))
         .set_max_row_group_bytes(Some(row_group_bytes))
         .set_dictionary_page_size_limit(size_property(
