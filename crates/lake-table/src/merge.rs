@@ -279,12 +279,11 @@ impl Plan {
                     ));
                 }
                 let written = recorded.or_else(|| level_of(chunk.compression()));
-                if let Some(wanted) = level_of(table_codec)
-                    && written != Some(wanted)
+                if let (Some(written), Some(wanted)) = (written, level_of(table_codec))
+                    && written != wanted
                 {
                     return Some(format!(
-                        "{name} was compressed at level {}, the table writes level {wanted}",
-                        written.map_or_else(|| "?".to_string(), |l| l.to_string())
+                        "{name} was compressed at level {written}, the table writes level {wanted}"
                     ));
                 }
                 if chunk.num_values() != group.num_rows() {

@@ -184,6 +184,7 @@ pub fn compression_of(codec: &str, level: Option<i32>) -> std::result::Result<Co
         "brotli" => Compression::BROTLI(BrotliLevel::try_new(unsigned(1)?).map_err(out_of_range)?),
         "snappy" => Compression::SNAPPY,
         "lz4" => Compression::LZ4_RAW,
+        // `uncompressed` or `none`: codec_takes_level knew the name.
         _ => Compression::UNCOMPRESSED,
     })
 }
