@@ -461,11 +461,15 @@ impl MaintainCommand {
 #[command(after_help = "\
 Per partition, data files under 75 % of the target size (--target-file-size, else the
 table's write.target-file-size-bytes, which a dataset's target_file_size sets, else 512 MiB)
-are packed (largest first) into groups of at most that size; each group with at least --min-input-files files is read,
-written anew and swapped in by one `replace` commit. Ingest and transforms may run at the
-same time: a replace rebases over their appends, and rows are never lost or doubled. A group
-whose input was removed meanwhile (another compaction) is skipped and its new files deleted.
-Tables with row-level delete files are left alone.
+are packed (largest first) into groups of at most that size; each group with at least
+--min-input-files files is read, written anew (compressed as the table's
+write.parquet.compression-codec and -level say, which a dataset's compression and
+compression_level set, else zstd level 1; columns the table writes without dictionary are
+copied page by page from files of that codec and level) and swapped in by one `replace`
+commit. Ingest and transforms may run at the same time: a replace rebases over their
+appends, and rows are never lost or doubled. A group whose input was removed meanwhile
+(another compaction) is skipped and its new files deleted. Tables with row-level delete
+files are left alone.
 
 Each group commits on its own by default (--groups-per-commit 1), so a long compaction keeps
 what it finished and never holds back ingest; --groups-per-commit 0 commits a table at once.
