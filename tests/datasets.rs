@@ -321,25 +321,26 @@ impl Orders {
         rows[0]["n"].as_i64().context("a count")
     }
 
-    /// `table`'s properties.
-    async fn properties(&self, table: &str) -> Result<std::collections::HashMap<String, String>> {
+    /// The table named `name`, loaded as the reader.
+    async fn table(&self, name: &str) -> Result<iceberg::table::Table> {
         use iceberg::Catalog;
         let catalog = self.catalog.rest_catalog(Role::Reader).await?;
-        let table = catalog
-            .load_table(&iceberg::TableIdent::from_strs(table.split('.'))?)
-            .await?;
+        Ok(catalog
+            .load_table(&iceberg::TableIdent::from_strs(name.split('.'))?)
+            .await?)
+    }
+
+    /// `table`'s properties.
+    async fn properties(&self, table: &str) -> Result<std::collections::HashMap<String, String>> {
+        let table = self.table(table).await?;
         Ok(table.metadata().properties().clone())
     }
 
     /// How many of `table`'s live data files each codec compresses (by its
     /// Iceberg name, as Parquet's footer names it).
     async fn codecs(&self, table: &str) -> Result<BTreeMap<String, usize>> {
-        use iceberg::Catalog;
         use parquet::file::reader::FileReader;
-        let catalog = self.catalog.rest_catalog(Role::Reader).await?;
-        let table = catalog
-            .load_table(&iceberg::TableIdent::from_strs(table.split('.'))?)
-            .await?;
+        let table = self.table(table).await?;
         let mut codecs = BTreeMap::new();
         for file in lake_table::files::live_files(&table, None).await? {
             let path = file.data_file.file_path();
@@ -361,21 +362,13 @@ impl Orders {
 
     /// `table`'s current schema.
     async fn schema(&self, table: &str) -> Result<iceberg::spec::Schema> {
-        use iceberg::Catalog;
-        let catalog = self.catalog.rest_catalog(Role::Reader).await?;
-        let table = catalog
-            .load_table(&iceberg::TableIdent::from_strs(table.split('.'))?)
-            .await?;
+        let table = self.table(table).await?;
         Ok(table.metadata().current_schema().as_ref().clone())
     }
 
     /// A summary value of `table`'s newest snapshot that has it.
     async fn summary(&self, table: &str, key: &str) -> Result<Option<String>> {
-        use iceberg::Catalog;
-        let catalog = self.catalog.rest_catalog(Role::Reader).await?;
-        let table = catalog
-            .load_table(&iceberg::TableIdent::from_strs(table.split('.'))?)
-            .await?;
+        let table = self.table(table).await?;
         Ok(lake_table::files::summary_lookup(&table, key).map(|(_, v)| v))
     }
 }

@@ -1144,14 +1144,7 @@ mod tests {
         let plan = Plan::new(&zstd3, u64::MAX).unwrap().unwrap();
         let older = table(dir.path(), "zstd1", &[(DISTINCT_COLUMNS_PROPERTY, "raw")]).await;
         let older_files = small_files(&older, 1, 500).await;
-        let bytes = older
-            .file_io()
-            .new_input(older_files[0].path())
-            .unwrap()
-            .read()
-            .await
-            .unwrap();
-        let footer = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).unwrap();
+        let (_, footer) = with_page_index(&older, older_files[0].path()).await;
         assert_eq!(
             plan.unfit(footer.metadata()).as_deref(),
             Some("raw was compressed at level 1, the table writes level 3")
@@ -1162,14 +1155,7 @@ mod tests {
         ];
         let lz4 = table(dir.path(), "lz4", &lz4).await;
         let plan = Plan::new(&lz4, u64::MAX).unwrap().unwrap();
-        let bytes = zstd3
-            .file_io()
-            .new_input(files[0].path())
-            .unwrap()
-            .read()
-            .await
-            .unwrap();
-        let footer = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).unwrap();
+        let (_, footer) = with_page_index(&zstd3, files[0].path()).await;
         assert_eq!(
             plan.unfit(footer.metadata()).as_deref(),
             Some("raw is zstd, the table writes lz4")
