@@ -1,11 +1,15 @@
 //! Kafka payloads → bronze rows and dead letters.
 //!
-//! Each record first passes cheap checks (size, emptiness, UTF-8, a JSON
-//! object that parses — serde_json's syntax check, which also bounds nesting
-//! depth). Records that pass are decoded together, a chunk at a time, by
-//! arrow-json into the bronze payload schema. A chunk that fails (a wrong
-//! type, a missing required field) is split in halves until the failing
-//! records stand alone; they become dead letters with arrow's error text.
+//! A record is taken into a chunk unless it is empty or over the size limit.
+//! A chunk is then decoded in one strict pass (`onepass`): serde_json reads
+//! each record straight into the payload's columns. When that pass declines
+//! a chunk (it takes only what it decodes exactly as the checked path would),
+//! the chunk goes the checked way: each record must be UTF-8, a JSON object,
+//! nested no deeper than `MAX_NESTING` and valid JSON by serde_json's
+//! syntax check; those that are, are decoded together by arrow-json into the
+//! bronze payload schema. A chunk that fails there (a wrong type, a missing
+//! required field) is split in halves until the failing records stand alone;
+//! they become dead letters with arrow's error text.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use crate::bronze::{
     ERROR, EVENT_TIME, INGESTED_AT, KAFKA_TIMESTAMP, OFFSET, PARTITION, RAW, TOPIC,
 };
 use crate::error::{Error, Result};
+use crate::onepass::OnePass;
 
 const UTC: &str = "+00:00";
 
@@ -56,7 +61,7 @@ pub struct Rejected {
 }
 
 /// Records gathered for decoding: payloads back to back, newline-separated.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Chunk {
     data: Vec<u8>,
     pending: Vec<Pending>,
@@ -116,11 +121,13 @@ impl Chunk {
         self.bytes
     }
 
-    /// Checks one record and keeps it for decoding, or as a dead letter.
+    /// Keeps one record for decoding, or as a dead letter when it is empty
+    /// or over `max_record_bytes`. Its other checks come with decoding
+    /// ([`RecordDecoder::decode`]), where the one strict pass makes them.
     pub fn push(&mut self, payload: Option<&[u8]>, at: Coordinates, max_record_bytes: usize) {
         let payload = payload.unwrap_or_default();
         self.bytes += payload.len() as u64;
-        match precheck(payload, max_record_bytes) {
+        match sized(payload, max_record_bytes) {
             Ok(()) => {
                 let start = self.data.len();
                 self.data.extend_from_slice(payload);
@@ -190,8 +197,8 @@ fn nesting_exceeds(bytes: &[u8], limit: usize) -> bool {
     false
 }
 
-/// The checks a record must pass before it is decoded.
-fn precheck(payload: &[u8], max_record_bytes: usize) -> std::result::Result<(), String> {
+/// The checks a record must pass to be taken into a chunk.
+fn sized(payload: &[u8], max_record_bytes: usize) -> std::result::Result<(), String> {
     if payload.is_empty() {
         return Err("empty record".into());
     }
@@ -201,6 +208,11 @@ fn precheck(payload: &[u8], max_record_bytes: usize) -> std::result::Result<(), 
             payload.len()
         ));
     }
+    Ok(())
+}
+
+/// The checks a record of a chunk must pass before arrow-json decodes it.
+fn checked(payload: &[u8]) -> std::result::Result<(), String> {
     let text = std::str::from_utf8(payload)
         .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
     if !text.trim_start().starts_with('{') {
@@ -212,6 +224,65 @@ fn precheck(payload: &[u8], max_record_bytes: usize) -> std::result::Result<(), 
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
         .map_err(|e| format!("invalid JSON: {e}"))
+}
+
+impl Chunk {
+    /// The chunk as the checked path decodes it: its records that pass
+    /// [`checked`], the others refused. Borrowed when all pass, as they
+    /// mostly do; otherwise the passing records are copied into a new
+    /// chunk, since arrow-json decodes ranges of records back to back.
+    fn checked(&self) -> std::borrow::Cow<'_, Chunk> {
+        let failures: Vec<(usize, String)> = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| checked(&self.data[p.range.clone()]).err().map(|e| (i, e)))
+            .collect();
+        if failures.is_empty() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut passed = Chunk::with_capacity(self.pending.len(), self.data.len());
+        passed.rejected = self.rejected.clone();
+        passed.bytes = self.bytes;
+        let mut failures = failures.into_iter().peekable();
+        for (i, pending) in self.pending.iter().enumerate() {
+            let payload = &self.data[pending.range.clone()];
+            match failures.next_if(|(failed, _)| *failed == i) {
+                Some((_, error)) => passed.rejected.push(Rejected {
+                    raw: payload.to_vec(),
+                    error,
+                    at: pending.at,
+                }),
+                None => {
+                    let start = passed.data.len();
+                    passed.data.extend_from_slice(payload);
+                    let end = passed.data.len();
+                    passed.data.push(b'\n');
+                    passed.pending.push(Pending {
+                        range: start..end,
+                        at: pending.at,
+                    });
+                }
+            }
+        }
+        std::borrow::Cow::Owned(passed)
+    }
+
+    /// The records to decode, as text, when every one is UTF-8 and nested
+    /// no deeper than `MAX_NESTING`; `None` sends the chunk the checked way.
+    /// The chunk is validated as one string: its records are separated by
+    /// newlines, which no UTF-8 sequence spans, so it is valid exactly when
+    /// each record is.
+    fn texts(&self) -> Option<Vec<&str>> {
+        let data = std::str::from_utf8(&self.data).ok()?;
+        self.pending
+            .iter()
+            .map(|p| {
+                let text = data.get(p.range.clone())?;
+                (!nesting_exceeds(text.as_bytes(), MAX_NESTING)).then_some(text)
+            })
+            .collect()
+    }
 }
 
 /// A decoded chunk.
@@ -244,6 +315,8 @@ pub struct RecordDecoder {
     /// microseconds one of its units is.
     event_epoch: Option<(String, i64)>,
     evolve: bool,
+    /// The one strict pass, unless the payload has a type it does not decode.
+    one_pass: Option<OnePass>,
 }
 
 impl RecordDecoder {
@@ -260,13 +333,23 @@ impl RecordDecoder {
             TimeFormat::EpochSeconds => Some((field, 1_000_000)),
             TimeFormat::Rfc3339 => None,
         };
+        let payload = Arc::new(Schema::new(payload_fields));
         Self {
             topic: topic.to_string(),
             bronze,
-            payload: Arc::new(Schema::new(payload_fields)),
+            one_pass: OnePass::new(payload.clone(), evolve),
+            payload,
             event_epoch,
             evolve,
         }
+    }
+
+    /// The same decoder without the one strict pass: every chunk goes the
+    /// checked way, as for a payload the pass does not cover. For measuring
+    /// and testing the pass against the path it stands in for.
+    pub fn checked_only(mut self) -> Self {
+        self.one_pass = None;
+        self
     }
 
     /// Decodes every accepted record; bad ones become dead letters. Fails
@@ -277,11 +360,39 @@ impl RecordDecoder {
         chunk: &Chunk,
         ingested_at_micros: i64,
     ) -> std::result::Result<Decoded, std::result::Result<NewFields, Error>> {
+        if let Some(one_pass) = &self.one_pass
+            && !chunk.pending.is_empty()
+            && let Some(texts) = chunk.texts()
+            && let Ok(payload) = one_pass.decode(texts.iter().copied())
+        {
+            let mut rejected = chunk.rejected.clone();
+            rejected.sort_by_key(|r| (r.at.partition, r.at.offset));
+            let bronze = self
+                .bronze_batch(chunk, 0..chunk.pending.len(), &payload, ingested_at_micros)
+                .map_err(Err)?;
+            return Ok(Decoded {
+                bronze: vec![bronze],
+                rejected,
+            });
+        }
+        self.decode_checked(&chunk.checked(), ingested_at_micros)
+    }
+
+    /// The checked path: arrow-json over the records that pass the checks,
+    /// halving where it fails.
+    fn decode_checked(
+        &self,
+        chunk: &Chunk,
+        ingested_at_micros: i64,
+    ) -> std::result::Result<Decoded, std::result::Result<NewFields, Error>> {
         let mut decoded = Decoded {
             rejected: chunk.rejected.clone(),
             ..Decoded::default()
         };
         if chunk.pending.is_empty() {
+            decoded
+                .rejected
+                .sort_by_key(|r| (r.at.partition, r.at.offset));
             return Ok(decoded);
         }
         let mut good = Vec::new();
@@ -629,7 +740,7 @@ mod tests {
     fn a_recycled_chunk_is_empty_and_keeps_its_buffers_unless_they_grew_large() {
         let mut chunk = Chunk::with_capacity(4, 1024);
         chunk.push(Some(GOOD.as_bytes()), at(0), 1 << 20);
-        chunk.push(Some(b"not JSON"), at(1), 1 << 20);
+        chunk.push(Some(b""), at(1), 1 << 20);
         assert_eq!((chunk.len(), chunk.rejected.len()), (2, 1));
         let chunk = chunk.recycled(4, 1024);
         assert!(chunk.is_empty());
@@ -645,6 +756,118 @@ mod tests {
         let chunk = chunk.recycled(4, 1024);
         assert!(chunk.is_empty());
         assert_eq!(chunk.data.capacity(), 1024);
+    }
+
+    /// The tweets as `lake generate` makes them, `count` from `seed`.
+    fn tweets(count: usize, seed: u64) -> Vec<Vec<u8>> {
+        use lake_generate::{Generator, GeneratorConfig, Stream};
+        let mut generator = Generator::new(GeneratorConfig::new(
+            Stream::Tweets,
+            seed,
+            1_767_225_600_000,
+        ));
+        (0..count)
+            .map(|_| generator.next_record().payload.to_vec())
+            .collect()
+    }
+
+    fn tweets_decoder() -> RecordDecoder {
+        let pipeline = lake_spec::Pipeline::built_in().unwrap();
+        let tweets = pipeline.dataset("tweets").unwrap();
+        RecordDecoder::new(
+            tweets,
+            "tweets",
+            arrow(&bronze_schema(tweets).unwrap()),
+            false,
+        )
+    }
+
+    fn assert_same(one: &Decoded, checked: &Decoded) {
+        assert_eq!(one.bronze, checked.bronze);
+        assert_eq!(one.rejected, checked.rejected);
+    }
+
+    #[test]
+    fn the_one_pass_decodes_generated_records_as_the_checked_path_does() {
+        let decoder = tweets_decoder();
+        assert!(decoder.one_pass.is_some());
+        let checked = decoder.clone().checked_only();
+        let mut chunk = Chunk::sized_for(4096);
+        for (i, payload) in tweets(4096, 7).iter().enumerate() {
+            chunk.push(Some(payload), at(i as i64), 1 << 20);
+        }
+        // The pass took the chunk itself rather than leaving it to the
+        // checked path, or the comparison below would compare that path with
+        // itself.
+        let texts = chunk.texts().unwrap();
+        assert!(
+            decoder
+                .one_pass
+                .as_ref()
+                .unwrap()
+                .decode(texts.iter().copied())
+                .is_ok()
+        );
+        let one = decoder.decode(&chunk, 1_767_225_601_000_000).unwrap();
+        assert_eq!((one.rows(), one.bronze.len()), (4096, 1));
+        assert_same(
+            &one,
+            &checked.decode(&chunk, 1_767_225_601_000_000).unwrap(),
+        );
+
+        let speedtest = speedtest();
+        let decoder = RecordDecoder::new(
+            &speedtest,
+            "speedtest_raw",
+            arrow(&bronze_schema(&speedtest).unwrap()),
+            false,
+        );
+        let mut chunk = Chunk::default();
+        let mut generator = lake_generate::Generator::new(lake_generate::GeneratorConfig::new(
+            lake_generate::Stream::Speedtest,
+            7,
+            1_767_225_600_000,
+        ));
+        for i in 0..1000 {
+            chunk.push(Some(generator.next_record().payload), at(i), 1 << 20);
+        }
+        let one = decoder.decode(&chunk, 0).unwrap();
+        assert_eq!(one.rows(), 1000);
+        assert_same(
+            &one,
+            &decoder.clone().checked_only().decode(&chunk, 0).unwrap(),
+        );
+    }
+
+    #[test]
+    fn a_chunk_with_bad_records_gets_the_checked_path_s_rows_and_dead_letters() {
+        let decoder = tweets_decoder();
+        let checked = decoder.clone().checked_only();
+        let good = tweets(64, 11);
+        let text = std::str::from_utf8(&good[0]).unwrap();
+        let bad: Vec<Vec<u8>> = vec![
+            text.replacen('{', "{\"tweet_id\":\"dup\",", 1).into_bytes(),
+            text.replacen('}', ",}", 1).into_bytes(),
+            b"\xc3(".to_vec(),
+            b"[1]".to_vec(),
+            b"{\"tweet_id\":\"x\",\"user\":{\"user_id\":\"u\"},\"created_at\":\"soon\"}".to_vec(),
+            format!("{{\"a\":{}1{}}}", "[".repeat(65), "]".repeat(65)).into_bytes(),
+            Vec::new(),
+        ];
+        let mut chunk = Chunk::default();
+        let mut offset = 0;
+        for (i, payload) in good.iter().enumerate() {
+            chunk.push(Some(payload), at(offset), 1 << 20);
+            offset += 1;
+            if let Some(bad) = bad.get(i) {
+                chunk.push(Some(bad), at(offset), 1 << 20);
+                offset += 1;
+            }
+        }
+        let one = decoder.decode(&chunk, 5).unwrap();
+        assert_eq!(one.rows(), 64 + 1);
+        assert_eq!(one.rejected.len(), bad.len() - 1);
+        assert_same(&one, &checked.decode(&chunk, 5).unwrap());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! dead-letter table beside each.
 //!
 //! - [`bronze`]: table definitions, creation, the offsets a snapshot records.
-//! - [`decode`]: payloads → bronze rows and dead letters (arrow-json).
+//! - [`decode`]: payloads → bronze rows and dead letters, in one strict pass
+//!   where it decodes exactly as the checked path (serde_json's check, then
+//!   arrow-json) would.
 //! - [`ingest()`]: the consumer, epochs, commits, rebalances.
 
 pub mod bronze;
@@ -10,6 +12,7 @@ pub mod decode;
 pub mod error;
 mod evolve;
 mod ingest;
+mod onepass;
 mod progress;
 mod sink;
 mod status;
