@@ -212,7 +212,7 @@ fn sized(payload: &[u8], max_record_bytes: usize) -> std::result::Result<(), Str
 }
 
 /// The checks a record of a chunk must pass before arrow-json decodes it.
-fn checked(payload: &[u8]) -> std::result::Result<(), String> {
+fn check_record(payload: &[u8]) -> std::result::Result<(), String> {
     let text = std::str::from_utf8(payload)
         .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
     if !text.trim_start().starts_with('{') {
@@ -228,7 +228,7 @@ fn checked(payload: &[u8]) -> std::result::Result<(), String> {
 
 impl Chunk {
     /// The chunk as the checked path decodes it: its records that pass
-    /// [`checked`], the others refused. Borrowed when all pass, as they
+    /// [`check_record`], the others refused. Borrowed when all pass, as they
     /// mostly do; otherwise the passing records are copied into a new
     /// chunk, since arrow-json decodes ranges of records back to back.
     fn checked(&self) -> std::borrow::Cow<'_, Chunk> {
@@ -236,7 +236,11 @@ impl Chunk {
             .pending
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| checked(&self.data[p.range.clone()]).err().map(|e| (i, e)))
+            .filter_map(|(i, p)| {
+                check_record(&self.data[p.range.clone()])
+                    .err()
+                    .map(|e| (i, e))
+            })
             .collect();
         if failures.is_empty() {
             return std::borrow::Cow::Borrowed(self);
@@ -368,7 +372,13 @@ impl RecordDecoder {
             let mut rejected = chunk.rejected.clone();
             rejected.sort_by_key(|r| (r.at.partition, r.at.offset));
             let bronze = self
-                .bronze_batch(chunk, 0..chunk.pending.len(), &payload, ingested_at_micros)
+                .bronze_batch(
+                    chunk,
+                    0..chunk.pending.len(),
+                    Some(&texts),
+                    &payload,
+                    ingested_at_micros,
+                )
                 .map_err(Err)?;
             return Ok(Decoded {
                 bronze: vec![bronze],
@@ -429,7 +439,7 @@ impl RecordDecoder {
         good.sort_by_key(|(range, _)| range.start);
         for (range, payload) in good {
             decoded.bronze.push(
-                self.bronze_batch(chunk, range, &payload, ingested_at_micros)
+                self.bronze_batch(chunk, range, None, &payload, ingested_at_micros)
                     .map_err(Err)?,
             );
         }
@@ -484,10 +494,13 @@ impl RecordDecoder {
             .collect())
     }
 
+    /// `texts`: the records of `range` as text, where the caller has them
+    /// already validated as UTF-8.
     fn bronze_batch(
         &self,
         chunk: &Chunk,
         range: Range<usize>,
+        texts: Option<&[&str]>,
         payload: &RecordBatch,
         ingested_at: i64,
     ) -> Result<RecordBatch> {
@@ -499,11 +512,17 @@ impl RecordDecoder {
                 RAW => {
                     let bytes: usize = records.iter().map(|r| r.range.len()).sum();
                     let mut raw = StringBuilder::with_capacity(n, bytes);
-                    for r in records {
-                        // Checked as UTF-8 when the record was taken in.
-                        raw.append_value(
-                            std::str::from_utf8(&chunk.data[r.range.clone()]).unwrap_or_default(),
-                        );
+                    match texts {
+                        Some(texts) => texts.iter().for_each(|t| raw.append_value(t)),
+                        None => {
+                            for r in records {
+                                // Checked as UTF-8 before it was decoded.
+                                raw.append_value(
+                                    std::str::from_utf8(&chunk.data[r.range.clone()])
+                                        .unwrap_or_default(),
+                                );
+                            }
+                        }
                     }
                     Arc::new(raw.finish())
                 }
