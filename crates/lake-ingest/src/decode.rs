@@ -662,15 +662,21 @@ mod tests {
 
     const GOOD: &str = r#"{"timestamp":1767225600000,"user_id":"u1","upload_speed":10.5,"download_speed":100.0,"latency":12.0,"location":"Berlin"}"#;
 
+    /// The decoder ingest makes for a built-in dataset, without evolution.
+    fn built_in_decoder(name: &str, topic: &str) -> RecordDecoder {
+        let pipeline = lake_spec::Pipeline::built_in().unwrap();
+        let dataset = pipeline.dataset(name).unwrap();
+        RecordDecoder::new(
+            dataset,
+            topic,
+            arrow(&bronze_schema(dataset).unwrap()),
+            false,
+        )
+    }
+
     #[test]
     fn good_and_bad_records_are_told_apart() {
-        let speedtest = speedtest();
-        let decoder = RecordDecoder::new(
-            &speedtest,
-            "speedtest_raw",
-            arrow(&bronze_schema(&speedtest).unwrap()),
-            false,
-        );
+        let decoder = built_in_decoder("speedtest", "speedtest_raw");
         let mut chunk = Chunk::default();
         let wrong_type = GOOD.replace("10.5", "\"fast\"");
         let missing = GOOD.replace(r#""user_id":"u1","#, "");
@@ -777,28 +783,13 @@ mod tests {
         assert_eq!(chunk.data.capacity(), 1024);
     }
 
-    /// The tweets as `lake generate` makes them, `count` from `seed`.
-    fn tweets(count: usize, seed: u64) -> Vec<Vec<u8>> {
-        use lake_generate::{Generator, GeneratorConfig, Stream};
-        let mut generator = Generator::new(GeneratorConfig::new(
-            Stream::Tweets,
-            seed,
-            1_767_225_600_000,
-        ));
+    /// Records of `stream` as `lake generate` makes them, `count` from `seed`.
+    fn generated(stream: lake_generate::Stream, count: usize, seed: u64) -> Vec<Vec<u8>> {
+        use lake_generate::{Generator, GeneratorConfig};
+        let mut generator = Generator::new(GeneratorConfig::new(stream, seed, 1_767_225_600_000));
         (0..count)
             .map(|_| generator.next_record().payload.to_vec())
             .collect()
-    }
-
-    fn tweets_decoder() -> RecordDecoder {
-        let pipeline = lake_spec::Pipeline::built_in().unwrap();
-        let tweets = pipeline.dataset("tweets").unwrap();
-        RecordDecoder::new(
-            tweets,
-            "tweets",
-            arrow(&bronze_schema(tweets).unwrap()),
-            false,
-        )
     }
 
     fn assert_same(one: &Decoded, checked: &Decoded) {
@@ -808,11 +799,14 @@ mod tests {
 
     #[test]
     fn the_one_pass_decodes_generated_records_as_the_checked_path_does() {
-        let decoder = tweets_decoder();
+        let decoder = built_in_decoder("tweets", "tweets");
         assert!(decoder.one_pass.is_some());
         let checked = decoder.clone().checked_only();
         let mut chunk = Chunk::sized_for(4096);
-        for (i, payload) in tweets(4096, 7).iter().enumerate() {
+        for (i, payload) in generated(lake_generate::Stream::Tweets, 4096, 7)
+            .iter()
+            .enumerate()
+        {
             chunk.push(Some(payload), at(i as i64), 1 << 20);
         }
         // The pass took the chunk itself rather than leaving it to the
@@ -834,21 +828,13 @@ mod tests {
             &checked.decode(&chunk, 1_767_225_601_000_000).unwrap(),
         );
 
-        let speedtest = speedtest();
-        let decoder = RecordDecoder::new(
-            &speedtest,
-            "speedtest_raw",
-            arrow(&bronze_schema(&speedtest).unwrap()),
-            false,
-        );
+        let decoder = built_in_decoder("speedtest", "speedtest_raw");
         let mut chunk = Chunk::default();
-        let mut generator = lake_generate::Generator::new(lake_generate::GeneratorConfig::new(
-            lake_generate::Stream::Speedtest,
-            7,
-            1_767_225_600_000,
-        ));
-        for i in 0..1000 {
-            chunk.push(Some(generator.next_record().payload), at(i), 1 << 20);
+        for (i, payload) in generated(lake_generate::Stream::Speedtest, 1000, 7)
+            .iter()
+            .enumerate()
+        {
+            chunk.push(Some(payload), at(i as i64), 1 << 20);
         }
         let one = decoder.decode(&chunk, 0).unwrap();
         assert_eq!(one.rows(), 1000);
@@ -860,9 +846,9 @@ mod tests {
 
     #[test]
     fn a_chunk_with_bad_records_gets_the_checked_path_s_rows_and_dead_letters() {
-        let decoder = tweets_decoder();
+        let decoder = built_in_decoder("tweets", "tweets");
         let checked = decoder.clone().checked_only();
-        let good = tweets(64, 11);
+        let good = generated(lake_generate::Stream::Tweets, 64, 11);
         let text = std::str::from_utf8(&good[0]).unwrap();
         let bad: Vec<Vec<u8>> = vec![
             text.replacen('{', "{\"tweet_id\":\"dup\",", 1).into_bytes(),
