@@ -128,22 +128,25 @@ impl Chunk {
         let payload = payload.unwrap_or_default();
         self.bytes += payload.len() as u64;
         match sized(payload, max_record_bytes) {
-            Ok(()) => {
-                let start = self.data.len();
-                self.data.extend_from_slice(payload);
-                let end = self.data.len();
-                self.data.push(b'\n');
-                self.pending.push(Pending {
-                    range: start..end,
-                    at,
-                });
-            }
+            Ok(()) => self.keep(payload, at),
             Err(error) => self.rejected.push(Rejected {
                 raw: payload.to_vec(),
                 error,
                 at,
             }),
         }
+    }
+
+    /// Appends a record to decode.
+    fn keep(&mut self, payload: &[u8], at: Coordinates) {
+        let start = self.data.len();
+        self.data.extend_from_slice(payload);
+        let end = self.data.len();
+        self.data.push(b'\n');
+        self.pending.push(Pending {
+            range: start..end,
+            at,
+        });
     }
 
     pub fn clear(&mut self) {
@@ -257,16 +260,7 @@ impl Chunk {
                     error,
                     at: pending.at,
                 }),
-                None => {
-                    let start = passed.data.len();
-                    passed.data.extend_from_slice(payload);
-                    let end = passed.data.len();
-                    passed.data.push(b'\n');
-                    passed.pending.push(Pending {
-                        range: start..end,
-                        at: pending.at,
-                    });
-                }
+                None => passed.keep(payload, pending.at),
             }
         }
         std::borrow::Cow::Owned(passed)
