@@ -1,5 +1,6 @@
-//! The consumer side of `lake ingest`: one thread polls Kafka, checks
-//! records and hands chunks to each table's sink; it decides when an epoch
+//! The consumer side of `lake ingest`: one thread polls Kafka, decodes
+//! chunks of records (checking them as it goes) and hands the rows to each
+//! table's sink; it decides when an epoch
 //! ends and commits, and it owns the group membership (rebalances).
 //!
 //! Offsets come from the tables, never from Kafka: on every assignment the
@@ -1066,7 +1067,7 @@ fn fatal_hint(reason: &str, kafka: &ClientConfig) -> String {
 }
 
 /// Decodes the chunk and hands its rows to the table's writer. Decoding
-/// here, where the records were just checked, keeps one chunk per table on
+/// here, where the records were just read, keeps one chunk per table on
 /// this thread, filled again as soon as it is decoded, and only decoded
 /// batches wait for the writer: a tenth less peak memory than a queue of
 /// chunks (docs/performance.md, "Decoding on the consumer thread").
