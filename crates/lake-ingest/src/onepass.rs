@@ -45,11 +45,10 @@ pub(crate) struct OnePass {
 impl OnePass {
     /// `None` when a column's type is one this pass does not decode.
     pub(crate) fn new(payload: SchemaRef, evolve: bool) -> Option<Self> {
-        payload
-            .fields()
-            .iter()
-            .all(|f| supported(f.data_type()))
-            .then_some(Self { payload, evolve })
+        // The columns' builders are what the pass decodes into, so whether
+        // they can be made is the one list of the types it covers.
+        Columns::new(payload.fields(), 0)?;
+        Some(Self { payload, evolve })
     }
 
     /// The payload rows of `records`, one per record, or `Declined`.
@@ -57,8 +56,7 @@ impl OnePass {
         &self,
         records: impl ExactSizeIterator<Item = &'a str>,
     ) -> Result<RecordBatch, Declined> {
-        let fields = self.payload.fields().clone();
-        let mut root = Columns::new(&fields, records.len()).ok_or(Declined)?;
+        let mut root = Columns::new(self.payload.fields(), records.len()).ok_or(Declined)?;
         for record in records {
             let mut de = serde_json::Deserializer::from_str(record);
             RowSeed {
@@ -71,20 +69,6 @@ impl OnePass {
         }
         let columns = root.finish().map_err(|_| Declined)?;
         RecordBatch::try_new(self.payload.clone(), columns).map_err(|_| Declined)
-    }
-}
-
-fn supported(data_type: &DataType) -> bool {
-    match data_type {
-        DataType::Utf8
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::Float64
-        | DataType::Boolean
-        | DataType::Timestamp(TimeUnit::Microsecond, _) => true,
-        DataType::List(item) => supported(item.data_type()),
-        DataType::Struct(fields) => fields.iter().all(|f| supported(f.data_type())),
-        _ => false,
     }
 }
 
